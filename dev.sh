@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up a virtual environment with the pinned dependencies, then run something in it.
+#   ./dev.sh smoke          set up + python launch.py +preset=smoke
+#   ./dev.sh test [ARGS]    set up + pytest (ARGS passed on, e.g. -m "not slow")
+#   ./dev.sh setup          set up only
+#   ./dev.sh bench [--quick]
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV="${SPLINE_LSTM_VENV:-.venv}"
+PY="${PYTHON:-python3}"
+stamp="$VENV/.installed-$(sha256sum requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "== setting up $VENV (pinned versions from requirements.lock)"
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -r requirements.lock
+  "$VENV/bin/python" -m pip install --quiet --no-deps -e .
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+fi
+cmd="${1:-smoke}"; shift || true
+case "$cmd" in
+  setup) echo "ready: $VENV" ;;
+  smoke) exec "$VENV/bin/python" launch.py +preset=smoke "$@" ;;
+  test)  exec "$VENV/bin/python" -m pytest "$@" ;;
+  bench) exec "$VENV/bin/python" bench/run.py "$@" ;;
+  *) echo "usage: ./dev.sh {smoke|test|setup|bench} [args]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,5 @@
+import sys
+
+from spline_lstm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,278 @@
+"""The canonical run-scoped artifact layout (CONTRACT §3-4) and safe file I/O.
+
+Everything that touches a run's files goes through here: run_id rules, the
+atomic claim of a run_id, atomic writes (temp file + fsync + rename) that hash
+what they write, and the restricted unpickler for ``preprocessor.pkl``.
+Imports nothing heavy: the gate and ``runs list`` use it without TensorFlow.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional
+
+from spline_lstm.errors import RunIdConflict, RunIdInvalid, StorageError, UnsafeArtifact
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+ARTIFACT_KINDS = ("processed", "meta", "preprocessor", "best", "last", "metrics", "report", "metadata")
+RUN_DIR_KINDS = ("processed", "models", "checkpoints")
+
+
+def validate_run_id(run_id: Any) -> str:
+    """CONTRACT §3: 1-128 of [A-Za-z0-9._-], not starting with '.' or '-', no '..'."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
+        shown = repr(run_id)[:80]
+        raise RunIdInvalid(
+            f"run_id {shown} is invalid: use 1-128 characters of [A-Za-z0-9._-], "
+            "not starting with '.' or '-', without '..'")
+    return run_id
+
+
+@dataclass(frozen=True)
+class ArtifactLayout:
+    """Where every file of every run lives under one artifacts dir."""
+
+    root: Path
+
+    def paths(self, run_id: str) -> Dict[str, Path]:
+        validate_run_id(run_id)
+        r = self.root
+        return {
+            "processed": r / "processed" / run_id / "processed.npz",
+            "meta": r / "processed" / run_id / "meta.json",
+            "preprocessor": r / "models" / run_id / "preprocessor.pkl",
+            "best": r / "checkpoints" / run_id / "best.keras",
+            "last": r / "checkpoints" / run_id / "last.keras",
+            "metrics": r / "metrics" / f"{run_id}.json",
+            "report": r / "reports" / f"{run_id}.md",
+            "metadata": r / "metadata" / f"{run_id}.json",
+        }
+
+    def health_path(self, run_id: str) -> Path:
+        return self.root / "health" / f"{validate_run_id(run_id)}.json"
+
+    def plot_dir(self, run_id: str) -> Path:
+        return self.root / "reports" / validate_run_id(run_id)
+
+    def run_dirs(self, run_id: str) -> Dict[str, Path]:
+        return {kind: self.root / kind / validate_run_id(run_id) for kind in RUN_DIR_KINDS}
+
+    def all_files(self, run_id: str) -> list:
+        """Every path that belongs to the run (files and folders), existing or not."""
+        p = self.paths(run_id)
+        return [*self.run_dirs(run_id).values(), p["metrics"], p["report"], p["metadata"],
+                self.plot_dir(run_id), self.health_path(run_id)]
+
+    def existing(self, run_id: str) -> list:
+        return [p for p in self.all_files(run_id) if os.path.lexists(p)]
+
+    def ensure_unclaimed(self, run_id: str) -> None:
+        """Cheap early refusal; ``claim`` is the atomic one."""
+        found = self.existing(run_id)
+        if found:
+            raise RunIdConflict(
+                f"artifacts for run_id '{run_id}' already exist ({found[0]}); choose another "
+                f"run_id or quarantine it: python -m spline_lstm runs quarantine {run_id} "
+                f"--artifacts-dir {self.root}")
+
+    def claim(self, run_id: str) -> None:
+        """Atomically take the run_id: exclusive mkdir of its run folders.
+
+        Of two processes claiming the same run_id, exactly one succeeds; the
+        loser gets RunIdConflict and touches nothing of the winner's."""
+        self.ensure_unclaimed(run_id)
+        made = []
+        try:
+            for path in self.run_dirs(run_id).values():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.mkdir(path)  # raises FileExistsError if someone else has it
+                made.append(path)
+        except FileExistsError:
+            for path in made:
+                shutil.rmtree(path, ignore_errors=True)
+            raise RunIdConflict(f"run_id '{run_id}' was claimed by another process at the same "
+                                "time; choose another run_id") from None
+        except OSError as exc:
+            for path in made:
+                shutil.rmtree(path, ignore_errors=True)
+            raise StorageError(f"cannot create run folders under {self.root}: "
+                               f"{exc.strerror or exc}") from exc
+
+    def run_ids(self) -> list:
+        """Every run_id with any artifact, newest first by mtime."""
+        found: Dict[str, float] = {}
+        for kind in RUN_DIR_KINDS:
+            base = self.root / kind
+            if base.is_dir():
+                for entry in base.iterdir():
+                    if entry.is_dir() and RUN_ID_PATTERN.match(entry.name):
+                        found[entry.name] = max(found.get(entry.name, 0), entry.stat().st_mtime)
+        for kind in ("metrics", "metadata"):
+            base = self.root / kind
+            if base.is_dir():
+                for entry in base.glob("*.json"):
+                    rid = entry.name[:-5]
+                    if RUN_ID_PATTERN.match(rid):
+                        found[rid] = max(found.get(rid, 0), entry.stat().st_mtime)
+        return sorted(found, key=lambda r: found[r], reverse=True)
+
+
+# --- writing ------------------------------------------------------------------
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Dict[str, Any]:
+    """Write via temp file + fsync + rename; return {sha256, size} of what was written."""
+    tmp = _tmp_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _unlink_quiet(tmp)
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        _unlink_quiet(tmp)
+        raise
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def atomic_write_json(path: Path, obj: Any) -> Dict[str, Any]:
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=True)
+    return atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+
+
+def atomic_move_in(src: Path, path: Path) -> Dict[str, Any]:
+    """Rename a finished staging file onto its canonical name (same filesystem)."""
+    try:
+        with open(src, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(src, path)
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return {"sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _unlink_quiet(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# --- reading ------------------------------------------------------------------
+
+_SAFE_GLOBALS = {
+    ("builtins", name) for name in
+    ("dict", "list", "tuple", "set", "frozenset", "str", "int", "float", "bool", "complex",
+     "bytes", "bytearray")
+} | {
+    ("collections", "OrderedDict"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Allows builtin containers and numpy arrays/scalars; refuses every other global."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS or (module == "numpy.dtypes" and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise UnsafeArtifact(f"pickle refers to disallowed global {module}.{name}; refused, not executed")
+
+
+def safe_load_pickle(path: Path) -> Any:
+    """Load a pickle with the restricted unpickler; never executes arbitrary code."""
+    data = Path(path).read_bytes()
+    try:
+        return RestrictedUnpickler(io.BytesIO(data)).load()
+    except UnsafeArtifact as exc:
+        raise UnsafeArtifact(f"{path}: {exc}") from None
+    except Exception as exc:
+        raise UnsafeArtifact(f"{path}: not a readable plain-data pickle ({type(exc).__name__})") from None
+
+
+def dump_plain_pickle(obj: Any) -> bytes:
+    """Serialise the preprocessor payload, checking it stays plain data."""
+    data = pickle.dumps(obj, protocol=5)
+    RestrictedUnpickler(io.BytesIO(data)).load()
+    return data
+
+
+def utc_stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def iter_hydra_dirs(outputs_dir: Path, run_id: str) -> Iterator[Path]:
+    """The Hydra job folders of a run: runs/<run_id> or sweeps/<sweep_id>/<run_id>."""
+    direct = outputs_dir / "runs" / run_id
+    if direct.is_dir():
+        yield direct
+    sweeps = outputs_dir / "sweeps"
+    if sweeps.is_dir():
+        for d in sweeps.glob(f"*/{run_id}"):
+            if d.is_dir():
+                yield d
+
+
+def quarantine(layout: ArtifactLayout, run_id: str, hydra_dirs: Optional[list] = None) -> Path:
+    """Move every file of run_id aside (nothing is deleted); returns the quarantine folder."""
+    target = layout.root / "quarantine" / f"{validate_run_id(run_id)}-{utc_stamp()}"
+    found = layout.existing(run_id)
+    extra = [p for p in (hydra_dirs or []) if os.path.lexists(p)]
+    if not found and not extra:
+        return target
+    try:
+        target.mkdir(parents=True, exist_ok=False)
+        for path in found:
+            rel = path.relative_to(layout.root)
+            dest = target / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest)
+        for i, path in enumerate(extra):
+            dest = target / "hydra" / (path.name if i == 0 else f"{path.name}-{i}")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(path), str(dest))
+    except OSError as exc:
+        raise StorageError(f"quarantine of {run_id} failed: {exc.strerror or exc}") from exc
+    return target

@@ -1,0 +1,240 @@
+"""Operator commands: ``python -m spline_lstm`` (also installed as ``spline-lstm``).
+
+    health RUN_ID            the gate, standalone (exit 0 / 9 / 10 / 11)
+    predict RUN_ID --input F forecast with a healthy run's model + preprocessor
+    runs list                every run_id with age, gate status and test rmse
+    runs quarantine RUN_ID   move a run's files aside (nothing deleted)
+
+Every failure exits with its CONTRACT §7 code and one ``ERROR [NAME] ...`` line.
+``health`` and ``runs`` import neither TensorFlow nor MLflow.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+from spline_lstm.errors import SplineLSTMError, classify, error_line
+
+DEFAULT_OUTPUTS = os.environ.get("SPLINE_LSTM_OUTPUTS_DIR", "outputs")
+
+
+def _dirs(args) -> tuple:
+    outputs = Path(args.outputs_dir).absolute()
+    artifacts = Path(args.artifacts_dir).absolute() if args.artifacts_dir else outputs / "artifacts"
+    return outputs, artifacts
+
+
+def cmd_health(args) -> int:
+    from spline_lstm.health import run_gate, write_record
+
+    _, artifacts = _dirs(args)
+    t0 = time.perf_counter()
+    result = run_gate(artifacts, args.run_id)
+    elapsed_ms = (time.perf_counter() - t0) * 1000
+    try:
+        record = write_record(result)
+    except SplineLSTMError:
+        record = None  # read-only artifacts dir: the storage check already says so
+    if args.json:
+        print(json.dumps({**result.to_dict(), "record": str(record) if record else None}, indent=2))
+    else:
+        print(f"health gate for run_id {args.run_id} ({artifacts})")
+        print(f"{'check':<9} {'status':<6} {'ms':>7}  message")
+        for c in result.checks:
+            print(f"{c.name:<9} {c.status:<6} {c.duration_ms:>7.1f}  {c.message}")
+        print(f"verdict: {'PASS' if result.passed else 'FAIL'} in {elapsed_ms:.0f} ms"
+              + (f"; record {record}" if record else ""))
+    err = result.error()
+    if err is not None:
+        raise err
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from spline_lstm.predict import forecast, write_forecast
+
+    _, artifacts = _dirs(args)
+    frame = forecast(artifacts, args.run_id, Path(args.input), verbose=args.verbose)
+    text = write_forecast(frame, Path(args.output) if args.output else None)
+    if args.output:
+        print(f"wrote {len(frame)} forecasts to {Path(args.output).absolute()}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def run_status(artifacts: Path, run_id: str) -> dict:
+    """Cheap status for listings: recorded gate verdict, or incomplete/unchecked."""
+    from spline_lstm.artifacts import ArtifactLayout
+    from spline_lstm.health import read_record
+
+    layout = ArtifactLayout(artifacts)
+    paths = layout.paths(run_id)
+    present = sum(p.is_file() for p in paths.values())
+    record = read_record(artifacts, run_id)
+    if present < len(paths):
+        status = "incomplete"
+    elif record is None:
+        status = "unchecked"
+    else:
+        status = record.get("verdict", "unchecked")
+    rmse = None
+    try:
+        rmse = json.loads(paths["metrics"].read_text())["metrics"]["rmse"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    mtimes = [p.stat().st_mtime for p in paths.values() if p.exists()]
+    return {"run_id": run_id, "status": status, "artifacts": f"{present}/{len(paths)}",
+            "age_s": round(time.time() - max(mtimes), 1) if mtimes else None, "test_rmse": rmse}
+
+
+def _age(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def cmd_runs_list(args) -> int:
+    from spline_lstm.artifacts import ArtifactLayout
+
+    _, artifacts = _dirs(args)
+    rows = [run_status(artifacts, rid) for rid in ArtifactLayout(artifacts).run_ids()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no runs under {artifacts}")
+        return 0
+    width = max(len(r["run_id"]) for r in rows)
+    print(f"{'run_id':<{width}}  {'age':>5}  {'status':<10} {'files':>5}  test_rmse")
+    for r in rows:
+        rmse = f"{r['test_rmse']:.4g}" if isinstance(r["test_rmse"], (int, float)) else "-"
+        print(f"{r['run_id']:<{width}}  {_age(r['age_s']):>5}  {r['status']:<10} {r['artifacts']:>5}  {rmse}")
+    return 0
+
+
+def cmd_runs_quarantine(args) -> int:
+    from spline_lstm.artifacts import ArtifactLayout, iter_hydra_dirs, quarantine, validate_run_id
+
+    outputs, artifacts = _dirs(args)
+    run_id = validate_run_id(args.run_id)
+    layout = ArtifactLayout(artifacts)
+    metadata = _read_json(layout.paths(run_id)["metadata"])
+    hydra_dirs = list(iter_hydra_dirs(outputs, run_id))
+    target = quarantine(layout, run_id, hydra_dirs)
+    if not target.exists():
+        print(f"nothing to quarantine for run_id {run_id} under {artifacts}")
+        return 0
+    moved = sum(1 for p in target.rglob("*") if p.is_file())
+    print(f"quarantined run_id {run_id}: {moved} files moved to {target}")
+    tagged = _tag_quarantined(outputs, run_id, metadata)
+    if tagged:
+        print(f"MLflow: tagged {tagged} run(s) quarantined=true")
+    print(f"the run_id can be reused now: python launch.py ... run_id={run_id}")
+    return 0
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        doc = json.loads(path.read_text())
+        return doc if isinstance(doc, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _tag_quarantined(outputs: Path, run_id: str, metadata: Optional[dict]) -> int:
+    """Best effort: the MLflow store may be elsewhere or gone; files matter most."""
+    info = (metadata or {}).get("mlflow") or {}
+    uri = info.get("tracking_uri")
+    if metadata is not None and not uri:
+        return 0  # the run had tracking disabled
+    if uri and "***" in uri:
+        return 0  # credentials were masked; cannot reconnect
+    default_db = outputs / "mlflow.db"
+    if not uri and not default_db.exists():
+        return 0
+    try:
+        from spline_lstm.tracking import Store, tag_runs
+
+        store = Store(uri or f"sqlite:///{default_db}", "", info.get("experiment") or "spline-lstm")
+        return tag_runs(store, run_id, {"quarantined": "true"})
+    except Exception as exc:  # noqa: BLE001
+        print(f"warning: could not tag the MLflow run: {type(exc).__name__}", file=sys.stderr)
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spline-lstm", description="Operate spline-lstm runs: check, predict, list, quarantine.",
+        epilog="Train with: python launch.py +preset=smoke. Exit codes: see runbook/README.md.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--outputs-dir", default=DEFAULT_OUTPUTS,
+                       help="outputs dir of the runs (default: %(default)s)")
+        p.add_argument("--artifacts-dir", default=None, help="artifacts dir (default: OUTPUTS_DIR/artifacts)")
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("health", help="run the health gate on a run", formatter_class=fmt,
+                       description="Run the health gate (CONTRACT §6) on an existing run.\n\n"
+                                   "example: python -m spline_lstm health phase4-smoke-20260101-120000-ab12")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    common(p)
+    p.set_defaults(fn=cmd_health)
+
+    p = sub.add_parser("predict", help="forecast with a run's model", formatter_class=fmt,
+                       description="Gate the run, then forecast the next horizon steps after the input's "
+                                   "last timestamp.\n\nexample: python -m spline_lstm predict RUN_ID "
+                                   "--input recent.csv --output forecast.csv")
+    p.add_argument("run_id")
+    p.add_argument("--input", required=True, help="CSV or Parquet with the run's columns")
+    p.add_argument("--output", help="CSV to write (default: print to stdout)")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's own logs")
+    common(p)
+    p.set_defaults(fn=cmd_predict)
+
+    runs = sub.add_parser("runs", help="list or quarantine runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    p = runs_sub.add_parser("list", help="every run_id with age, gate status, test rmse", formatter_class=fmt,
+                            description="List runs.\n\nexample: python -m spline_lstm runs list --json")
+    p.add_argument("--json", action="store_true")
+    common(p)
+    p.set_defaults(fn=cmd_runs_list)
+    p = runs_sub.add_parser("quarantine", help="move a run's files aside so its run_id can be reused",
+                            formatter_class=fmt,
+                            description="Move every file of RUN_ID into ARTIFACTS_DIR/quarantine/"
+                                        "<run_id>-<UTC stamp>/ (nothing is deleted).\n\n"
+                                        "example: python -m spline_lstm runs quarantine RUN_ID")
+    p.add_argument("run_id")
+    common(p)
+    p.set_defaults(fn=cmd_runs_quarantine)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("ERROR [INTERRUPTED] interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure becomes an exit code
+        err = classify(exc)
+        log_path = None
+        if err.code == 1:
+            fd, log_path = tempfile.mkstemp(prefix="spline-lstm-", suffix=".log")
+            with os.fdopen(fd, "w") as fh:
+                traceback.print_exc(file=fh)
+        print(error_line(err, log_path), file=sys.stderr)
+        return err.code

@@ -1,0 +1,133 @@
+"""Typed failures and the exit-code contract (CONTRACT §7), mapped in one place.
+
+Every expected failure is one of these exceptions; ``launch.py`` and every
+``python -m spline_lstm`` subcommand turn them into an exit code and a single
+``ERROR [NAME] message`` line on stderr. Anything else is a bug (exit 1).
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+
+class SplineLSTMError(Exception):
+    """Base of all expected failures; ``code`` is the process exit code."""
+
+    code = 1
+    name = "UNEXPECTED"
+
+
+class ConfigInvalid(SplineLSTMError):
+    code, name = 2, "CONFIG_INVALID"
+
+
+class RunIdInvalid(SplineLSTMError):
+    code, name = 3, "RUN_ID_INVALID"
+
+
+class RunIdConflict(SplineLSTMError):
+    code, name = 4, "RUN_ID_CONFLICT"
+
+
+class InputInvalid(SplineLSTMError):
+    code, name = 5, "INPUT_INVALID"
+
+
+class StorageError(SplineLSTMError):
+    code, name = 6, "STORAGE_ERROR"
+
+
+class TrainingFailed(SplineLSTMError):
+    code, name = 7, "TRAINING_FAILED"
+
+
+class TrackingFailed(SplineLSTMError):
+    code, name = 8, "TRACKING_FAILED"
+
+
+class HealthFailed(SplineLSTMError):
+    code, name = 9, "HEALTH_FAILED"
+
+
+class RunIdMismatch(SplineLSTMError):
+    code, name = 10, "RUN_ID_MISMATCH"
+
+
+class UnsafeArtifact(SplineLSTMError):
+    code, name = 11, "UNSAFE_ARTIFACT"
+
+
+class Interrupted(SplineLSTMError):
+    code, name = 130, "INTERRUPTED"
+
+
+EXIT_CODES = {
+    cls.name: cls.code
+    for cls in (SplineLSTMError, ConfigInvalid, RunIdInvalid, RunIdConflict, InputInvalid,
+                StorageError, TrainingFailed, TrackingFailed, HealthFailed, RunIdMismatch,
+                UnsafeArtifact, Interrupted)
+}
+EXIT_CODES["OK"] = 0
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def find_typed(exc: BaseException) -> Optional[SplineLSTMError]:
+    """The first of our typed errors in an exception's cause chain (Hydra and
+    OmegaConf wrap what resolvers and callbacks raise)."""
+    for e in _chain(exc):
+        if isinstance(e, SplineLSTMError):
+            return e
+    return None
+
+
+def classify(exc: BaseException) -> SplineLSTMError:
+    """Map any exception to a typed error: ours as they are, Hydra/OmegaConf
+    composition errors to CONFIG_INVALID, disk errors to STORAGE_ERROR, the
+    rest to UNEXPECTED."""
+    typed = find_typed(exc)
+    if typed is not None:
+        return typed
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted("interrupted by signal")
+    for e in _chain(exc):
+        mod = type(e).__module__ or ""
+        if mod.startswith(("omegaconf", "hydra")):
+            return ConfigInvalid(_config_message(exc))
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno is not None and e.errno in _STORAGE_ERRNOS:
+            return StorageError(f"{e.strerror}: {e.filename or ''}".rstrip(": "))
+    err = SplineLSTMError(f"{type(exc).__name__}: {one_line(str(exc))}")
+    return err
+
+
+_STORAGE_ERRNOS = {13, 28, 30, 122, 5, 17, 20, 21, 1}  # EACCES ENOSPC EROFS EDQUOT EIO EEXIST ENOTDIR EISDIR EPERM
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _config_message(exc: BaseException) -> str:
+    """Name the offending key: OmegaConf errors carry ``full_key``."""
+    for e in _chain(exc):
+        key = getattr(e, "full_key", None)
+        msg = getattr(e, "msg", None) or str(e)
+        if key:
+            first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+            return f"{key}: {one_line(first)}"
+    first = str(exc).strip().splitlines()
+    return one_line(first[0] if first else type(exc).__name__)
+
+
+def error_line(err: SplineLSTMError, log_path: Optional[str] = None) -> str:
+    line = f"ERROR [{err.name}] {one_line(str(err), 600)}"
+    if log_path:
+        line += f" (log: {log_path})"
+    return line

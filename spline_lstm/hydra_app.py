@@ -1,0 +1,149 @@
+"""Hydra glue: the task function and the two callbacks.
+
+- ``TrackingStoreCallback`` creates the MLflow schema and experiment once, in the
+  parent process, before any job starts (parallel jobs never race on a fresh
+  SQLite file).
+- ``HealthGateCallback`` runs the gate after every job. Hydra swallows exceptions
+  raised in callbacks, so a failing gate instead marks the ``JobReturn`` FAILED
+  with a typed error as its value: Hydra re-raises it after a single run, and the
+  sweeper after every job of a sweep has run; ``launch.py`` maps it to the exit code.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from spline_lstm.artifacts import ArtifactLayout, atomic_write_json
+from spline_lstm.config import validate
+from spline_lstm.errors import classify, error_line
+
+log = logging.getLogger("spline_lstm")
+
+
+def task(cfg: DictConfig) -> dict:
+    """The Hydra task: one full pipeline run."""
+    from spline_lstm import pipeline
+
+    app = validate(cfg)
+    hc = HydraConfig.get()
+    sweep_id = os.environ.get("SPLINE_LSTM_SWEEP_ID") if hc.mode == RunMode.MULTIRUN else None
+    ctx = pipeline.RunContext(app=app, layout=ArtifactLayout(Path(app.paths.artifacts_dir)),
+                              run_dir=Path(hc.runtime.output_dir), overrides=list(hc.overrides.task),
+                              sweep_id=sweep_id)
+    return pipeline.run(ctx)
+
+
+class TrackingStoreCallback(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._init_store(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._init_store(config)
+
+    @staticmethod
+    def _init_store(config: DictConfig) -> None:
+        # Errors are left for the job, which reports them with exit code 8.
+        try:
+            app = validate(config)
+            if app.tracking.enabled:
+                from spline_lstm.tracking import ensure_store, resolve_store
+
+                ensure_store(resolve_store(app.tracking, app.paths))
+        except Exception:
+            pass
+
+
+class HealthGateCallback(Callback):
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        try:
+            self._on_job_end(config, job_return)
+        except Exception as exc:  # never let the gate itself pass silently
+            logging.getLogger("spline_lstm.trace").exception("health gate crashed")
+            job_return.status = JobStatus.FAILED
+            job_return.return_value = classify(exc)
+
+    def _on_job_end(self, config: DictConfig, job_return: JobReturn) -> None:
+        run_id = str(config.run_id)
+        run_dir = Path(config.hydra.runtime.output_dir)
+        log_path = run_dir / "run.log"
+        artifacts_dir = Path(str(config.paths.artifacts_dir)).absolute()
+        if job_return.status != JobStatus.COMPLETED:
+            err = classify(job_return._return_value)
+            job_return.return_value = err
+            _record_status(run_id, err, log_path)
+            log.error("%s", error_line(err, str(log_path)))
+            return
+        from spline_lstm.health import run_gate, write_record
+
+        t0 = time.perf_counter()
+        result = run_gate(artifacts_dir, run_id)
+        record = write_record(result)
+        elapsed = time.perf_counter() - t0
+        err = result.error()
+        _tag_mlflow(config, artifacts_dir, run_id, err is None)
+        _print_summary(artifacts_dir, run_id, result.passed, record, elapsed, log_path)
+        if err is not None:
+            logging.getLogger("spline_lstm.trace").error("gate failed: %s", json.dumps(result.to_dict()))
+            job_return.status = JobStatus.FAILED
+            job_return.return_value = err
+            log.error("%s", error_line(err, str(log_path)))
+        _record_status(run_id, err, log_path)
+
+
+def _record_status(run_id: str, err: Optional[Exception], log_path: Path) -> None:
+    """Per-job verdict for launch.py's end-of-sweep summary (workers may be other processes)."""
+    status_dir = os.environ.get("SPLINE_LSTM_STATUS_DIR")
+    if not status_dir:
+        return
+    doc = {"run_id": run_id, "ok": err is None, "log": str(log_path)}
+    if err is not None:
+        doc.update(code=getattr(err, "code", 1), name=getattr(err, "name", "UNEXPECTED"), message=str(err))
+    try:
+        atomic_write_json(Path(status_dir) / f"{run_id}.json", doc)
+    except Exception:
+        pass
+
+
+def _tag_mlflow(config: DictConfig, artifacts_dir: Path, run_id: str, passed: bool) -> None:
+    """health=PASS|FAIL on the MLflow run; a failed gate also turns it FAILED."""
+    app = validate(config)
+    if not app.tracking.enabled:
+        return
+    from spline_lstm.tracking import mark_health, resolve_store
+
+    mlflow_run_id = None
+    try:
+        meta = json.loads(ArtifactLayout(artifacts_dir).paths(run_id)["metadata"].read_text())
+        mlflow_run_id = (meta.get("mlflow") or {}).get("mlflow_run_id")
+    except (OSError, ValueError, AttributeError):
+        pass  # metadata broken: the gate fails; find the MLflow run by tag instead
+    mark_health(resolve_store(app.tracking, app.paths), run_id, mlflow_run_id, passed)
+
+
+def _print_summary(artifacts_dir: Path, run_id: str, passed: bool, record: Path, elapsed: float,
+                   log_path: Path) -> None:
+    paths = ArtifactLayout(artifacts_dir).paths(run_id)
+    try:
+        metrics = json.loads(paths["metrics"].read_text())
+        rmse = metrics["metrics"]["rmse"]
+        vs = ", ".join(f"{n} {b['rmse']:.4g}" for n, b in metrics["baselines"].items())
+        line = f"test rmse {rmse:.4g} (baselines: {vs})"
+    except Exception:
+        line = "test metrics unavailable"
+    log.info("== summary")
+    log.info("run_id     %s", run_id)
+    log.info("metrics    %s", line)
+    log.info("gate       %s in %.0f ms -> %s", "PASS" if passed else "FAIL", elapsed * 1000, record)
+    log.info("artifacts  %s", artifacts_dir)
+    log.info("report     %s", paths["report"])
+    log.info("log        %s", log_path)

@@ -1,0 +1,83 @@
+"""Run Hydra and map the outcome to CONTRACT §7 exit codes.
+
+Hydra re-raises a failed job's exception when HYDRA_FULL_ERROR=1: after a single
+run at once, after a sweep once every job has run. Each job records its verdict
+in a status folder, so the end of a sweep can list every failed run_id.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+from spline_lstm.errors import Interrupted, classify, error_line
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def _statuses(status_dir: Path) -> List[dict]:
+    out = []
+    for path in sorted(status_dir.glob("*.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
+    import hydra
+
+    from spline_lstm.config import new_sweep_id, register_configs
+    from spline_lstm.hydra_app import task
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    os.environ.setdefault("SPLINE_LSTM_SWEEP_ID", new_sweep_id())
+    status_dir = Path(tempfile.mkdtemp(prefix="spline-lstm-status-"))
+    os.environ["SPLINE_LSTM_STATUS_DIR"] = str(status_dir)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    register_configs()
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    main = hydra.main(config_path=config_path, config_name="config", version_base="1.3")(task)
+    try:
+        main()
+        code = 0
+        failed = [s for s in _statuses(status_dir) if not s.get("ok")]
+        if failed:  # defensive: a job failed without Hydra re-raising
+            code = failed[0].get("code", 1)
+            _print_failures(failed)
+    except SystemExit as exc:  # argparse / --help
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes an exit code
+        err = classify(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            err = Interrupted(f"interrupted ({exc or 'SIGINT'}); no canonical file is left half-written")
+        statuses = _statuses(status_dir)
+        failed = [s for s in statuses if not s.get("ok")]
+        log_path = next((s.get("log") for s in failed if s.get("run_id") and s.get("name") == err.name), None)
+        logging.getLogger("spline_lstm.trace").error("launch failed", exc_info=exc)
+        if len(statuses) > 1 or "-m" in sys.argv or "--multirun" in sys.argv:
+            _print_failures(failed, total=len(statuses))
+        sys.stdout.flush()
+        print(error_line(err, log_path), file=sys.stderr)
+        code = err.code
+    finally:
+        shutil.rmtree(status_dir, ignore_errors=True)
+    return code
+
+
+def _print_failures(failed: List[dict], total: Optional[int] = None) -> None:
+    head = f"{len(failed)} of {total} jobs failed" if total else f"{len(failed)} jobs failed"
+    print(f"sweep summary: {head}", file=sys.stderr)
+    for s in failed:
+        print(f"  FAILED {s['run_id']}: [{s.get('name')}] {s.get('message')} (log: {s.get('log')})",
+              file=sys.stderr)

@@ -1,0 +1,322 @@
+"""One run end to end: load -> validate -> spline -> scale -> windows -> train ->
+evaluate -> canonical artifacts -> MLflow. The health gate runs afterwards as a
+Hydra callback (spline_lstm.callbacks).
+
+``RunContext`` is the one object that carries run_id, config, paths and the
+tracker through the stages.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from spline_lstm import __version__
+from spline_lstm.artifacts import (ArtifactLayout, atomic_move_in, atomic_write_bytes, atomic_write_json,
+                                   dump_plain_pickle)
+from spline_lstm.config import AppConfig, Smoothing, flatten, to_plain
+from spline_lstm.errors import Interrupted, classify
+from spline_lstm.tracking import NullTracker, Tracker, mask_uri, preflight, resolve_store
+
+log = logging.getLogger("spline_lstm")
+trace_log = logging.getLogger("spline_lstm.trace")  # file only: tracebacks stay off the console
+
+
+@dataclass
+class RunContext:
+    app: AppConfig
+    layout: ArtifactLayout
+    run_dir: Optional[Path] = None  # Hydra job folder (config, overrides, run.log)
+    overrides: List[str] = field(default_factory=list)
+    sweep_id: Optional[str] = None
+    tracker: object = field(default_factory=NullTracker)
+    timings: Dict[str, float] = field(default_factory=dict)
+    hashes: Dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.app.run_id
+
+    @property
+    def paths(self) -> Dict[str, Path]:
+        return self.layout.paths(self.run_id)
+
+    @property
+    def log_path(self) -> Optional[Path]:
+        return self.run_dir / "run.log" if self.run_dir else None
+
+    @contextmanager
+    def stage(self, name: str, title: Optional[str] = None):
+        if title:
+            log.info("== %s", title)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 4)
+
+    def write(self, kind: str, data: bytes) -> None:
+        self.hashes[kind] = atomic_write_bytes(self.paths[kind], data)
+
+    def write_json(self, kind: str, obj) -> None:
+        self.hashes[kind] = atomic_write_json(self.paths[kind], obj)
+
+
+def git_commit(start: Path) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "-C", str(start), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def versions() -> Dict[str, Optional[str]]:
+    from importlib import metadata
+
+    out: Dict[str, Optional[str]] = {"python": platform.python_version(), "spline_lstm": __version__}
+    for dist in ("numpy", "pandas", "scipy", "tensorflow", "keras", "mlflow", "hydra-core",
+                 "omegaconf", "pyarrow", "matplotlib"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def run(ctx: RunContext) -> dict:
+    """Execute every stage; on any failure end the MLflow run FAILED/KILLED, write
+    the traceback to the run log, and re-raise a typed error."""
+    started = time.time()
+    app = ctx.app
+    try:
+        if app.tracking.enabled:
+            store = resolve_store(app.tracking, app.paths)
+            with ctx.stage("tracking_preflight"):
+                preflight(store)  # exit 8 before anything is written
+            ctx.tracker = Tracker(store)
+        ctx.layout.claim(ctx.run_id)
+        log.info("run_id %s -> %s", ctx.run_id, ctx.layout.root)
+        with ctx.stage("mlflow"):
+            ctx.tracker.start(ctx.run_id, _tags(ctx), _params(app))
+        result = _stages(ctx, started)
+        with ctx.stage("mlflow"):
+            ctx.tracker.end("FINISHED")
+        return result
+    except BaseException as exc:
+        interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted))
+        trace_log.error("run %s failed:\n%s", ctx.run_id, traceback.format_exc())
+        try:
+            ctx.tracker.end("KILLED" if interrupted else "FAILED")
+        except Exception:  # the store itself may be what failed
+            trace_log.error("could not end the MLflow run:\n%s", traceback.format_exc())
+        if interrupted:
+            raise
+        err = classify(exc)
+        if err is exc:
+            raise
+        raise err from exc
+
+
+def _tags(ctx: RunContext) -> Dict[str, str]:
+    app = ctx.app
+    tags = {"preset": app.preset or "none", "model": app.model.cell.value,
+            "data_source": app.data.source.value if app.data.source.value == "synthetic"
+            else Path(app.data.path or "").name,
+            "git_commit": git_commit(Path.cwd()) or "none", "spline_lstm_version": __version__}
+    if ctx.sweep_id:
+        tags["sweep_id"] = ctx.sweep_id
+    return tags
+
+
+def _params(app: AppConfig) -> Dict[str, object]:
+    plain = to_plain(app)
+    if plain["tracking"].get("uri"):
+        plain["tracking"]["uri"] = mask_uri(plain["tracking"]["uri"])
+    return flatten(plain)
+
+
+def _stages(ctx: RunContext, started: float) -> dict:
+    from spline_lstm import data, evaluate, preprocess, report
+
+    app, paths = ctx.app, ctx.paths
+    p = app.preprocess
+    with ctx.stage("load_validate", "load + validate"):
+        series = data.load_series(app.data, app.seed, app.preset)
+        lo, hi = preprocess.observed_span(series.values)
+        values = series.values[lo:hi]
+        timestamps = series.timestamps[lo:hi]
+        if lo or len(series.values) - hi:
+            log.warning("trimmed %d leading and %d trailing missing points", lo, len(series.values) - hi)
+        bounds = preprocess.split_bounds(len(values), p)
+        if bounds[-1] < len(values):
+            values, timestamps = values[: bounds[-1]], timestamps[: bounds[-1]]
+        preprocess.check_series(values, bounds, p, series.source)
+    with ctx.stage("spline", "spline gap-filling"):
+        filled = preprocess.fill_gaps(values, bounds, p.interpolation)
+        lam = None
+        shaped = filled
+        if p.smoothing == Smoothing.spline:
+            shaped, lam = preprocess.smooth_train(filled, bounds, p.smoothing_lambda)
+    with ctx.stage("scale_window", "scale + windows"):
+        modelled = preprocess.difference(shaped, p.difference)
+        scaler = preprocess.Scaler.fit(p.scaling, modelled[: bounds[1]])
+        scaled = np.nan_to_num(scaler.transform(modelled)).astype(np.float32)
+        sources = [preprocess.WindowSource(
+            scaled, preprocess.window_starts(bounds, k, p.lookback, p.horizon, p.difference),
+            p.lookback, p.horizon) for k in range(3)]
+        summary = {**series.summary, **preprocess.preprocess_summary(
+            values, np.isnan(values), bounds, (lo, len(series.values) - hi), lam),
+            "windows": {name: len(s) for name, s in zip(preprocess.SPLITS, sources)},
+            "window_source_bytes": sources[0].nbytes}
+        log.info("%d points (%d filled), windows train/val/test = %s", len(values),
+                 summary["interpolated"], "/".join(str(len(s)) for s in sources))
+    with ctx.stage("artifacts"):
+        _write_preprocessing(ctx, timestamps, values, filled, scaled, bounds, scaler, summary, series)
+
+    with ctx.stage("imports", "model"):
+        from spline_lstm import model as model_mod
+        from spline_lstm import train
+
+        train.import_tensorflow(app.verbose)
+        determinism = train.seed_everything(app.seed, app.deterministic)
+    with ctx.stage("model_build"):
+        net = model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate)
+    staging = paths["best"].parent / ".staging"
+
+    def on_epoch(epoch: int, logs: dict) -> None:
+        with ctx.stage("mlflow"):
+            ctx.tracker.log_metrics(logs, step=epoch)
+
+    with ctx.stage("fit", f"fit ({app.training.epochs} epochs max)"):
+        history = train.fit(net, sources[0], sources[1], app.training, app.seed, staging, on_epoch,
+                            verbose=2)
+    with ctx.stage("artifacts"):
+        for kind in ("best", "last"):
+            ctx.hashes[kind] = atomic_move_in(staging / f"{kind}.keras", paths[kind])
+        staging.rmdir()
+
+    with ctx.stage("evaluate", "evaluate"):
+        best_model = model_mod.load_model_safely(paths["best"])
+        test = sources[2]
+        deltas = scaler.inverse(train.predict(best_model, test, max(app.training.batch_size, 256)))
+        pred = preprocess.undifference(filled, test.starts, deltas, p.difference)
+        actual = preprocess.target_matrix(values, test.starts, p.horizon)
+        scale = evaluate.mase_scale(values[: bounds[1]], app.data.season)
+        model_metrics = evaluate.forecast_metrics(actual, pred, scale)
+        baselines = {}
+        for name, fc in evaluate.baseline_forecasts(filled, test.starts, p.lookback, p.horizon,
+                                                    app.data.season).items():
+            baselines[name] = evaluate.forecast_metrics(actual, fc, scale)
+        improvement = {name: evaluate.improvement_pct(model_metrics["rmse"], b["rmse"])
+                       for name, b in baselines.items()}
+        best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None
+    metrics_doc = {
+        "run_id": ctx.run_id, "metrics": model_metrics, "baselines": baselines,
+        "improvement_pct": improvement, "units": "original", "evaluated_on": "observed test targets",
+        "test_windows": len(test), "evaluated_points": int(np.isfinite(actual).sum()),
+        "horizon": p.horizon, "epochs_run": len(history.get("loss", [])), "best_epoch": best_epoch,
+        "checkpoints": {"best": str(paths["best"]), "last": str(paths["last"])},
+        "history": history,
+    }
+    with ctx.stage("report", "artifacts"):
+        config_plain = to_plain(app)
+        plot_dir = ctx.layout.plot_dir(ctx.run_id)
+        pngs = report.plots(timestamps.to_numpy(), values, filled, bounds, history,
+                            timestamps.to_numpy()[test.starts], actual[:, 0], pred[:, 0],
+                            app.data.target_col)
+        for name, png in pngs.items():
+            ctx.hashes[f"plot:{name}"] = atomic_write_bytes(plot_dir / name, png)
+        ctx.write_json("metrics", metrics_doc)
+        ctx.write("report", report.markdown(ctx.run_id, config_plain, summary, metrics_doc,
+                                            plot_dir.name).encode("utf-8"))
+    with ctx.stage("mlflow"):
+        flat = {f"test_{k}": v for k, v in model_metrics.items()}
+        for name, b in baselines.items():
+            flat.update({f"{name}_{k}": v for k, v in b.items()})
+        flat.update({f"rmse_improvement_pct_vs_{n}": v for n, v in improvement.items()})
+        flat["duration_s"] = time.time() - started
+        ctx.tracker.log_metrics(flat)
+    with ctx.stage("artifacts"):
+        _write_metadata(ctx, config_plain, bounds, summary, series, determinism, started)
+    with ctx.stage("mlflow"):
+        _log_mlflow_artifacts(ctx, plot_dir)
+    return {"run_id": ctx.run_id, "rmse": model_metrics["rmse"],
+            "baselines": {n: b["rmse"] for n, b in baselines.items()}}
+
+
+def _write_preprocessing(ctx, timestamps, values, filled, scaled, bounds, scaler, summary, series) -> None:
+    import io
+
+    app = ctx.app
+    buf = io.BytesIO()
+    np.savez(buf, run_id=np.array(ctx.run_id),
+             timestamps=timestamps.to_numpy().astype("datetime64[ns]"), raw=values, filled=filled,
+             processed=scaled, observed=~np.isnan(values), split_bounds=bounds)
+    ctx.write("processed", buf.getvalue())
+    ctx.write_json("meta", {"run_id": ctx.run_id, "source": series.source, "target_col": app.data.target_col,
+                            "timestamp_col": app.data.timestamp_col, "start": str(timestamps[0]),
+                            "end": str(timestamps[-1]), **summary})
+    payload = {
+        "run_id": ctx.run_id, "format": 1,
+        "data": {"timestamp_col": app.data.timestamp_col, "target_col": app.data.target_col,
+                 "freq": series.freq, "duplicates": app.data.duplicates.value,
+                 "coerce_errors": app.data.coerce_errors, "season": app.data.season},
+        "spline": {"interpolation": app.preprocess.interpolation.value, "max_gap": app.preprocess.max_gap,
+                   "smoothing": app.preprocess.smoothing.value, "smoothing_lambda": summary["smoothing_lambda"]},
+        "scaler": scaler.to_dict(),
+        "window": {"lookback": app.preprocess.lookback, "horizon": app.preprocess.horizon,
+                   "difference": app.preprocess.difference},
+        "last_timestamp": str(timestamps[-1]),
+    }
+    ctx.write("preprocessor", dump_plain_pickle(payload))
+
+
+def _write_metadata(ctx, config_plain, bounds, summary, series, determinism, started) -> None:
+    app = ctx.app
+    if config_plain["tracking"].get("uri"):
+        config_plain["tracking"]["uri"] = mask_uri(config_plain["tracking"]["uri"])
+    root = ctx.layout.root
+    record = {kind: {"path": str(Path(os.path.relpath(ctx.paths[kind], root))), **h}
+              for kind, h in ctx.hashes.items() if not kind.startswith("plot:")}
+    plots = {k.split(":", 1)[1]: h for k, h in ctx.hashes.items() if k.startswith("plot:")}
+    doc = {
+        "run_id": ctx.run_id, "sweep_id": ctx.sweep_id, "preset": app.preset,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime()),
+        "duration_s": round(time.time() - started, 3),
+        "config": config_plain, "overrides": ctx.overrides, "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "seed": app.seed, "determinism": determinism,
+        "splits": {"bounds": [int(b) for b in bounds], "windows": summary["windows"]},
+        "versions": versions(), "git_commit": git_commit(Path.cwd()),
+        "data": {"source": series.source, "sha256": series.file_sha256, "rows": summary["rows"]},
+        "artifacts": record, "plots": plots,
+        "mlflow": ctx.tracker.info(),
+        "hydra_run_dir": str(ctx.run_dir) if ctx.run_dir else None,
+        "log_path": str(ctx.log_path) if ctx.log_path else None,
+        "timings_s": dict(ctx.timings),
+        "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+    }
+    ctx.write_json("metadata", doc)
+
+
+def _log_mlflow_artifacts(ctx: RunContext, plot_dir: Path) -> None:
+    if not ctx.tracker.enabled:
+        return
+    p = ctx.paths
+    files = [(p["metrics"], None), (p["report"], "report"), (plot_dir, "report/" + plot_dir.name),
+             (p["metadata"], None), (p["meta"], None), (p["best"], "checkpoints")]
+    if ctx.run_dir:
+        files += [(ctx.run_dir / ".hydra", "hydra"), (ctx.log_path, None)]
+    ctx.tracker.log_artifacts(files)
+

@@ -1,0 +1,251 @@
+"""Gap checks, spline gap-filling, smoothing, train-only scaling, chronological
+splits and lazily-built windows. Pure functions on numpy arrays.
+
+Leakage rules (nothing from validation/test may shape training inputs):
+- gap filling is causal by split: gaps in split k are filled by a spline fitted
+  on the observed points of splits 0..k only, so training values never see
+  validation or test points;
+- smoothing is fitted on the training split only and applied there; validation
+  and test inputs stay unsmoothed (a two-sided smoother would leak targets);
+- the scaler is fitted on training rows only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from spline_lstm.config import Interpolation, PreprocessConfig, Scaling
+from spline_lstm.errors import ConfigInvalid, InputInvalid
+
+SPLITS = ("train", "val", "test")
+
+
+def observed_span(values: np.ndarray) -> tuple:
+    """[first, last+1) of the observed points: leading/trailing gaps are trimmed,
+    since no spline can fill them without extrapolating."""
+    idx = np.flatnonzero(~np.isnan(values))
+    if idx.size == 0:
+        raise InputInvalid("series has no observed value")
+    return int(idx[0]), int(idx[-1]) + 1
+
+
+def longest_gap(values: np.ndarray) -> tuple:
+    """(length, start index) of the longest run of NaN."""
+    missing = np.isnan(values).astype(np.int8)
+    if not missing.any():
+        return 0, -1
+    edges = np.diff(np.concatenate(([0], missing, [0])))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    lengths = stops - starts
+    i = int(np.argmax(lengths))
+    return int(lengths[i]), int(starts[i])
+
+
+def split_bounds(n: int, cfg: PreprocessConfig) -> np.ndarray:
+    """[0, train_end, val_end, test_end]: by explicit indices or by ratios."""
+    if cfg.split_indices is not None:
+        tr, va, te = (int(x) for x in cfg.split_indices)
+        if te > n:
+            raise InputInvalid(f"preprocess.split_indices ends at row {te} but the series has {n} rows")
+        return np.array([0, tr, va, te], dtype=np.int64)
+    r = np.asarray(cfg.split_ratios, dtype=np.float64)
+    tr = int(round(n * r[0]))
+    va = int(round(n * (r[0] + r[1])))
+    return np.array([0, tr, va, n], dtype=np.int64)
+
+
+def check_series(values: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, where: str) -> None:
+    """Refuse series that are too short, too gappy, or constant."""
+    n = len(values)
+    need = cfg.lookback + cfg.difference + 3 * cfg.horizon + 2
+    if n < need:
+        raise InputInvalid(f"{where}: series has {n} points after trimming leading/trailing gaps; "
+                           f"lookback {cfg.lookback} + horizon {cfg.horizon} and three splits need "
+                           f"at least {need}")
+    sizes = np.diff(bounds)
+    for name, size in zip(SPLITS, sizes):
+        if size < cfg.horizon:
+            raise InputInvalid(f"{where}: {name} split has {size} points, fewer than horizon "
+                               f"{cfg.horizon}; use a longer series or other split ratios")
+    if sizes[0] < cfg.lookback + cfg.difference + cfg.horizon:
+        raise ConfigInvalid(f"preprocess.lookback: {cfg.lookback} + horizon {cfg.horizon} (+ difference "
+                            f"{cfg.difference}) exceeds the training split ({sizes[0]} points)")
+    ratio = float(np.isnan(values).mean())
+    if ratio > cfg.max_missing_ratio:
+        raise InputInvalid(f"{where}: {ratio:.1%} of the points are missing, above "
+                           f"preprocess.max_missing_ratio={cfg.max_missing_ratio}")
+    gap, at = longest_gap(values)
+    if gap > cfg.max_gap:
+        raise InputInvalid(f"{where}: a gap of {gap} consecutive missing steps (from point {at}) "
+                           f"exceeds preprocess.max_gap={cfg.max_gap}; filling it would be invention")
+    train = values[: bounds[1]]
+    if np.nanstd(train) == 0.0:
+        raise InputInvalid(f"{where}: the target is constant over the training split; nothing to learn")
+
+
+def _interpolator(method: Interpolation, x: np.ndarray, y: np.ndarray):
+    from scipy import interpolate
+
+    if method == Interpolation.linear or len(x) < 4:
+        return lambda q: np.interp(q, x, y)
+    if method == Interpolation.cubic:
+        return interpolate.CubicSpline(x, y, bc_type="not-a-knot", extrapolate=False)
+    if method == Interpolation.pchip:
+        return interpolate.PchipInterpolator(x, y, extrapolate=False)
+    return interpolate.Akima1DInterpolator(x, y, extrapolate=False)
+
+
+def fill_gaps(values: np.ndarray, bounds: np.ndarray, method: Interpolation) -> np.ndarray:
+    """Fill NaN causally by split (see module doc): one spline per split, each fitted
+    on all observed points up to that split's end (one banded solve, not one per gap).
+    A gap at the very end of a split, with no later observed point in reach, holds
+    the last observed value."""
+    filled = values.copy()
+    observed = ~np.isnan(values)
+    for k in range(3):
+        lo, hi = int(bounds[k]), int(bounds[k + 1])
+        gaps = np.flatnonzero(~observed[lo:hi]) + lo
+        if gaps.size == 0:
+            continue
+        x = np.flatnonzero(observed[:hi])
+        if x.size == 0:
+            raise InputInvalid("no observed point before a gap")
+        f = _interpolator(method, x.astype(np.float64), values[x])
+        est = np.asarray(f(gaps.astype(np.float64)), dtype=np.float64)
+        # beyond the last observed point of the reachable range: hold it
+        after = gaps > x[-1]
+        est[after] = values[x[-1]]
+        filled[gaps] = est
+    return filled
+
+
+def smooth_train(filled: np.ndarray, bounds: np.ndarray, lam: Optional[float]) -> tuple:
+    """Penalised smoothing spline on the training split only; lam=None picks it by GCV.
+    Returns (series, lam used)."""
+    from scipy.interpolate import make_smoothing_spline
+
+    out = filled.copy()
+    hi = int(bounds[1])
+    x = np.arange(hi, dtype=np.float64)
+    spline = make_smoothing_spline(x, filled[:hi], lam=lam)
+    out[:hi] = spline(x)
+    lam_used = lam
+    if lam_used is None:
+        lam_used = getattr(spline, "lam", None)
+    return out, (None if lam_used is None else float(lam_used))
+
+
+@dataclass
+class Scaler:
+    """y_scaled = (y - center) / scale, fitted on training rows only (NaN ignored)."""
+
+    kind: str
+    center: float
+    scale: float
+
+    @classmethod
+    def fit(cls, kind: Scaling, train: np.ndarray) -> "Scaler":
+        kind = Scaling(kind)
+        train = train[np.isfinite(train)]
+        if kind == Scaling.standard:
+            center, scale = float(np.mean(train)), float(np.std(train))
+        elif kind == Scaling.minmax:
+            center, scale = float(np.min(train)), float(np.max(train) - np.min(train))
+        elif kind == Scaling.robust:
+            q1, med, q3 = np.percentile(train, [25, 50, 75])
+            center, scale = float(med), float(q3 - q1)
+        else:
+            center, scale = 0.0, 1.0
+        if not np.isfinite(scale) or scale <= 0:
+            scale = 1.0
+        return cls(kind.value, center, scale)
+
+    def transform(self, y: np.ndarray) -> np.ndarray:
+        return (y - self.center) / self.scale
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        return y * self.scale + self.center
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "center": self.center, "scale": self.scale}
+
+
+def difference(series: np.ndarray, lag: int) -> np.ndarray:
+    """y[t] - y[t-lag] (NaN for the first ``lag`` points); lag 0 returns the series."""
+    if lag == 0:
+        return series.copy()
+    out = np.full_like(series, np.nan)
+    out[lag:] = series[lag:] - series[:-lag]
+    return out
+
+
+def undifference(levels: np.ndarray, starts: np.ndarray, deltas: np.ndarray, lag: int) -> np.ndarray:
+    """Level forecasts from predicted differences: step j adds its delta to the known
+    level ``lag`` steps back, or to the forecast of step j-lag when that lies ahead."""
+    if lag == 0:
+        return deltas
+    out = np.empty_like(deltas, dtype=np.float64)
+    for j in range(deltas.shape[1]):
+        base = out[:, j - lag] if j >= lag else levels[starts + j - lag]
+        out[:, j] = base + deltas[:, j]
+    return out
+
+
+def window_starts(bounds: np.ndarray, split: int, lookback: int, horizon: int,
+                  offset: int = 0) -> np.ndarray:
+    """Indices t of the first target of each window of a split: targets [t, t+horizon)
+    stay inside the split; inputs [t-lookback, t) may reach into the preceding split,
+    except for training windows, whose inputs stay in the training split. ``offset``
+    skips the first points (undefined after differencing)."""
+    lo, hi = int(bounds[split]), int(bounds[split + 1])
+    first = max(lo, lookback + offset)
+    last = hi - horizon
+    if last < first:
+        return np.empty(0, dtype=np.int64)
+    return np.arange(first, last + 1, dtype=np.int64)
+
+
+@dataclass
+class WindowSource:
+    """Windows described by (series, start indices) instead of an N x lookback array:
+    O(N) memory whatever the lookback. Batches are gathered on demand."""
+
+    series: np.ndarray  # float32, 1-D
+    starts: np.ndarray  # int64 first-target indices
+    lookback: int
+    horizon: int
+
+    def __len__(self) -> int:
+        return int(self.starts.size)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.series.nbytes + self.starts.nbytes)
+
+    def gather(self, starts: np.ndarray) -> tuple:
+        """(X[batch, lookback, 1], Y[batch, horizon]) for some windows (copies only those)."""
+        x_idx = starts[:, None] + np.arange(-self.lookback, 0)
+        y_idx = starts[:, None] + np.arange(self.horizon)
+        return self.series[x_idx][..., None], self.series[y_idx]
+
+
+def target_matrix(values: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
+    """The raw target values of each window (NaN where not observed)."""
+    return values[starts[:, None] + np.arange(horizon)]
+
+
+def preprocess_summary(values: np.ndarray, filled_mask: np.ndarray, bounds: np.ndarray,
+                       trimmed: Sequence[int], lam: Optional[float]) -> dict:
+    gap, _ = longest_gap(values)
+    return {
+        "points": int(len(values)),
+        "missing": int(np.isnan(values).sum()),
+        "interpolated": int(filled_mask.sum()),
+        "longest_gap": gap,
+        "trimmed_leading": int(trimmed[0]),
+        "trimmed_trailing": int(trimmed[1]),
+        "split_bounds": [int(b) for b in bounds],
+        "smoothing_lambda": lam,
+    }

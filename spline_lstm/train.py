@@ -1,0 +1,128 @@
+"""Seeded, deterministic Keras training over streamed windows, with best/last
+checkpoints written to a staging folder and moved into place only at the end."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from spline_lstm.config import TrainingConfig
+from spline_lstm.errors import TrainingFailed
+from spline_lstm.preprocess import WindowSource
+
+log = logging.getLogger(__name__)
+
+
+def import_tensorflow(verbose: bool = False):
+    """Import TensorFlow; unless verbose, its C++ start-up chatter (written to fd 2
+    before logging is configured) is discarded."""
+    if verbose or "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        return tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # set explicitly: silences its notice
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow as tf
+            import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    return tf
+
+
+def seed_everything(seed: int, deterministic: bool) -> Dict[str, object]:
+    """Fix Python, NumPy and TensorFlow seeds; turn on TF op determinism."""
+    import keras
+    import tensorflow as tf
+
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    return {"seed": seed, "op_determinism": bool(deterministic),
+            "devices": [d.device_type for d in tf.config.list_logical_devices()]}
+
+
+def to_dataset(source: WindowSource, batch_size: int, shuffle: bool, seed: int):
+    """tf.data pipeline gathering each batch's windows from the 1-D series on the fly."""
+    import tensorflow as tf
+
+    series = tf.constant(source.series, dtype=tf.float32)
+    x_off = tf.range(-source.lookback, 0, dtype=tf.int64)
+    y_off = tf.range(0, source.horizon, dtype=tf.int64)
+    ds = tf.data.Dataset.from_tensor_slices(source.starts)
+    if shuffle:
+        ds = ds.shuffle(len(source), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def gather(starts):
+        x = tf.gather(series, starts[:, None] + x_off)[..., None]
+        y = tf.gather(series, starts[:, None] + y_off)
+        return x, y
+
+    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def fit(model, train: WindowSource, val: WindowSource, cfg: TrainingConfig, seed: int,
+        staging: Path, on_epoch: Optional[Callable[[int, dict], None]] = None,
+        verbose: int = 2) -> Dict[str, List[float]]:
+    """Train with early stopping; best (by val_loss) and last checkpoints go to ``staging``."""
+    import keras
+
+    class EpochHook(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            if not all(math.isfinite(v) for v in logs.values()):
+                raise TrainingFailed(f"non-finite loss at epoch {epoch + 1}: {logs}; lower "
+                                     "training.learning_rate or check the input scale")
+            if on_epoch is not None:
+                on_epoch(epoch, logs)
+
+    staging.mkdir(parents=True, exist_ok=True)
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(str(staging / "best.keras"), monitor="val_loss",
+                                        save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
+                                      restore_best_weights=False) if cfg.patience > 0 else None,
+        EpochHook(),
+    ]
+    try:
+        history = model.fit(
+            to_dataset(train, cfg.batch_size, cfg.shuffle, seed),
+            validation_data=to_dataset(val, cfg.batch_size, False, seed),
+            epochs=cfg.epochs, shuffle=False, callbacks=[c for c in callbacks if c is not None], verbose=verbose)
+    except TrainingFailed:
+        raise
+    except MemoryError as exc:
+        raise TrainingFailed("out of memory during training; lower training.batch_size or "
+                             "model.units") from exc
+    except Exception as exc:
+        if "ResourceExhausted" in type(exc).__name__ or "OOM" in str(exc)[:200]:
+            raise TrainingFailed("out of memory during training; lower training.batch_size") from exc
+        raise
+    model.save(str(staging / "last.keras"))
+    if not (staging / "best.keras").exists():  # val_loss never finite/improved
+        raise TrainingFailed("no checkpoint was saved: validation loss never improved")
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def predict(model, source: WindowSource, batch_size: int) -> np.ndarray:
+    """Scaled forecasts [windows, horizon] for every window of a source."""
+    if len(source) == 0:
+        return np.empty((0, source.horizon), dtype=np.float32)
+    ds = to_dataset(source, batch_size, False, 0).map(lambda x, y: x)
+    return np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
