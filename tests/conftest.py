@@ -1,0 +1,79 @@
+"""Shared fixtures: real runs of launch.py in temp outputs dirs.
+
+Training a model costs seconds, so one healthy smoke run is made per session
+(`smoke_run`) and tests that break things work on their own copy (`fresh_run`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO.parent / "shared" / "datasets"
+SMOKE_FAST = ["+preset=smoke", "training.epochs=1", "data.n_points=400"]
+
+
+def run_cmd(args: List[str], env: Optional[Dict[str, str]] = None, timeout: int = 600,
+            cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg", **(env or {})}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+                          env=full_env, cwd=str(cwd or REPO))
+
+
+def launch(*overrides: str, outputs: Path, env: Optional[Dict[str, str]] = None,
+           timeout: int = 600) -> subprocess.CompletedProcess:
+    """python launch.py OVERRIDES paths.outputs_dir=OUTPUTS"""
+    return run_cmd([str(REPO / "launch.py"), *overrides, f"paths.outputs_dir={outputs}"], env, timeout)
+
+
+def cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """python -m spline_lstm ARGS"""
+    return run_cmd(["-m", "spline_lstm", *args], env, timeout)
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+@dataclass
+class Run:
+    outputs: Path
+    run_id: str
+
+    @property
+    def artifacts(self) -> Path:
+        return self.outputs / "artifacts"
+
+    def path(self, kind: str) -> Path:
+        from spline_lstm.artifacts import ArtifactLayout
+
+        return ArtifactLayout(self.artifacts).paths(self.run_id)[kind]
+
+    def json(self, kind: str) -> dict:
+        return json.loads(self.path(kind).read_text())
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Run:
+    """One healthy smoke run (tracking on) shared by the session: do not modify it."""
+    outputs = tmp_path_factory.mktemp("smoke") / "outputs"
+    proc = launch(*SMOKE_FAST, "run_id=smoke-fixture", outputs=outputs)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return Run(outputs, "smoke-fixture")
+
+
+@pytest.fixture
+def fresh_run(smoke_run: Run, tmp_path: Path) -> Run:
+    """A private copy of the smoke run's outputs, free to break."""
+    outputs = tmp_path / "outputs"
+    shutil.copytree(smoke_run.outputs, outputs, symlinks=True)
+    return Run(outputs, smoke_run.run_id)
