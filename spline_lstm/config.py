@@ -199,8 +199,12 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise ConfigInvalid(f"{key}: {message}")
 
 
-def validate(cfg: DictConfig) -> AppConfig:
-    """Typed, range-checked view of a composed config (raises ConfigInvalid)."""
+def validate(cfg: DictConfig, resolve_run_id: bool = True) -> AppConfig:
+    """Typed, range-checked view of a composed config (raises ConfigInvalid).
+
+    ``resolve_run_id=False`` leaves ``cfg.run_id`` unresolved: Hydra copies a sweep's
+    master config's resolver cache into every job, so resolving it there would
+    give every job the same run_id."""
     keys = [k for k in cfg.keys() if k != "hydra"]
     plain = OmegaConf.masked_copy(cfg, keys) if "hydra" in cfg else cfg
     try:
@@ -215,7 +219,8 @@ def validate(cfg: DictConfig) -> AppConfig:
 
         raise ConfigInvalid(_config_message(exc)) from exc
     # Keep the interpolated run_id from the original (cached) config object.
-    app.run_id = str(cfg.run_id)
+    if resolve_run_id:
+        app.run_id = str(cfg.run_id)
     d, p, m, t = app.data, app.preprocess, app.model, app.training
     _require(t.epochs >= 1, "training.epochs", f"must be >= 1, got {t.epochs}")
     _require(t.batch_size >= 1, "training.batch_size", f"must be >= 1, got {t.batch_size}")

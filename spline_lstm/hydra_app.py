@@ -54,7 +54,7 @@ class TrackingStoreCallback(Callback):
     def _init_store(config: DictConfig) -> None:
         # Errors are left for the job, which reports them with exit code 8.
         try:
-            app = validate(config)
+            app = validate(config, resolve_run_id=False)
             if app.tracking.enabled:
                 from spline_lstm.tracking import ensure_store, resolve_store
 
@@ -116,7 +116,7 @@ def _record_status(run_id: str, err: Optional[Exception], log_path: Path) -> Non
 
 def _tag_mlflow(config: DictConfig, artifacts_dir: Path, run_id: str, passed: bool) -> None:
     """health=PASS|FAIL on the MLflow run; a failed gate also turns it FAILED."""
-    app = validate(config)
+    app = validate(config, resolve_run_id=False)
     if not app.tracking.enabled:
         return
     from spline_lstm.tracking import mark_health, resolve_store

@@ -7,12 +7,12 @@ in a status folder, so the end of a sweep can list every failed run_id.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import List, Optional
 
@@ -51,10 +51,14 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     try:
         main()
         code = 0
-        failed = [s for s in _statuses(status_dir) if not s.get("ok")]
+        statuses = _statuses(status_dir)
+        failed = [s for s in statuses if not s.get("ok")]
         if failed:  # defensive: a job failed without Hydra re-raising
             code = failed[0].get("code", 1)
             _print_failures(failed)
+        elif len(statuses) > 1:
+            print(f"sweep {os.environ['SPLINE_LSTM_SWEEP_ID']}: all {len(statuses)} jobs passed the "
+                  "health gate: " + ", ".join(s["run_id"] for s in statuses))
     except SystemExit as exc:  # argparse / --help
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes an exit code
@@ -64,7 +68,7 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
         statuses = _statuses(status_dir)
         failed = [s for s in statuses if not s.get("ok")]
         log_path = next((s.get("log") for s in failed if s.get("run_id") and s.get("name") == err.name), None)
-        logging.getLogger("spline_lstm.trace").error("launch failed", exc_info=exc)
+        log_path = _keep_traceback(exc, err, log_path)
         if len(statuses) > 1 or "-m" in sys.argv or "--multirun" in sys.argv:
             _print_failures(failed, total=len(statuses))
         sys.stdout.flush()
@@ -73,6 +77,22 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     finally:
         shutil.rmtree(status_dir, ignore_errors=True)
     return code
+
+
+def _keep_traceback(exc: BaseException, err, log_path: Optional[str]) -> Optional[str]:
+    """The traceback goes to the run's log (or, for a bug outside any run, a temp
+    log), never to the console. Returns the log path to name in the error line."""
+    if log_path is None and err.code != 1:
+        return None  # expected failure before any run folder exists: the line says it all
+    if log_path is None:
+        fd, log_path = tempfile.mkstemp(prefix="spline-lstm-", suffix=".log")
+        os.close(fd)
+    try:
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write("".join(traceback.format_exception(exc)))
+    except OSError:
+        return None
+    return log_path
 
 
 def _print_failures(failed: List[dict], total: Optional[int] = None) -> None:

@@ -1,0 +1,61 @@
+"""Run ``launch.py`` unchanged, recording when the framework's phases start and end.
+
+    python bench/instrumented_launch.py TIMINGS.json launch.py ARGS...
+
+Wraps (without changing behaviour) the functions that bound each phase and writes
+``{"t0": wall time at interpreter start of this script, "events": [[name, start, end], ...],
+"exit": wall time at atexit}`` to TIMINGS.json. Process start-up before this file runs
+and interpreter teardown after atexit are measured by the caller from the outside.
+Timestamps are ``time.time()`` so the caller's clock is comparable.
+"""
+import atexit
+import functools
+import json
+import os
+import runpy
+import sys
+import time
+
+T0 = time.time()
+EVENTS = []
+
+
+def _wrap(module, name, label):
+    fn = getattr(module, name)
+
+    @functools.wraps(fn)
+    def timed(*args, **kwargs):
+        start = time.time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            EVENTS.append([label, start, time.time()])
+
+    setattr(module, name, timed)
+
+
+def _install():
+    from spline_lstm import hydra_app, pipeline, tracking, health, launcher  # noqa: F401
+
+    EVENTS.append(["framework_imports", T0, time.time()])
+    _wrap(pipeline, "run", "pipeline.run")
+    _wrap(hydra_app.TrackingStoreCallback, "_init_store", "store_init (callback)")
+    _wrap(hydra_app.HealthGateCallback, "_on_job_end", "gate callback (gate + mlflow tag + summary)")
+    _wrap(health, "run_gate", "gate checks")
+    _wrap(tracking, "mark_health", "mlflow health tag")
+    _wrap(tracking, "ensure_store", "mlflow ensure_store")
+
+
+def _dump(path):
+    doc = {"t0": T0, "exit": time.time(), "events": EVENTS}
+    with open(path, "w") as fh:
+        json.dump(doc, fh)
+
+
+if __name__ == "__main__":
+    out, script, *args = sys.argv[1:]
+    _install()
+    atexit.register(_dump, out)
+    sys.argv = [script, *args]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    runpy.run_path(script, run_name="__main__")

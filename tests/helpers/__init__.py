@@ -1,0 +1,1 @@
+"""Test-only helpers (Hydra callbacks used by the end-to-end tests)."""
