@@ -32,16 +32,22 @@ def _dirs(args) -> tuple:
 
 
 def cmd_health(args) -> int:
+    from spline_lstm.artifacts import ArtifactLayout
     from spline_lstm.health import run_gate, write_record
 
     _, artifacts = _dirs(args)
     t0 = time.perf_counter()
     result = run_gate(artifacts, args.run_id)
     elapsed_ms = (time.perf_counter() - t0) * 1000
-    try:
-        record = write_record(result)
-    except SplineLSTMError:
-        record = None  # read-only artifacts dir: the storage check already says so
+    layout = ArtifactLayout(artifacts)
+    record = None
+    # A run with no files at all (never run, or quarantined) gets no record: writing
+    # health/<run_id>.json would claim the run_id and block its rerun (RUN_ID_CONFLICT).
+    if any(p != layout.health_path(args.run_id) for p in layout.existing(args.run_id)):
+        try:
+            record = write_record(result)
+        except SplineLSTMError:
+            pass  # read-only artifacts dir: the storage check already says so
     if args.json:
         print(json.dumps({**result.to_dict(), "record": str(record) if record else None}, indent=2))
     else:
@@ -51,6 +57,9 @@ def cmd_health(args) -> int:
             print(f"{c.name:<9} {c.status:<6} {c.duration_ms:>7.1f}  {c.message}")
         print(f"verdict: {'PASS' if result.passed else 'FAIL'} in {elapsed_ms:.0f} ms"
               + (f"; record {record}" if record else ""))
+        if record is None and not layout.existing(args.run_id):
+            print(f"note: no file of run_id {args.run_id} under {artifacts} (never run here, wrong "
+                  "--outputs-dir, or quarantined); no health record written")
     err = result.error()
     if err is not None:
         raise err
@@ -176,7 +185,13 @@ def _tag_quarantined(outputs: Path, run_id: str, metadata: Optional[dict]) -> in
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spline-lstm", description="Operate spline-lstm runs: check, predict, list, quarantine.",
-        epilog="Train with: python launch.py +preset=smoke. Exit codes: see runbook/README.md.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  python -m spline_lstm health RUN_ID\n"
+               "  python -m spline_lstm predict RUN_ID --input recent.csv --output forecast.csv\n"
+               "  python -m spline_lstm runs list\n"
+               "  python -m spline_lstm runs quarantine RUN_ID\n\n"
+               "Train with: python launch.py +preset=smoke. Exit codes: see runbook/README.md.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p):
@@ -204,7 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(fn=cmd_predict)
 
-    runs = sub.add_parser("runs", help="list or quarantine runs")
+    runs = sub.add_parser("runs", help="list or quarantine runs", formatter_class=fmt,
+                          description="List runs or quarantine one.\n\nexamples:\n"
+                                      "  python -m spline_lstm runs list\n"
+                                      "  python -m spline_lstm runs quarantine RUN_ID")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
     p = runs_sub.add_parser("list", help="every run_id with age, gate status, test rmse", formatter_class=fmt,
                             description="List runs.\n\nexample: python -m spline_lstm runs list --json")

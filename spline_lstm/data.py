@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from spline_lstm.config import DataConfig, DataSource, DuplicatePolicy
-from spline_lstm.errors import InputInvalid
+from spline_lstm.errors import ConfigInvalid, InputInvalid
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ def _sha256(path: Path) -> str:
 
 def read_table(path: Path, timestamp_col: str, target_col: str) -> pd.DataFrame:
     """Read the two needed columns of a CSV or Parquet file (by extension)."""
+    if timestamp_col == target_col:
+        raise ConfigInvalid(f"data.target_col: {target_col!r} is also data.timestamp_col; "
+                            "set them to two different columns")
     if not path.exists():
         raise InputInvalid(f"input file {path} does not exist; pass data.path=/path/to/file.csv")
     if path.is_dir():
@@ -93,6 +96,8 @@ def read_table(path: Path, timestamp_col: str, target_col: str) -> pd.DataFrame:
     except Exception as exc:
         msg = " ".join(str(exc).split())[:200]
         raise InputInvalid(f"input file {path} cannot be parsed as {ext[1:].upper()}: {msg}") from exc
+    if ext == ".csv":
+        _check_header(path, (timestamp_col, target_col))
     missing = [c for c in (timestamp_col, target_col) if c not in frame.columns]
     if missing:
         cols = ", ".join(map(str, list(frame.columns)[:10]))
@@ -104,42 +109,118 @@ def read_table(path: Path, timestamp_col: str, target_col: str) -> pd.DataFrame:
     return frame[[timestamp_col, target_col]]
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _check_utf8(path: Path) -> None:
+    """The whole file must be UTF-8 (a BOM is fine): pyarrow would otherwise hand
+    back undecodable cells as raw bytes, far from where the problem is."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, line = 0, 1
     with open(path, "rb") as fh:
-        head = fh.read(4096)
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.end < len(head) - 3:  # not just a multibyte char cut at the sample's edge
-            raise
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                at = offset + exc.start
+                line += block.count(b"\n", 0, exc.start)
+                raise InputInvalid(f"input file {path} is not valid UTF-8 text ({exc.reason} at byte {at}, "
+                                   f"line {line}); save it as UTF-8") from None
+            offset += len(block)
+            line += block.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise InputInvalid(f"input file {path} is not valid UTF-8 text (truncated character at "
+                               f"the end of the file); save it as UTF-8") from None
+
+
+def _check_header(path: Path, needed: tuple) -> None:
+    """A needed column named twice is ambiguous (pandas would silently rename one)."""
+    import csv
+
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        header = next(csv.reader([fh.readline()]), [])
+    for col in needed:
+        count = [h.strip() for h in header].count(col)
+        if count > 1:
+            raise InputInvalid(f"input file {path} has {count} columns named {col!r} in its header; "
+                               "rename them so the column to use is unambiguous")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    _check_utf8(path)
     try:
         return pd.read_csv(path, engine="pyarrow")
     except ImportError:  # pragma: no cover - pyarrow is a dependency
         return pd.read_csv(path)
-    except Exception as exc:
-        if "UTF8" in str(exc) or "utf-8" in str(exc).lower():
-            raise InputInvalid(f"input file {path} is not valid UTF-8 text") from exc
+    except Exception:
         # pyarrow is strict about ragged rows; the C parser gives a clearer message
         return pd.read_csv(path)
+
+
+# "2024-01-01 00:00:00+02:00", "...T00:00Z": a time of day followed by a UTC offset
+_OFFSET_RE = r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def _row(i: int, where: str) -> str:
+    """A data row by its 0-based index (and its line, in a CSV with one header line)."""
+    return f"row {i} (line {i + 2})" if where.lower().endswith(".csv") else f"row {i}"
+
+
+def _shown(value) -> str:
+    return repr(value.item() if hasattr(value, "item") else value)
+
+
+def parse_timestamps(raw: pd.Series, col: str, where: str) -> pd.Series:
+    """Timestamps as naive UTC (or naive local, if the file has no offsets at all).
+
+    Refused: numbers (epoch units are ambiguous), a mix of rows with and without a
+    UTC offset (no single reading is right), and anything that is not a date.
+    Rows that all carry offsets (e.g. across a DST change) are converted to UTC."""
+    rows = len(raw)
+    if pd.api.types.is_bool_dtype(raw) or (pd.api.types.is_numeric_dtype(raw)
+                                           and not pd.api.types.is_datetime64_any_dtype(raw)):
+        raise InputInvalid(f"{where}: column {col!r} holds numbers (first {_shown(raw.iloc[0])}), not dates; "
+                           "write timestamps as ISO 8601 text such as 2024-01-01 00:00:00, or set "
+                           "data.timestamp_col to the date column")
+    if not pd.api.types.is_datetime64_any_dtype(raw):
+        text = raw.astype("string").str.strip()
+        present = text.notna() & (text != "")
+        aware = text.str.contains(_OFFSET_RE, regex=True, na=False).to_numpy(dtype=bool)
+        n_aware = int(aware[present.to_numpy(dtype=bool)].sum())
+        n_present = int(present.sum())
+        if 0 < n_aware < n_present:
+            naive = present.to_numpy(dtype=bool) & ~aware
+            first_naive, first_aware = int(np.flatnonzero(naive)[0]), int(np.flatnonzero(aware)[0])
+            raise InputInvalid(
+                f"{where}: column {col!r} mixes time zones: {n_aware} of {rows} rows carry a UTC offset "
+                f"(first at {_row(first_aware, where)}: {raw.iloc[first_aware]!r}) and {n_present - n_aware} do "
+                f"not (first at {_row(first_naive, where)}: {raw.iloc[first_naive]!r}); write every timestamp "
+                "with an offset or none")
+        try:
+            ts = pd.to_datetime(raw, errors="coerce", utc=n_aware > 0)
+        except (ValueError, TypeError, OverflowError) as exc:
+            msg = " ".join(str(exc).split())[:160]
+            raise InputInvalid(f"{where}: column {col!r} has timestamps that cannot be read together: "
+                               f"{msg}") from exc
+    else:
+        ts = raw
+    if getattr(ts.dt, "tz", None) is not None:
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    bad = ts.isna().to_numpy()
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InputInvalid(f"{where}: column {col!r} has {int(bad.sum())} of {rows} rows that are not "
+                           f"timestamps (first at {_row(first, where)}: {raw.iloc[first]!r}); every row needs a "
+                           "date in one format, e.g. 2024-01-01 00:00:00")
+    return ts
 
 
 def to_series(frame: pd.DataFrame, cfg: DataConfig, where: str) -> pd.Series:
     """Validate columns and rows; returns a sorted, de-duplicated float series."""
     ts_raw, y_raw = frame[cfg.timestamp_col], frame[cfg.target_col]
     rows = len(frame)
-    try:
-        ts = pd.to_datetime(ts_raw, errors="coerce")
-    except (ValueError, TypeError) as exc:
-        msg = " ".join(str(exc).split())[:160]
-        raise InputInvalid(f"{where}: column {cfg.timestamp_col!r} has timestamps that cannot be "
-                           f"combined (mixed time zones?): {msg}") from exc
-    if getattr(ts.dt, "tz", None) is not None:
-        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
-    bad_ts = int(ts.isna().sum())
-    if bad_ts:
-        first = int(np.flatnonzero(ts.isna().to_numpy())[0])
-        raise InputInvalid(f"{where}: column {cfg.timestamp_col!r} has {bad_ts} of {rows} rows that "
-                           f"are not timestamps (first at row {first}: {ts_raw.iloc[first]!r})")
+    ts = parse_timestamps(ts_raw, cfg.timestamp_col, where)
     if pd.api.types.is_bool_dtype(y_raw):
         raise InputInvalid(f"{where}: column {cfg.target_col!r} is boolean, not numeric")
     y = pd.to_numeric(y_raw, errors="coerce")
@@ -148,11 +229,17 @@ def to_series(frame: pd.DataFrame, cfg: DataConfig, where: str) -> pd.Series:
     if n_bad and not cfg.coerce_errors:
         first = int(np.flatnonzero(non_numeric.to_numpy())[0])
         raise InputInvalid(f"{where}: column {cfg.target_col!r} has {n_bad} of {rows} non-numeric cells "
-                           f"(first at row {first}: {y_raw.iloc[first]!r}); fix the file or set "
+                           f"(first at {_row(first, where)}: {y_raw.iloc[first]!r}); fix the file or set "
                            "data.coerce_errors=true to treat them as gaps")
     values = y.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-    n_inf = int(np.isinf(values).sum())
-    values[np.isinf(values)] = np.nan
+    infinite = np.isinf(values)
+    n_inf = int(infinite.sum())
+    if n_inf and not cfg.coerce_errors:
+        first = int(np.flatnonzero(infinite)[0])
+        raise InputInvalid(f"{where}: column {cfg.target_col!r} has {n_inf} infinite values (first at "
+                           f"{_row(first, where)}: {values[first]:g}); fix the file or set "
+                           "data.coerce_errors=true to treat them as gaps")
+    values[infinite] = np.nan
     series = pd.Series(values, index=pd.DatetimeIndex(ts), name=cfg.target_col)
     if not series.index.is_monotonic_increasing:
         log.warning("%s: rows are not in time order; sorted them", where)
@@ -178,13 +265,16 @@ def infer_freq(index: pd.DatetimeIndex, where: str) -> str:
     freq = pd.infer_freq(index)
     if freq:
         return freq
-    diffs = np.diff(index.asi8)
+    diffs = np.diff(index.as_unit("ns").asi8)  # pandas 3 may parse to s or us resolution
     step = int(np.median(diffs))
     day = 86_400 * 10**9
     if 28 * day <= step <= 31 * day:
         return "MS" if (index.day == 1).all() else "ME"
     if 365 * day <= step <= 366 * day:
         return "YS" if ((index.day == 1) & (index.month == 1)).all() else "YE"
+    if step % day == 0:
+        days = step // day
+        return "D" if days == 1 else f"{days}D"
     return pd.tseries.frequencies.to_offset(pd.Timedelta(step)).freqstr
 
 

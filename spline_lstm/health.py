@@ -6,6 +6,7 @@ UNSAFE_ARTIFACT (11) over RUN_ID_MISMATCH (10) over HEALTH_FAILED (9).
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -15,13 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from spline_lstm.artifacts import (ArtifactLayout, atomic_write_json, safe_load_pickle, sha256_file,
+from spline_lstm.artifacts import (ArtifactLayout, RestrictedUnpickler, atomic_write_json, sha256_file,
                                    validate_run_id)
 from spline_lstm.errors import HealthFailed, RunIdMismatch, SplineLSTMError, UnsafeArtifact
 
 KERAS_MEMBERS = ("config.json", "model.weights.h5")
 SEVERITY = {UnsafeArtifact.code: 3, RunIdMismatch.code: 2, HealthFailed.code: 1}
 ERRORS = {cls.code: cls for cls in (HealthFailed, RunIdMismatch, UnsafeArtifact)}
+_UNREAD = object()  # processed.npz not read (missing or unreadable)
 
 
 @dataclass
@@ -87,6 +89,7 @@ class _Gate:
         self.present: Dict[str, Path] = {}
         self.docs: Dict[str, dict] = {}
         self.payload: Optional[dict] = None
+        self.npz_run_id: Any = _UNREAD
 
     def storage(self) -> str:
         root = self.layout.root
@@ -129,6 +132,11 @@ class _Gate:
         for kind in ("best", "last"):
             if kind in self.present:
                 problems.extend(_keras_archive_problems(kind, self.present[kind]))
+        if "processed" in self.present:
+            try:
+                self.npz_run_id = _npz_run_id(self.present["processed"])
+            except Exception as exc:  # noqa: BLE001 - any read error means a corrupt file
+                problems.append(f"processed.npz is not a readable .npz archive ({type(exc).__name__})")
         if problems:
             raise _Fail(HealthFailed.code, "; ".join(problems))
         return "JSON objects parse; required fields present; rmse finite; checkpoints are Keras archives"
@@ -136,10 +144,14 @@ class _Gate:
     def pickle(self) -> str:
         if "preprocessor" not in self.present:
             return "no preprocessor.pkl to read"
+        path = self.present["preprocessor"]
         try:
-            payload = safe_load_pickle(self.present["preprocessor"])
-        except UnsafeArtifact as exc:
-            raise _Fail(UnsafeArtifact.code, str(exc))
+            payload = RestrictedUnpickler(io.BytesIO(path.read_bytes())).load()
+        except UnsafeArtifact as exc:  # a disallowed global: refused before anything runs
+            raise _Fail(UnsafeArtifact.code, f"{path}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - truncated / corrupt: unparsable, not unsafe
+            raise _Fail(HealthFailed.code, f"{path.name} is not a readable pickle "
+                                           f"({type(exc).__name__}; truncated or corrupt)")
         if not isinstance(payload, dict):
             raise _Fail(HealthFailed.code, "preprocessor.pkl payload is not a dict")
         self.payload = payload
@@ -150,8 +162,8 @@ class _Gate:
         for kind in ("metrics", "meta", "metadata"):
             if kind in self.docs:
                 found[kind] = self.docs[kind].get("run_id")
-        if "processed" in self.present:
-            found["processed.npz"] = _npz_run_id(self.present["processed"])
+        if self.npz_run_id is not _UNREAD:  # an unreadable npz is reported by 'parse' (9)
+            found["processed.npz"] = self.npz_run_id
         if self.payload is not None:
             found["preprocessor.pkl"] = self.payload.get("run_id")
         bad = {k: v for k, v in found.items() if v != self.run_id}
@@ -191,13 +203,11 @@ def _keras_archive_problems(kind: str, path: Path) -> List[str]:
 
 
 def _npz_run_id(path: Path) -> Optional[str]:
+    """The run_id stored in processed.npz (None if absent); raises if the file is unreadable."""
     import numpy as np
 
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return str(npz["run_id"]) if "run_id" in npz.files else None
-    except Exception:
-        return None
+    with np.load(path, allow_pickle=False) as npz:
+        return str(npz["run_id"]) if "run_id" in npz.files else None
 
 
 def run_gate(artifacts_dir: Path, run_id: str) -> GateResult:

@@ -1,0 +1,94 @@
+"""MLflow against a real SQLite store in temp outputs dirs."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import SMOKE_FAST, Run, launch, last_line
+
+
+def _client(outputs):
+    return MlflowClient(tracking_uri=f"sqlite:///{outputs}/mlflow.db")
+
+
+def _runs(outputs, run_id=None):
+    client = _client(outputs)
+    exp = client.get_experiment_by_name("spline-lstm")
+    filt = f"tags.run_id = '{run_id}'" if run_id else ""
+    return client, client.search_runs([exp.experiment_id], filter_string=filt)
+
+
+def test_smoke_run_is_one_finished_mlflow_run_tagged_with_run_id(smoke_run: Run):
+    client, runs = _runs(smoke_run.outputs, smoke_run.run_id)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.info.run_name == smoke_run.run_id
+    tags = run.data.tags
+    assert tags["run_id"] == smoke_run.run_id and tags["health"] == "PASS" and tags["preset"] == "smoke"
+    assert tags["model"] == "lstm" and tags["data_source"] == "synthetic" and "git_commit" in tags
+    metrics = smoke_run.json("metrics")
+    assert run.data.metrics["test_rmse"] == pytest.approx(metrics["metrics"]["rmse"])
+    assert run.data.metrics["naive_last_rmse"] == pytest.approx(metrics["baselines"]["naive_last"]["rmse"])
+    assert "rmse_improvement_pct_vs_naive_last" in run.data.metrics
+    assert run.data.params["training.epochs"] == "1" and run.data.params["model.units"] == "16"
+    history = client.get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in history] == list(range(len(metrics["history"]["val_loss"])))
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {f"{smoke_run.run_id}.json", "meta.json", "report", "checkpoints", "hydra", "run.log"} <= names
+    meta = smoke_run.json("metadata")["mlflow"]
+    assert meta["mlflow_run_id"] == run.info.run_id and meta["experiment_id"] == run.info.experiment_id
+
+
+def test_a_failing_run_ends_failed(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,value\n2024-01-01,1\n2024-01-02,abc\n")
+    out = tmp_path / "out"
+    proc = launch("data=csv", f"data.path={bad}", "run_id=bad-input", outputs=out)
+    assert proc.returncode == 5, proc.stderr
+    _, runs = _runs(out, "bad-input")
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_tracking_server_exits_8_before_anything_is_written(tmp_path):
+    out = tmp_path / "out"
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    proc = launch("+preset=smoke", f"tracking.uri={uri}", outputs=out, timeout=120)
+    assert proc.returncode == 8, proc.stderr
+    line = last_line(proc.stderr)
+    assert line.startswith("ERROR [TRACKING_FAILED]") and uri in line
+    assert "== fit" not in proc.stdout
+    assert not (out / "artifacts").exists()
+
+
+@pytest.mark.slow
+def test_parallel_joblib_sweep_on_a_fresh_store(tmp_path):
+    out = tmp_path / "out"
+    proc = launch("-m", *SMOKE_FAST, "model.units=8,16", "training.epochs=1,2", "hydra/launcher=joblib",
+                  "hydra.launcher.n_jobs=4", outputs=out, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, runs = _runs(out)
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    run_ids = {r.data.tags["run_id"] for r in runs}
+    assert len(run_ids) == 4
+    assert len({r.data.tags["sweep_id"] for r in runs}) == 1
+    assert {r.data.tags["health"] for r in runs} == {"PASS"}
+    sweep_dirs = list((out / "sweeps").iterdir())
+    assert len(sweep_dirs) == 1 and {d.name for d in sweep_dirs[0].iterdir() if d.is_dir()} == run_ids
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    out = tmp_path / "out"
+    proc = launch("-m", *SMOKE_FAST, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                  "tracking=none", outputs=out, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((out / "artifacts" / "metrics").glob("*.json"))) == 1
