@@ -73,7 +73,7 @@ class _Fail(Exception):
 def _load_json(path: Path) -> dict:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise _Fail(HealthFailed.code, f"{path.name} is not valid JSON ({type(exc).__name__})")
     if not isinstance(obj, dict):
         raise _Fail(HealthFailed.code, f"{path.name} is not a JSON object")
@@ -198,6 +198,8 @@ def _keras_archive_problems(kind: str, path: Path) -> List[str]:
                 return [f"{kind} checkpoint {path.name} has a corrupt member"]
     except (zipfile.BadZipFile, OSError):
         return [f"{kind} checkpoint {path.name} is not a Keras zip archive"]
+    except Exception as exc:  # noqa: BLE001 - zlib.error, unsupported/encrypted member, ...
+        return [f"{kind} checkpoint {path.name} has an unreadable member ({type(exc).__name__})"]
     missing = [m for m in KERAS_MEMBERS if m not in names]
     return [f"{kind} checkpoint lacks {', '.join(missing)}"] if missing else []
 

@@ -59,6 +59,8 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
         elif len(statuses) > 1:
             print(f"sweep {os.environ['SPLINE_LSTM_SWEEP_ID']}: all {len(statuses)} jobs passed the "
                   "health gate: " + ", ".join(s["run_id"] for s in statuses))
+    except BrokenPipeError:  # e.g. `launch.py --help | head`
+        code = 0
     except SystemExit as exc:  # argparse / --help
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes an exit code

@@ -105,11 +105,12 @@ def run(ctx: RunContext) -> dict:
             with ctx.stage("tracking_preflight"):
                 preflight(store)  # exit 8 before anything is written
             ctx.tracker = Tracker(store)
+        prepared = _prepare(ctx)  # in memory: bad input is refused before anything is written
         ctx.layout.claim(ctx.run_id)
         log.info("run_id %s -> %s", ctx.run_id, ctx.layout.root)
         with ctx.stage("mlflow"):
             ctx.tracker.start(ctx.run_id, _tags(ctx), _params(app))
-        result = _stages(ctx, started)
+        result = _train_and_write(ctx, prepared, started)
         with ctx.stage("mlflow"):
             ctx.tracker.end("FINISHED")
         return result
@@ -146,10 +147,25 @@ def _params(app: AppConfig) -> Dict[str, object]:
     return flatten(plain)
 
 
-def _stages(ctx: RunContext, started: float) -> dict:
-    from spline_lstm import data, evaluate, preprocess, report
+@dataclass
+class Prepared:
+    """Everything preprocessing produced, before any file is written."""
 
-    app, paths = ctx.app, ctx.paths
+    series: object  # data.Series
+    timestamps: object  # pd.DatetimeIndex of the trimmed series
+    values: np.ndarray  # observed values, NaN = gap
+    filled: np.ndarray  # spline-filled, original units
+    scaled: np.ndarray  # model input series (differenced, scaled), float32
+    bounds: np.ndarray
+    scaler: object
+    sources: list  # WindowSource per split
+    summary: dict
+
+
+def _prepare(ctx: RunContext) -> Prepared:
+    from spline_lstm import data, preprocess
+
+    app = ctx.app
     p = app.preprocess
     with ctx.stage("load_validate", "load + validate"):
         series = data.load_series(app.data, app.seed, app.preset)
@@ -181,8 +197,17 @@ def _stages(ctx: RunContext, started: float) -> dict:
             "window_source_bytes": sources[0].nbytes}
         log.info("%d points (%d filled), windows train/val/test = %s", len(values),
                  summary["interpolated"], "/".join(str(len(s)) for s in sources))
+    return Prepared(series, timestamps, values, filled, scaled, bounds, scaler, sources, summary)
+
+
+def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
+    from spline_lstm import evaluate, preprocess, report
+
+    app, paths, p = ctx.app, ctx.paths, ctx.app.preprocess
+    series, timestamps, values, filled = prep.series, prep.timestamps, prep.values, prep.filled
+    bounds, scaler, sources, summary = prep.bounds, prep.scaler, prep.sources, prep.summary
     with ctx.stage("artifacts"):
-        _write_preprocessing(ctx, timestamps, values, filled, scaled, bounds, scaler, summary, series)
+        _write_preprocessing(ctx, timestamps, values, filled, prep.scaled, bounds, scaler, summary, series)
 
     with ctx.stage("imports", "model"):
         from spline_lstm import model as model_mod

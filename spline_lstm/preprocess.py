@@ -101,24 +101,56 @@ def fill_gaps(values: np.ndarray, bounds: np.ndarray, method: Interpolation) -> 
     """Fill NaN causally by split (see module doc): one spline per split, each fitted
     on all observed points up to that split's end (one banded solve, not one per gap).
     A gap at the very end of a split, with no later observed point in reach, holds
-    the last observed value."""
+    the last observed value.
+
+    PCHIP is local (the slope at a knot depends on its two neighbours), so it is
+    built only on the knots around the gaps: bit for bit the values of the spline
+    through every observed point, at a fraction of the cost on long series."""
     filled = values.copy()
     observed = ~np.isnan(values)
+    observed_idx = np.flatnonzero(observed)
     for k in range(3):
         lo, hi = int(bounds[k]), int(bounds[k + 1])
         gaps = np.flatnonzero(~observed[lo:hi]) + lo
         if gaps.size == 0:
             continue
-        x = np.flatnonzero(observed[:hi])
+        x = observed_idx[: np.searchsorted(observed_idx, hi)]
         if x.size == 0:
             raise InputInvalid("no observed point before a gap")
-        f = _interpolator(method, x.astype(np.float64), values[x])
-        est = np.asarray(f(gaps.astype(np.float64)), dtype=np.float64)
         # beyond the last observed point of the reachable range: hold it
         after = gaps > x[-1]
+        if Interpolation(method) == Interpolation.pchip and len(x) >= 4:
+            est = np.empty(gaps.size, dtype=np.float64)
+            inside = gaps[~after]
+            if inside.size:
+                est[~after] = _pchip_at(x.astype(np.float64), values, inside.astype(np.float64))
+        else:
+            f = _interpolator(method, x.astype(np.float64), values[x])
+            est = np.asarray(f(gaps.astype(np.float64)), dtype=np.float64)
         est[after] = values[x[-1]]
         filled[gaps] = est
     return filled
+
+
+def _pchip_at(x: np.ndarray, values: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``PchipInterpolator(x, values[x])(q)`` for x[0] < q < x[-1], q not in x.
+
+    The value in knot interval [x_j, x_j+1] depends only on knots j-1 .. j+2 (the
+    slopes at j and j+1 use one neighbour each side; the end slopes use the first /
+    last three knots). So the spline is built on those knots only: every interval
+    that is evaluated is a true interval with its true neighbours, and scipy
+    computes the same numbers element-wise, hence identical results. Intervals
+    between non-adjacent kept knots are never evaluated."""
+    from scipy.interpolate import PchipInterpolator
+
+    m = len(x)
+    j = np.searchsorted(x, q) - 1  # x[j] < q < x[j + 1]
+    keep = np.zeros(m, dtype=bool)
+    for d in (-1, 0, 1, 2):
+        keep[np.clip(j + d, 0, m - 1)] = True
+    xs = x[keep]
+    f = PchipInterpolator(xs, values[xs.astype(np.int64)], extrapolate=False)
+    return np.asarray(f(q), dtype=np.float64)
 
 
 def smooth_train(filled: np.ndarray, bounds: np.ndarray, lam: Optional[float]) -> tuple:

@@ -41,14 +41,25 @@ def test_smoke_run_is_one_finished_mlflow_run_tagged_with_run_id(smoke_run: Run)
     assert meta["mlflow_run_id"] == run.info.run_id and meta["experiment_id"] == run.info.experiment_id
 
 
-def test_a_failing_run_ends_failed(tmp_path):
+def test_a_run_failing_in_training_ends_failed(tmp_path):
+    out = tmp_path / "out"
+    proc = launch(*SMOKE_FAST, "training.learning_rate=1e30", "run_id=diverges", outputs=out)
+    assert proc.returncode == 7, proc.stderr[-2000:]
+    assert last_line(proc.stderr).startswith("ERROR [TRAINING_FAILED] non-finite loss")
+    _, runs = _runs(out, "diverges")
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_bad_input_is_refused_before_any_run_exists(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("timestamp,value\n2024-01-01,1\n2024-01-02,abc\n")
     out = tmp_path / "out"
     proc = launch("data=csv", f"data.path={bad}", "run_id=bad-input", outputs=out)
     assert proc.returncode == 5, proc.stderr
+    assert "abc" in last_line(proc.stderr) and "row 1" in last_line(proc.stderr)
+    assert not (out / "artifacts").exists()
     _, runs = _runs(out, "bad-input")
-    assert [r.info.status for r in runs] == ["FAILED"]
+    assert runs == []
 
 
 def _closed_port() -> int:
