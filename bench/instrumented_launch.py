@@ -10,6 +10,7 @@ Timestamps are ``time.time()`` so the caller's clock is comparable.
 """
 import atexit
 import functools
+import inspect
 import json
 import os
 import runpy
@@ -20,8 +21,9 @@ T0 = time.time()
 EVENTS = []
 
 
-def _wrap(module, name, label):
-    fn = getattr(module, name)
+def _wrap(owner, name, label):
+    raw = inspect.getattr_static(owner, name)
+    fn = raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else raw
 
     @functools.wraps(fn)
     def timed(*args, **kwargs):
@@ -31,7 +33,11 @@ def _wrap(module, name, label):
         finally:
             EVENTS.append([label, start, time.time()])
 
-    setattr(module, name, timed)
+    if isinstance(raw, staticmethod):
+        timed = staticmethod(timed)
+    elif isinstance(raw, classmethod):
+        timed = classmethod(timed)
+    setattr(owner, name, timed)
 
 
 def _install():

@@ -83,13 +83,14 @@ def pipeline(path: Path, lookback: int) -> dict:
     import scipy.interpolate  # noqa: F401 - imported up front: not a cost of the data size
 
     base = self_peak_rss_mb()
-    marks = {}
+    marks, peaks = {}, {}
     t = t0 = time.perf_counter()
 
     def mark(name):
         nonlocal t
         now = time.perf_counter()
         marks[name] = round(now - t, 4)
+        peaks[name] = round(self_peak_rss_mb(), 1)
         t = now
 
     frame = data.read_table(path, dcfg.timestamp_col, dcfg.target_col)
@@ -119,7 +120,7 @@ def pipeline(path: Path, lookback: int) -> dict:
     mark("windows")
     total = time.perf_counter() - t0
     window_bytes = sum(s.starts.nbytes for s in sources) + scaled.nbytes
-    return {"total_s": round(total, 4), "stages_s": marks, "grid_points": int(len(values_all)),
+    return {"total_s": round(total, 4), "stages_s": marks, "peak_rss_after_stage_mb": peaks, "grid_points": int(len(values_all)),
             "freq": freq, "windows": [len(s) for s in sources], "window_source_bytes": int(window_bytes),
             "materialised_bytes": int(sum(len(s) for s in sources) * (p.lookback + p.horizon) * 4),
             "baseline_rss_mb": round(base, 1), "peak_rss_mb": round(self_peak_rss_mb(), 1)}

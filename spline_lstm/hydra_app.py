@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from spline_lstm.artifacts import ArtifactLayout, atomic_write_json
 from spline_lstm.config import validate
-from spline_lstm.errors import classify, error_line
+from spline_lstm.errors import TrackingFailed, classify, error_line, one_line
 
 log = logging.getLogger("spline_lstm")
 
@@ -69,8 +69,15 @@ class HealthGateCallback(Callback):
             self._on_job_end(config, job_return)
         except Exception as exc:  # never let the gate itself pass silently
             logging.getLogger("spline_lstm.trace").exception("health gate crashed")
+            err = classify(exc)
             job_return.status = JobStatus.FAILED
-            job_return.return_value = classify(exc)
+            job_return.return_value = err
+            try:  # the sweep summary must still list this job
+                log_path = Path(str(config.hydra.runtime.output_dir)) / "run.log"
+                log.error("%s", error_line(err, str(log_path)))
+                _record_status(str(config.run_id), err, log_path)
+            except Exception:
+                pass
 
     def _on_job_end(self, config: DictConfig, job_return: JobReturn) -> None:
         run_id = str(config.run_id)
@@ -90,10 +97,19 @@ class HealthGateCallback(Callback):
         record = write_record(result)
         elapsed = time.perf_counter() - t0
         err = result.error()
-        _tag_mlflow(config, artifacts_dir, run_id, err is None)
+        try:
+            _tag_mlflow(config, artifacts_dir, run_id, err is None)
+        except Exception as exc:  # the gate's own verdict stays the primary error
+            logging.getLogger("spline_lstm.trace").exception("could not record the gate verdict in MLflow")
+            if err is None:
+                typed = classify(exc)
+                err = typed if isinstance(typed, TrackingFailed) else TrackingFailed(
+                    f"could not record the gate verdict (health=PASS) in MLflow: {type(exc).__name__}: "
+                    f"{one_line(str(exc), 200)}")
         _print_summary(artifacts_dir, run_id, result.passed, record, elapsed, log_path)
         if err is not None:
-            logging.getLogger("spline_lstm.trace").error("gate failed: %s", json.dumps(result.to_dict()))
+            if not result.passed:
+                logging.getLogger("spline_lstm.trace").error("gate failed: %s", json.dumps(result.to_dict()))
             job_return.status = JobStatus.FAILED
             job_return.return_value = err
             log.error("%s", error_line(err, str(log_path)))

@@ -49,6 +49,7 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
         sys.argv = [sys.argv[0], *argv]
     main = hydra.main(config_path=config_path, config_name="config", version_base="1.3")(task)
     try:
+        _precheck_run_id(sys.argv[1:])
         main()
         code = 0
         statuses = _statuses(status_dir)
@@ -79,6 +80,21 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     finally:
         shutil.rmtree(status_dir, ignore_errors=True)
     return code
+
+
+def _precheck_run_id(args: List[str]) -> None:
+    """Refuse a bad ``run_id=`` with RUN_ID_INVALID even where Hydra's override
+    lexer would reject it first as a syntax error (unicode, shell metacharacters)."""
+    if "-m" in args or "--multirun" in args:
+        return  # a sweep may list several run_ids; each is checked per job
+    from spline_lstm.artifacts import validate_run_id
+
+    for arg in args:
+        if arg.startswith(("run_id=", "+run_id=", "++run_id=")):
+            value = arg.split("=", 1)[1]
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            validate_run_id(value)
 
 
 def _keep_traceback(exc: BaseException, err, log_path: Optional[str]) -> Optional[str]:

@@ -123,7 +123,7 @@ def fill_gaps(values: np.ndarray, bounds: np.ndarray, method: Interpolation) -> 
             est = np.empty(gaps.size, dtype=np.float64)
             inside = gaps[~after]
             if inside.size:
-                est[~after] = _pchip_at(x.astype(np.float64), values, inside.astype(np.float64))
+                est[~after] = _pchip_at(x, values, inside)
         else:
             f = _interpolator(method, x.astype(np.float64), values[x])
             est = np.asarray(f(gaps.astype(np.float64)), dtype=np.float64)
@@ -132,8 +132,9 @@ def fill_gaps(values: np.ndarray, bounds: np.ndarray, method: Interpolation) -> 
     return filled
 
 
-def _pchip_at(x: np.ndarray, values: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """``PchipInterpolator(x, values[x])(q)`` for x[0] < q < x[-1], q not in x.
+def _pchip_at(x: np.ndarray, values: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    """``PchipInterpolator(x, values[x])(gaps)`` for observed indices ``x`` and gap
+    indices with x[0] < gap < x[-1].
 
     The value in knot interval [x_j, x_j+1] depends only on knots j-1 .. j+2 (the
     slopes at j and j+1 use one neighbour each side; the end slopes use the first /
@@ -144,13 +145,13 @@ def _pchip_at(x: np.ndarray, values: np.ndarray, q: np.ndarray) -> np.ndarray:
     from scipy.interpolate import PchipInterpolator
 
     m = len(x)
-    j = np.searchsorted(x, q) - 1  # x[j] < q < x[j + 1]
+    j = np.searchsorted(x, gaps) - 1  # x[j] < gap < x[j + 1]
     keep = np.zeros(m, dtype=bool)
     for d in (-1, 0, 1, 2):
         keep[np.clip(j + d, 0, m - 1)] = True
-    xs = x[keep]
-    f = PchipInterpolator(xs, values[xs.astype(np.int64)], extrapolate=False)
-    return np.asarray(f(q), dtype=np.float64)
+    knots = x[keep]
+    f = PchipInterpolator(knots.astype(np.float64), values[knots], extrapolate=False)
+    return np.asarray(f(gaps.astype(np.float64)), dtype=np.float64)
 
 
 def smooth_train(filled: np.ndarray, bounds: np.ndarray, lam: Optional[float]) -> tuple:

@@ -74,6 +74,9 @@ def smoke_run(tmp_path_factory) -> Run:
 @pytest.fixture
 def fresh_run(smoke_run: Run, tmp_path: Path) -> Run:
     """A private copy of the smoke run's outputs, free to break."""
+    from tests.helpers.tamper import relocate_mlflow
+
     outputs = tmp_path / "outputs"
     shutil.copytree(smoke_run.outputs, outputs, symlinks=True)
+    relocate_mlflow(outputs)  # the copy's MLflow records must point at the copy
     return Run(outputs, smoke_run.run_id)

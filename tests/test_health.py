@@ -125,8 +125,9 @@ def test_missing_metrics_field_fails_with_9(fresh_run: Run, key: str):
 @pytest.mark.parametrize("kind", ("best", "last"))
 def test_truncated_checkpoint_fails_with_9(fresh_run: Run, kind: str):
     truncate(fresh_run.path(kind))
-    line = assert_fails(gate(fresh_run), 9, f"{kind} checkpoint {kind}.keras is not a Keras zip archive")
-    assert f"{kind}: sha256 differs" in gate(fresh_run).stdout
+    proc = gate(fresh_run)
+    assert_fails(proc, 9, f"{kind} checkpoint {kind}.keras is not a Keras zip archive")
+    assert f"{kind}: sha256 differs" in proc.stdout  # the hash check reports it too
 
 
 def test_zip_without_keras_members_fails_with_9(fresh_run: Run):

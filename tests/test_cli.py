@@ -1,0 +1,193 @@
+"""Operator commands end to end (``python -m spline_lstm``): --help with an example each,
+``predict`` on a healthy and on a tampered run, ``runs list`` and ``runs quarantine``."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spline_lstm.artifacts import ArtifactLayout, safe_load_pickle
+from tests.conftest import Run, cli, last_line
+from tests.helpers.tamper import (files_under, input_csv, malicious_pickle, mlflow_runs,
+                                  rewrite_pickle)
+
+
+def no_traceback(proc) -> None:
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+# --- help -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [[], ["health"], ["predict"], ["runs"], ["runs", "list"],
+                                  ["runs", "quarantine"]], ids=lambda a: " ".join(a) or "main")
+def test_every_command_has_help_with_an_example(argv):
+    proc = cli(*argv, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: spline-lstm" in proc.stdout
+    assert re.search(r"examples?:\s*\n?\s*python -m spline_lstm " + " ".join(argv), proc.stdout), proc.stdout
+
+
+def test_no_command_is_a_usage_error():
+    proc = cli()
+    assert proc.returncode == 2 and "usage:" in proc.stderr
+    no_traceback(proc)
+
+
+# --- predict ----------------------------------------------------------------------------------
+
+def test_predict_forecasts_horizon_steps_in_original_units(smoke_run: Run, tmp_path: Path):
+    history = input_csv(smoke_run.path("processed"), tmp_path / "recent.csv")
+    out = tmp_path / "forecast.csv"
+    proc = cli("predict", smoke_run.run_id, "--input", str(tmp_path / "recent.csv"), "--output", str(out),
+               "--outputs-dir", str(smoke_run.outputs))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    no_traceback(proc)
+    payload = safe_load_pickle(smoke_run.path("preprocessor"))
+    horizon, freq = payload["window"]["horizon"], payload["data"]["freq"]
+    assert f"wrote {horizon} forecasts to {out}" in proc.stdout
+
+    frame = pd.read_csv(out, parse_dates=["timestamp"])
+    assert list(frame.columns) == ["timestamp", "forecast"]
+    assert len(frame) == horizon
+    last = pd.Timestamp(history["timestamp"].iloc[-1])
+    expected = pd.date_range(last, periods=horizon + 1, freq=freq)[1:]
+    assert list(frame["timestamp"]) == list(expected)
+    assert (frame["timestamp"] > last).all()
+    # original units, not the scaled ones: near the level of the input, far from 0 +- 3
+    values = frame["forecast"].to_numpy()
+    scaler = payload["scaler"]
+    assert np.isfinite(values).all()
+    assert abs(scaler["center"]) > 5 * scaler["scale"], "the check below needs a non-zero level"
+    assert (np.abs(values - scaler["center"]) < 5 * scaler["scale"]).all(), (values, scaler)
+    lo, hi = history["value"].min(), history["value"].max()
+    assert ((values > lo - (hi - lo)) & (values < hi + (hi - lo))).all(), (values, lo, hi)
+
+
+def test_predict_refuses_a_swapped_preprocessor_with_10(fresh_run: Run, tmp_path: Path):
+    input_csv(fresh_run.path("processed"), tmp_path / "recent.csv")
+    rewrite_pickle(fresh_run.path("preprocessor"), lambda p: p.update(run_id="another-run"))
+    out = tmp_path / "forecast.csv"
+    proc = cli("predict", fresh_run.run_id, "--input", str(tmp_path / "recent.csv"), "--output", str(out),
+               "--outputs-dir", str(fresh_run.outputs))
+    assert proc.returncode == 10, proc.stdout + proc.stderr
+    line = last_line(proc.stderr)
+    assert line.startswith("ERROR [RUN_ID_MISMATCH] ") and "preprocessor.pkl='another-run'" in line
+    no_traceback(proc)
+    assert not out.exists()
+
+
+def test_predict_refuses_a_malicious_pickle_with_11(fresh_run: Run, tmp_path: Path):
+    input_csv(fresh_run.path("processed"), tmp_path / "recent.csv")
+    marker = tmp_path / "pwned"
+    fresh_run.path("preprocessor").write_bytes(malicious_pickle(fresh_run.run_id, os.system, (f"touch {marker}",)))
+    proc = cli("predict", fresh_run.run_id, "--input", str(tmp_path / "recent.csv"),
+               "--outputs-dir", str(fresh_run.outputs))
+    assert proc.returncode == 11, proc.stdout + proc.stderr
+    assert last_line(proc.stderr).startswith("ERROR [UNSAFE_ARTIFACT] ")
+    no_traceback(proc)
+    assert not marker.exists()
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("rows, fragment", [(None, "does not exist"), (10, "the model needs lookback")])
+def test_predict_bad_input_exits_5(smoke_run: Run, tmp_path: Path, rows, fragment):
+    path = tmp_path / "recent.csv"
+    if rows is not None:
+        input_csv(smoke_run.path("processed"), path, rows=rows)
+    proc = cli("predict", smoke_run.run_id, "--input", str(path), "--outputs-dir", str(smoke_run.outputs))
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    line = last_line(proc.stderr)
+    assert line.startswith("ERROR [INPUT_INVALID] ") and fragment in line, line
+    no_traceback(proc)
+
+
+# --- runs list ---------------------------------------------------------------------------------
+
+def rows_of(proc) -> dict:
+    return {r["run_id"]: r for r in json.loads(proc.stdout)}
+
+
+def test_runs_list_shows_pass_incomplete_and_unchecked(fresh_run: Run):
+    layout = ArtifactLayout(fresh_run.artifacts)
+    layout.claim("failed-early")  # what a run that failed before writing anything leaves behind
+    for kind, path in layout.paths("half-done").items():  # files present, no verdict yet
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(fresh_run.path(kind).read_bytes())
+
+    proc = cli("runs", "list", "--outputs-dir", str(fresh_run.outputs))
+    assert proc.returncode == 0, proc.stderr
+    table = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:]}
+    assert table[fresh_run.run_id][2:4] == ["PASS", "8/8"]
+    assert table["failed-early"][2:4] == ["incomplete", "0/8"]
+    assert table["half-done"][2:4] == ["unchecked", "8/8"]
+    assert proc.stdout.splitlines()[0].split() == ["run_id", "age", "status", "files", "test_rmse"]
+
+    rows = rows_of(cli("runs", "list", "--json", "--outputs-dir", str(fresh_run.outputs)))
+    assert rows[fresh_run.run_id]["status"] == "PASS"
+    assert rows[fresh_run.run_id]["test_rmse"] == fresh_run.json("metrics")["metrics"]["rmse"]
+    assert rows["failed-early"] == {**rows["failed-early"], "status": "incomplete", "artifacts": "0/8",
+                                    "test_rmse": None}
+
+    fresh_run.path("report").unlink()
+    rows = rows_of(cli("runs", "list", "--json", "--outputs-dir", str(fresh_run.outputs)))
+    assert rows[fresh_run.run_id]["status"] == "incomplete" and rows[fresh_run.run_id]["artifacts"] == "7/8"
+
+
+def test_runs_list_on_an_empty_outputs_dir(tmp_path: Path):
+    proc = cli("runs", "list", "--outputs-dir", str(tmp_path))
+    assert proc.returncode == 0 and "no runs under" in proc.stdout
+
+
+# --- runs quarantine ----------------------------------------------------------------------------
+
+def digest(paths) -> list:
+    return sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in paths)
+
+
+def test_quarantine_moves_everything_deletes_nothing_and_frees_the_run_id(fresh_run: Run):
+    rid, layout = fresh_run.run_id, ArtifactLayout(fresh_run.artifacts)
+    hydra_dir = fresh_run.outputs / "runs" / rid
+    before = [f for p in layout.existing(rid) for f in ([p] if p.is_file() else files_under(p))]
+    before += files_under(hydra_dir)
+    assert len(before) >= 8 + 1 + 2  # 8 artifacts, the health record, run.log + .hydra files
+    fresh_run.path("processed").write_bytes(b"broken")  # quarantine is for broken runs
+    expected = digest(before)
+
+    proc = cli("runs", "quarantine", rid, "--outputs-dir", str(fresh_run.outputs))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    no_traceback(proc)
+    match = re.search(r"quarantined run_id (\S+): (\d+) files moved to (\S+)", proc.stdout)
+    assert match and match.group(1) == rid, proc.stdout
+    target = Path(match.group(3))
+    assert target.parent == fresh_run.artifacts / "quarantine" and target.name.startswith(f"{rid}-")
+    moved = files_under(target)
+    assert len(moved) == int(match.group(2)) == len(before)
+    assert digest(moved) == expected  # every byte kept
+    assert (target / "processed" / rid / "processed.npz").read_bytes() == b"broken"
+    assert (target / "hydra" / rid / "run.log").is_file()
+    assert not any(p.exists() for p in before) and not hydra_dir.exists()
+    assert layout.existing(rid) == []
+    layout.ensure_unclaimed(rid)  # the run_id is free again (no RunIdConflict)
+    assert f"run_id={rid}" in proc.stdout
+
+    (mlrun,) = mlflow_runs(fresh_run.outputs, rid)
+    assert mlrun.data.tags["quarantined"] == "true"
+
+    listing = cli("runs", "list", "--json", "--outputs-dir", str(fresh_run.outputs))
+    assert rid not in rows_of(listing)
+    again = cli("runs", "quarantine", rid, "--outputs-dir", str(fresh_run.outputs))
+    assert again.returncode == 0 and "nothing to quarantine" in again.stdout
+    assert files_under(target) == moved
+
+
+def test_quarantine_refuses_an_invalid_run_id_with_3(fresh_run: Run):
+    proc = cli("runs", "quarantine", "../../etc", "--outputs-dir", str(fresh_run.outputs))
+    assert proc.returncode == 3 and last_line(proc.stderr).startswith("ERROR [RUN_ID_INVALID] ")
+    no_traceback(proc)
+    assert fresh_run.path("metrics").exists()
