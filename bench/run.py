@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """spline-lstm benchmark suite: one command, a table, a JSON record.
 
-    python bench/run.py            full run (about 9 minutes on 2 CPU cores)
+    python bench/run.py            full run (about 11 minutes on 2 CPU cores)
     python bench/run.py --quick    smaller sizes, fewer repeats (about 3 minutes)
     python bench/run.py --only smoke,commands [--repeat 3] [--keep]
 
@@ -46,6 +46,9 @@ from common import (BENCH, PYTHON, REPO, Proc, Table, child_env, growth_exponent
                     paired_ratio, parse_emitted, run_proc, stats)
 
 LAUNCH = str(REPO / "launch.py")
+# pipeline stages (RunContext.stage names), in the order they run
+STAGES = ("tracking_preflight", "load_validate", "spline", "scale_window", "mlflow", "artifacts", "imports",
+          "model_build", "fit", "evaluate", "report")
 SECTIONS = ("smoke", "large", "preprocess", "windows", "commands", "hashing")
 
 TARGETS = {
@@ -126,6 +129,18 @@ def metadata_of(outputs: Path, run_id: str) -> dict:
     return json.loads((outputs / "artifacts" / "metadata" / f"{run_id}.json").read_text())
 
 
+def rotate(n: int, members: Dict[str, object]) -> Dict[str, List[Proc]]:
+    """n rounds; each runs every member once, the order rotating by one each round, so
+    every member sees every position (and the paired ratios compare neighbours in time)."""
+    names = list(members)
+    out: Dict[str, List[Proc]] = {k: [] for k in names}
+    for i in range(n):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            out[name].append(members[name](i))
+    return out
+
+
 def alternate(n: int, a, b) -> Dict[str, List[Proc]]:
     """Run a() and b() n times each in the order A B B A A B ... (drift cancels)."""
     out = {"a": [], "b": []}
@@ -166,7 +181,7 @@ class Bench:
     # --- 1, 2 (smoke size), 6 (gate share) -------------------------------------------
 
     def smoke(self) -> None:
-        reps = self.rep(5, 3)
+        reps = self.rep(4, 2)
         outputs = self.tmp / "smoke"
         self.smoke_outputs = outputs
         log("smoke: warm-up (creates the MLflow store, fills the page cache)")
@@ -175,34 +190,33 @@ class Bench:
         run_proc([PYTHON, BENCH / "plain_keras.py"])
         self.smoke_run_id = rid
 
-        log(f"smoke: {reps} x (plain-Keras script, launch.py +preset=smoke), alternating")
         run_ids: List[str] = []
+        phases: List[dict] = []
 
-        def framework(_i):
+        def launch(_i):
             rid = self.run_id("smoke")
             run_ids.append(rid)
             return run_proc(launch_args(outputs, f"run_id={rid}"))
 
-        def plain(_i):
-            return run_proc([PYTHON, BENCH / "plain_keras.py"])
+        def instrumented(_i):
+            p, doc = self._instrumented(outputs)
+            phases.append(doc)
+            return p
 
-        runs = alternate(reps, framework, plain)
-        fw, pl = runs["a"], runs["b"]
+        members = {
+            "launch": launch,
+            "plain": lambda _i: run_proc([PYTHON, BENCH / "plain_keras.py"]),
+            "instrumented": instrumented,
+            "tracking=none": lambda _i: run_proc(launch_args(outputs, f"run_id={self.run_id('notrack')}",
+                                                             "tracking=none")),
+            "fast exit": lambda _i: run_proc([PYTHON, BENCH / "fast_exit_launch.py", LAUNCH, "+preset=smoke",
+                                              f"run_id={self.run_id('fastexit')}", f"paths.outputs_dir={outputs}"]),
+        }
+        log(f"smoke: {reps} rounds of {', '.join(members)} (order rotates each round)")
+        runs = rotate(reps, members)
+        fw, pl = runs["launch"], runs["plain"]
         stage_runs = [metadata_of(outputs, r)["timings_s"] for r in run_ids]
         plain_marks = [parse_emitted(p.stdout)["timings_s"] for p in pl]
-
-        log("smoke: one instrumented run (phases outside the pipeline)")
-        phases = self._instrumented(outputs)
-
-        variants = {}
-        vreps = self.rep(3, 1)
-        log(f"smoke: what-if variants x{vreps} (tracking=none; exit without interpreter teardown)")
-        variants["tracking=none"] = [run_proc(launch_args(outputs, f"run_id={self.run_id('notrack')}",
-                                                          "tracking=none")) for _ in range(vreps)]
-        variants["fast exit (os._exit after launch)"] = [
-            run_proc([PYTHON, BENCH / "fast_exit_launch.py", LAUNCH, "+preset=smoke",
-                      f"run_id={self.run_id('fastexit')}", f"paths.outputs_dir={outputs}"])
-            for _ in range(vreps)]
 
         wall = stats([p.wall_s for p in fw])
         rss = stats([p.peak_rss_mb for p in fw], 1)
@@ -212,6 +226,12 @@ class Bench:
         rss_ratio = paired_ratio([p.peak_rss_mb for p in fw], [p.peak_rss_mb for p in pl])
         stage_med = {k: round(statistics.median(s.get(k, 0.0) for s in stage_runs), 3)
                      for k in sorted({k for s in stage_runs for k in s})}
+        breakdown = {k: round(statistics.median(d["breakdown_s"].get(k, 0.0) for d in phases), 4)
+                     for k in phases[0]["breakdown_s"]}
+        instr_wall = statistics.median(d["wall_s"] for d in phases)
+        gate = statistics.median(d["gate_s"] or 0.0 for d in phases)
+        gate_total = statistics.median(d["gate_callback_s"] for d in phases)
+        variants = {k: runs[k] for k in ("tracking=none", "fast exit", "instrumented")}
         self.results["smoke"] = {
             "command": "python launch.py +preset=smoke paths.outputs_dir=TMP run_id=...",
             "repeats": reps, "wall_s": wall, "peak_rss_mb": rss,
@@ -220,49 +240,55 @@ class Bench:
                             "in_process_s": {k: round(statistics.median(m[k] for m in plain_marks), 3)
                                              for k in plain_marks[0]}},
             "overhead_ratio_wall": ratio, "rss_ratio_vs_plain": rss_ratio,
-            "timings_s_median": stage_med, "instrumented_run": phases,
+            "timings_s_median": stage_med,
+            "breakdown_s_median": breakdown, "instrumented_wall_s_median": round(instr_wall, 3),
+            "instrumented_runs": phases,
             "variants": {k: {"wall_s": stats([p.wall_s for p in v]),
-                             "peak_rss_mb": stats([p.peak_rss_mb for p in v], 1)} for k, v in variants.items()},
+                             "peak_rss_mb": stats([p.peak_rss_mb for p in v], 1),
+                             "ratio_vs_launch": paired_ratio([p.wall_s for p in v], [p.wall_s for p in fw]),
+                             "ratio_vs_plain": paired_ratio([p.wall_s for p in v], [p.wall_s for p in pl])}
+                         for k, v in variants.items()},
         }
         t = Table("1-2. Smoke end to end vs plain Keras (same model, data, epochs)",
-                  ["case", "wall s median [min-max]", "peak RSS MB median", "ratio to plain (paired median)"])
+                  ["case", "wall s median [min-max]", "peak RSS MB median", "wall / plain (paired)",
+                   "wall / launch (paired)"])
         t.add("launch.py +preset=smoke (tracking on, warm store)",
-              f"{wall['median']} [{wall['min']}-{wall['max']}]", rss["median"],
-              f"wall {ratio['median']} / RSS {rss_ratio['median']}")
+              f"{wall['median']} [{wall['min']}-{wall['max']}]", rss["median"], ratio["median"], 1)
         t.add("bench/plain_keras.py", f"{plain_wall['median']} [{plain_wall['min']}-{plain_wall['max']}]",
-              plain_rss["median"], "1")
-        for k, v in variants.items():
-            w = stats([p.wall_s for p in v])
-            t.add(f"what-if: {k}", f"{w['median']} [{w['min']}-{w['max']}]",
-                  stats([p.peak_rss_mb for p in v], 1)["median"], f"wall {round(w['median'] / plain_wall['median'], 3)} (vs plain median)")
+              plain_rss["median"], 1, round(1 / ratio["median"], 3))
+        labels = {"tracking=none": "what-if: tracking=none (no MLflow)",
+                  "fast exit": "what-if: os._exit at the end (bench/fast_exit_launch.py)",
+                  "instrumented": "instrumented launch (bench/instrumented_launch.py)"}
+        for k, v in self.results["smoke"]["variants"].items():
+            w = v["wall_s"]
+            t.add(labels[k], f"{w['median']} [{w['min']}-{w['max']}]", v["peak_rss_mb"]["median"],
+                  v["ratio_vs_plain"]["median"], v["ratio_vs_launch"]["median"])
+        t.add("peak RSS launch / plain (paired median)", "", rss_ratio["median"], "", "")
         self.tables.append(t)
 
-        t2 = Table("1. Where the smoke run's time goes (instrumented run; share of its wall time)",
+        t2 = Table("1. Where the smoke run's time goes (instrumented runs, medians; share of their wall time)",
                    ["phase / stage", "seconds", "share"])
-        for name, sec in phases["breakdown_s"].items():
-            t2.add(name, round(sec, 3), f"{sec / phases['wall_s']:.1%}")
-        t2.add("total (process wall)", round(phases["wall_s"], 3), "100%")
+        for name, sec in breakdown.items():
+            t2.add(name, round(sec, 3), f"{sec / instr_wall:.1%}")
+        t2.add("total (process wall, median)", round(instr_wall, 3), "100%")
         self.tables.append(t2)
 
         self.target("1 smoke wall (median)", wall["median"], TARGETS["smoke_wall_s"], "s")
         self.target("1 smoke peak RSS / plain-Keras peak RSS", rss_ratio["median"], TARGETS["smoke_rss_vs_plain"])
         allowed = ("fit", "imports")
-        worst = max(((k, v) for k, v in phases["breakdown_s"].items() if k.split(" ")[0] not in allowed),
-                    key=lambda kv: kv[1])
-        self.target(f"1 largest stage other than fit / TF import ({worst[0]}) share", round(
-            worst[1] / phases["wall_s"], 3), TARGETS["stage_share"])
+        for name, sec in breakdown.items():
+            if name.split(" ")[0] not in allowed and sec / instr_wall > TARGETS["stage_share"] / 2:
+                self.target(f"1 share of '{name}'", round(sec / instr_wall, 3), TARGETS["stage_share"])
         self.target("2 overhead at smoke size (wall launch / plain, paired median)", ratio["median"],
                     TARGETS["overhead_smoke"])
-        gate = phases["gate_s"]
-        gate_total = phases["gate_callback_s"]
-        self.results["gate_share"] = {"gate_checks_s": gate, "gate_callback_s": gate_total,
-                                      "smoke_wall_s": phases["wall_s"],
-                                      "share_checks": round(gate / phases["wall_s"], 5),
-                                      "share_callback": round(gate_total / phases["wall_s"], 5)}
-        self.target("6 gate (checks + record + MLflow tag) share of smoke wall", round(
-            gate_total / phases["wall_s"], 4), TARGETS["gate_share"])
+        self.results["gate_share"] = {"gate_checks_s": round(gate, 4), "gate_callback_s": round(gate_total, 4),
+                                      "smoke_wall_s": round(instr_wall, 3),
+                                      "share_checks": round(gate / instr_wall, 5),
+                                      "share_callback": round(gate_total / instr_wall, 5)}
+        self.target("6 gate (checks + record + MLflow tag + summary) share of smoke wall",
+                    round(gate_total / instr_wall, 4), TARGETS["gate_share"])
 
-    def _instrumented(self, outputs: Path) -> dict:
+    def _instrumented(self, outputs: Path) -> tuple:
         rid = self.run_id("instr")
         out = self.tmp / f"{rid}.json"
         p = run_proc([PYTHON, BENCH / "instrumented_launch.py", out, LAUNCH, "+preset=smoke", f"run_id={rid}",
@@ -287,8 +313,8 @@ class Bench:
             "startup (interpreter, Hydra, compose, job setup)": pipe[0] - start - cb_s,
             "mlflow store init (callback, imports MLflow)": cb_s,
         }
-        for k, v in sorted(timings.items(), key=lambda kv: -kv[1]):
-            breakdown[f"{k} (pipeline stage)"] = v
+        for k in STAGES + tuple(sorted(set(timings) - set(STAGES))):
+            breakdown[f"{k} (pipeline stage)"] = timings.get(k, 0.0)
         breakdown["pipeline, not in timings_s (metadata write, final MLflow upload, run end)"] = \
             max(0.0, pipe_s - sum(timings.values()))
         gate_cb_s = gate_cb[1] - gate_cb[0] if gate_cb else 0.0
@@ -297,10 +323,10 @@ class Bench:
             0.0, doc["exit"] - (gate_cb[1] if gate_cb else pipe[1]))
         breakdown["interpreter teardown (after atexit)"] = p.ended - doc["exit"]
         gate = span("gate checks")
-        return {"run_id": rid, "wall_s": p.wall_s, "peak_rss_mb": round(p.peak_rss_mb, 1),
-                "breakdown_s": {k: round(v, 4) for k, v in breakdown.items()},
-                "gate_s": round(gate[1] - gate[0], 4) if gate else None, "gate_callback_s": round(gate_cb_s, 4),
-                "timings_s": timings}
+        return p, {"run_id": rid, "wall_s": round(p.wall_s, 3), "peak_rss_mb": round(p.peak_rss_mb, 1),
+                   "breakdown_s": {k: round(v, 4) for k, v in breakdown.items()},
+                   "gate_s": round(gate[1] - gate[0], 4) if gate else None, "gate_callback_s": round(gate_cb_s, 4),
+                   "timings_s": timings}
 
     # --- 2 (large) ------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -262,7 +263,11 @@ def infer_freq(index: pd.DatetimeIndex, where: str) -> str:
     """pandas' inference, or the regular step most timestamps follow (gaps allowed)."""
     if len(index) < 3:
         raise InputInvalid(f"{where}: too few rows ({len(index)}) to infer a frequency")
-    freq = pd.infer_freq(index)
+    with warnings.catch_warnings():  # pandas 3 warns that a later version returns an offset
+        warnings.filterwarnings("ignore", message=".*infer_freq.*")
+        freq = pd.infer_freq(index)
+    if freq is not None and not isinstance(freq, str):
+        freq = freq.freqstr
     if freq:
         return freq
     diffs = np.diff(index.as_unit("ns").asi8)  # pandas 3 may parse to s or us resolution
