@@ -27,6 +27,11 @@ def main(argv) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     code = 0
+
+    def _exit(status):  # launch.py ends with os._exit: turn it into SystemExit to report afterwards
+        raise SystemExit(status)
+
+    os._exit = _exit
     try:
         if argv[0] == "-m":
             sys.argv = [argv[1], *argv[2:]]

@@ -4,8 +4,9 @@
 
 Wraps (without changing behaviour) the functions that bound each phase and writes
 ``{"t0": wall time at interpreter start of this script, "events": [[name, start, end], ...],
-"exit": wall time at atexit}`` to TIMINGS.json. Process start-up before this file runs
-and interpreter teardown after atexit are measured by the caller from the outside.
+"exit": wall time at exit}`` to TIMINGS.json, from ``os._exit`` (how launch.py ends) or
+atexit. Process start-up before this file runs and the exit itself are measured by the
+caller from the outside.
 Timestamps are ``time.time()`` so the caller's clock is comparable.
 """
 import atexit
@@ -45,11 +46,9 @@ def _install():
 
     EVENTS.append(["framework_imports", T0, time.time()])
     _wrap(pipeline, "run", "pipeline.run")
-    _wrap(hydra_app.TrackingStoreCallback, "_init_store", "store_init (callback)")
     _wrap(hydra_app.HealthGateCallback, "_on_job_end", "gate callback (gate + mlflow tag + summary)")
     _wrap(health, "run_gate", "gate checks")
-    _wrap(tracking, "mark_health", "mlflow health tag")
-    _wrap(tracking, "ensure_store", "mlflow ensure_store")
+    _wrap(tracking.Tracker, "mark_health", "mlflow health tag")
 
 
 def _dump(path):
@@ -62,6 +61,13 @@ if __name__ == "__main__":
     out, script, *args = sys.argv[1:]
     _install()
     atexit.register(_dump, out)
+    real_exit = os._exit
+
+    def _exit(code):
+        _dump(out)
+        real_exit(code)
+
+    os._exit = _exit
     sys.argv = [script, *args]
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
     runpy.run_path(script, run_name="__main__")

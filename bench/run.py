@@ -1,15 +1,15 @@
 #!/usr/bin/env python
 """spline-lstm benchmark suite: one command, a table, a JSON record.
 
-    python bench/run.py            full run (about 11 minutes on 2 CPU cores)
-    python bench/run.py --quick    smaller sizes, fewer repeats (about 3 minutes)
+    python bench/run.py            full run (7-11 minutes on 2 CPU cores)
+    python bench/run.py --quick    smaller sizes, fewer repeats (about 4 minutes)
     python bench/run.py --only smoke,commands [--repeat 3] [--keep]
 
 Every timed case runs in its own child process: wall time is spawn-to-reap, peak RSS
 is that child's own (resource.struct_rusage from wait4). Each ratio is measured
-side by side in this invocation (the two commands alternate, A B B A ...), so drift
+side by side in this invocation (commands alternate or rotate: A B, B A, ...), so drift
 of a shared machine cancels out. Results: a markdown table on stdout and
-``bench/results/<date>-<host>[-quick].json`` (plus a ``.md`` copy of the tables).
+``bench/results/<date>-<host>[-quick][-only-SECTIONS].json`` (plus a ``.md`` copy).
 
 Sections (the numbers refer to the performance issue):
   smoke       1 smoke end to end (tracking on, warm store): wall, peak RSS, stages
@@ -162,6 +162,7 @@ class Bench:
         self.smoke_outputs: Optional[Path] = None
         self.smoke_run_id: Optional[str] = None
         self._n = 0
+        self.only: List[str] = list(SECTIONS)
 
     def rep(self, full: int, quick: int) -> int:
         if self.args.repeat:
@@ -209,8 +210,6 @@ class Bench:
             "instrumented": instrumented,
             "tracking=none": lambda _i: run_proc(launch_args(outputs, f"run_id={self.run_id('notrack')}",
                                                              "tracking=none")),
-            "fast exit": lambda _i: run_proc([PYTHON, BENCH / "fast_exit_launch.py", LAUNCH, "+preset=smoke",
-                                              f"run_id={self.run_id('fastexit')}", f"paths.outputs_dir={outputs}"]),
         }
         log(f"smoke: {reps} rounds of {', '.join(members)} (order rotates each round)")
         runs = rotate(reps, members)
@@ -231,7 +230,7 @@ class Bench:
         instr_wall = statistics.median(d["wall_s"] for d in phases)
         gate = statistics.median(d["gate_s"] or 0.0 for d in phases)
         gate_total = statistics.median(d["gate_callback_s"] for d in phases)
-        variants = {k: runs[k] for k in ("tracking=none", "fast exit", "instrumented")}
+        variants = {k: runs[k] for k in ("tracking=none", "instrumented")}
         self.results["smoke"] = {
             "command": "python launch.py +preset=smoke paths.outputs_dir=TMP run_id=...",
             "repeats": reps, "wall_s": wall, "peak_rss_mb": rss,
@@ -257,7 +256,6 @@ class Bench:
         t.add("bench/plain_keras.py", f"{plain_wall['median']} [{plain_wall['min']}-{plain_wall['max']}]",
               plain_rss["median"], 1, round(1 / ratio["median"], 3))
         labels = {"tracking=none": "what-if: tracking=none (no MLflow)",
-                  "fast exit": "what-if: os._exit at the end (bench/fast_exit_launch.py)",
                   "instrumented": "instrumented launch (bench/instrumented_launch.py)"}
         for k, v in self.results["smoke"]["variants"].items():
             w = v["wall_s"]
@@ -304,24 +302,20 @@ class Bench:
 
         start = p.started
         pipe = span("pipeline.run")
-        cb = span("store_init (callback)")
         gate_cb = span("gate callback (gate + mlflow tag + summary)")
         timings = meta["timings_s"]
         pipe_s = pipe[1] - pipe[0]
-        cb_s = (cb[1] - cb[0]) if cb else 0.0
-        breakdown = {
-            "startup (interpreter, Hydra, compose, job setup)": pipe[0] - start - cb_s,
-            "mlflow store init (callback, imports MLflow)": cb_s,
-        }
-        for k in STAGES + tuple(sorted(set(timings) - set(STAGES))):
-            breakdown[f"{k} (pipeline stage)"] = timings.get(k, 0.0)
+        in_pipeline = {k: v for k, v in timings.items() if k != "startup"}  # startup: before pipeline.run
+        breakdown = {"startup (interpreter, Hydra, compose, job setup)": pipe[0] - start}
+        for k in STAGES + tuple(sorted(set(in_pipeline) - set(STAGES))):
+            breakdown[f"{k} (pipeline stage)"] = in_pipeline.get(k, 0.0)
         breakdown["pipeline, not in timings_s (metadata write, final MLflow upload, run end)"] = \
-            max(0.0, pipe_s - sum(timings.values()))
+            max(0.0, pipe_s - sum(in_pipeline.values()))
         gate_cb_s = gate_cb[1] - gate_cb[0] if gate_cb else 0.0
         breakdown["gate callback (checks, record, MLflow tag, summary)"] = gate_cb_s
         breakdown["other (Hydra job teardown, status, exit code)"] = max(
             0.0, doc["exit"] - (gate_cb[1] if gate_cb else pipe[1]))
-        breakdown["interpreter teardown (after atexit)"] = p.ended - doc["exit"]
+        breakdown["process exit (os._exit)"] = p.ended - doc["exit"]
         gate = span("gate checks")
         return p, {"run_id": rid, "wall_s": round(p.wall_s, 3), "peak_rss_mb": round(p.peak_rss_mb, 1),
                    "breakdown_s": {k: round(v, 4) for k, v in breakdown.items()},
@@ -336,9 +330,12 @@ class Bench:
         outputs = self.tmp / "large"
         log(f"large: {reps} x (plain, launch) at data.n_points={n_points}, 3 epochs")
 
+        run_ids: List[str] = []
+
         def framework(_i):
-            return run_proc(launch_args(outputs, f"run_id={self.run_id('large')}", f"data.n_points={n_points}"),
-                            timeout=1800)
+            rid = self.run_id("large")
+            run_ids.append(rid)
+            return run_proc(launch_args(outputs, f"run_id={rid}", f"data.n_points={n_points}"), timeout=1800)
 
         def plain(_i):
             return run_proc([PYTHON, BENCH / "plain_keras.py", "--n-points", n_points], timeout=1800)
@@ -346,22 +343,28 @@ class Bench:
         runs = alternate(reps, framework, plain)
         fw, pl = runs["a"], runs["b"]
         ratio = paired_ratio([p.wall_s for p in fw], [p.wall_s for p in pl])
+        fw_stages = [metadata_of(outputs, r)["timings_s"] for r in run_ids]
+        pl_marks = [parse_emitted(p.stdout)["timings_s"] for p in pl]
+        fit_fw = statistics.median(s["fit"] for s in fw_stages)
+        fit_pl = statistics.median(m["fit"] for m in pl_marks)
         self.results["large"] = {
             "n_points": n_points, "repeats": reps,
-            "launch": {"wall_s": stats([p.wall_s for p in fw]), "peak_rss_mb": stats([p.peak_rss_mb for p in fw], 1)},
+            "launch": {"wall_s": stats([p.wall_s for p in fw]), "peak_rss_mb": stats([p.peak_rss_mb for p in fw], 1),
+                       "timings_s": fw_stages},
             "plain_keras": {"wall_s": stats([p.wall_s for p in pl]),
                             "peak_rss_mb": stats([p.peak_rss_mb for p in pl], 1),
-                            "in_process_s": parse_emitted(pl[0].stdout)["timings_s"]},
+                            "in_process_s": pl_marks},
             "overhead_ratio_wall": ratio,
+            "fit_s": {"launch": round(fit_fw, 3), "plain": round(fit_pl, 3), "ratio": round(fit_fw / fit_pl, 3)},
         }
         t = Table(f"2. Framework overhead on a long run ({n_points} points, 3 epochs)",
-                  ["case", "wall s median [min-max]", "peak RSS MB", "ratio"])
+                  ["case", "wall s median [min-max]", "peak RSS MB", "ratio (paired)", "fit s (median)"])
         w = self.results["large"]["launch"]["wall_s"]
         t.add("launch.py +preset=smoke data.n_points=N", f"{w['median']} [{w['min']}-{w['max']}]",
-              self.results["large"]["launch"]["peak_rss_mb"]["median"], ratio["median"])
+              self.results["large"]["launch"]["peak_rss_mb"]["median"], ratio["median"], round(fit_fw, 2))
         w = self.results["large"]["plain_keras"]["wall_s"]
         t.add("bench/plain_keras.py --n-points N", f"{w['median']} [{w['min']}-{w['max']}]",
-              self.results["large"]["plain_keras"]["peak_rss_mb"]["median"], 1)
+              self.results["large"]["plain_keras"]["peak_rss_mb"]["median"], 1, round(fit_pl, 2))
         self.tables.append(t)
         note = "" if n_points >= 50_000 else f"shrunk to {n_points} points: a shorter run than ~1 minute"
         self.target("2 overhead on a ~1 minute run (wall launch / plain, paired median)", ratio["median"],
@@ -589,7 +592,8 @@ class Bench:
         print("\n" + text)
         results_dir = BENCH / "results"
         results_dir.mkdir(exist_ok=True)
-        name = self.args.out or f"{dt.date.today().isoformat()}-{env['host']}{'-quick' if self.quick else ''}"
+        suffix = ("-quick" if self.quick else "") + (f"-only-{'-'.join(self.only)}" if self.only != list(SECTIONS) else "")
+        name = self.args.out or f"{dt.date.today().isoformat()}-{env['host']}{suffix}"
         path = results_dir / f"{name}.json"
         doc = {"mode": mode, "date": dt.datetime.now().isoformat(timespec="seconds"), "machine": env,
                "duration_s": round(time.time() - started, 1), "targets": self.targets, "results": self.results,
@@ -604,7 +608,7 @@ class Bench:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description="spline-lstm benchmark suite (see bench/README.md)")
-    ap.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats (~3 min)")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats (~4 min)")
     ap.add_argument("--only", help=f"comma-separated sections: {','.join(SECTIONS)}")
     ap.add_argument("--repeat", type=int, help="repeats per timed case (overrides the defaults)")
     ap.add_argument("--sizes", type=lambda s: [float(x) for x in s.split(",")],
@@ -622,6 +626,7 @@ def main() -> int:
     started = time.time()
     env = machine()
     bench = Bench(args)
+    bench.only = [s for s in SECTIONS if s in only]
     log(f"temp dir {bench.tmp}; sections {only}")
     try:
         for section in SECTIONS:

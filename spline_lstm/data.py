@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,15 +73,24 @@ def read_table(path: Path, timestamp_col: str, target_col: str) -> pd.DataFrame:
     if timestamp_col == target_col:
         raise ConfigInvalid(f"data.target_col: {target_col!r} is also data.timestamp_col; "
                             "set them to two different columns")
-    if not path.exists():
-        raise InputInvalid(f"input file {path} does not exist; pass data.path=/path/to/file.csv")
-    if path.is_dir():
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InputInvalid(f"input file {path} does not exist; pass data.path=/path/to/file.csv") from None
+    except NotADirectoryError:
+        raise InputInvalid(f"input file {path} does not exist (a parent is not a folder); "
+                           "pass data.path=/path/to/file.csv") from None
+    except OSError as exc:  # e.g. a parent folder without search permission
+        raise InputInvalid(f"input file {path} is not readable: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
         raise InputInvalid(f"input path {path} is a directory, not a CSV or Parquet file")
     ext = path.suffix.lower()
     if ext not in SUPPORTED_EXTENSIONS:
         raise InputInvalid(f"input file {path} has unsupported extension '{ext or '(none)'}'; "
                            "use .csv or .parquet")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(info.st_mode):
+        raise InputInvalid(f"input path {path} is not a regular file (a pipe or a device?)")
+    if info.st_size == 0:
         raise InputInvalid(f"input file {path} is empty (0 bytes)")
     try:
         if ext == ".csv":
@@ -225,14 +235,16 @@ def to_series(frame: pd.DataFrame, cfg: DataConfig, where: str) -> pd.Series:
     if pd.api.types.is_bool_dtype(y_raw):
         raise InputInvalid(f"{where}: column {cfg.target_col!r} is boolean, not numeric")
     y = pd.to_numeric(y_raw, errors="coerce")
-    non_numeric = y.isna() & y_raw.notna() & (y_raw.astype(str).str.strip() != "")
+    non_numeric = y.isna() & y_raw.notna()
+    if non_numeric.any():  # stringify only the cells to_numeric rejected: blanks are gaps, text is not
+        non_numeric[non_numeric] = y_raw[non_numeric].astype(str).str.strip() != ""
     n_bad = int(non_numeric.sum())
     if n_bad and not cfg.coerce_errors:
         first = int(np.flatnonzero(non_numeric.to_numpy())[0])
         raise InputInvalid(f"{where}: column {cfg.target_col!r} has {n_bad} of {rows} non-numeric cells "
                            f"(first at {_row(first, where)}: {y_raw.iloc[first]!r}); fix the file or set "
                            "data.coerce_errors=true to treat them as gaps")
-    values = y.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    values = y.to_numpy(dtype=np.float64, na_value=np.nan)
     infinite = np.isinf(values)
     n_inf = int(infinite.sum())
     if n_inf and not cfg.coerce_errors:
@@ -240,16 +252,17 @@ def to_series(frame: pd.DataFrame, cfg: DataConfig, where: str) -> pd.Series:
         raise InputInvalid(f"{where}: column {cfg.target_col!r} has {n_inf} infinite values (first at "
                            f"{_row(first, where)}: {values[first]:g}); fix the file or set "
                            "data.coerce_errors=true to treat them as gaps")
-    values[infinite] = np.nan
-    series = pd.Series(values, index=pd.DatetimeIndex(ts), name=cfg.target_col)
+    if n_inf:
+        values = np.where(infinite, np.nan, values)
+    series = pd.Series(values, index=pd.DatetimeIndex(ts, copy=False), name=cfg.target_col, copy=False)
     if not series.index.is_monotonic_increasing:
         log.warning("%s: rows are not in time order; sorted them", where)
         series = series.sort_index(kind="stable")
-    dup = series.index.duplicated(keep=False)
-    n_dup = int(series.index.duplicated().sum())
+    stamps = series.index.asi8
+    n_dup = int(np.count_nonzero(stamps[1:] == stamps[:-1]))  # sorted: duplicates are neighbours
     if n_dup:
         if cfg.duplicates == DuplicatePolicy.error:
-            first = series.index[dup][0]
+            first = series.index[series.index.duplicated()][0]
             raise InputInvalid(f"{where}: column {cfg.timestamp_col!r} has {n_dup} duplicated timestamps "
                                f"(first {first}); set data.duplicates=mean or data.duplicates=last")
         how = "mean" if cfg.duplicates == DuplicatePolicy.mean else "last"
@@ -270,8 +283,8 @@ def infer_freq(index: pd.DatetimeIndex, where: str) -> str:
         freq = freq.freqstr
     if freq:
         return freq
-    diffs = np.diff(index.as_unit("ns").asi8)  # pandas 3 may parse to s or us resolution
-    step = int(np.median(diffs))
+    # pandas 3 may parse to s, ms or us resolution: the step in the index's unit, then in ns
+    step = int(np.median(np.diff(index.asi8))) * int(pd.Timedelta(1, unit=index.unit).value)
     day = 86_400 * 10**9
     if 28 * day <= step <= 31 * day:
         return "MS" if (index.day == 1).all() else "ME"
@@ -287,15 +300,24 @@ def regularise(series: pd.Series, freq: Optional[str], where: str) -> tuple:
     """Reindex onto a fixed grid: absent timestamps become NaN gaps."""
     freq = freq or infer_freq(series.index, where)
     try:
-        grid = pd.date_range(series.index[0], series.index[-1], freq=freq)
+        offset = pd.tseries.frequencies.to_offset(freq)
+        grid = pd.date_range(series.index[0], series.index[-1], freq=offset, unit=series.index.unit)
     except ValueError as exc:
         raise InputInvalid(f"{where}: data.freq={freq!r} is not a pandas frequency") from exc
-    on_grid = grid.get_indexer(series.index) >= 0
+    stamps, grid_stamps = series.index.asi8, grid.asi8
+    if isinstance(offset, pd.offsets.Tick) and len(grid) > 1:  # a fixed step: positions by arithmetic
+        pos, rest = np.divmod(stamps - grid_stamps[0], grid_stamps[1] - grid_stamps[0])
+        on_grid = rest == 0
+    else:  # calendar steps (months, years): both sorted, one binary search each
+        pos = np.minimum(np.searchsorted(grid_stamps, stamps), len(grid_stamps) - 1)
+        on_grid = grid_stamps[pos] == stamps
     if not on_grid.all():
         off = series.index[~on_grid][0]
         raise InputInvalid(f"{where}: {int((~on_grid).sum())} timestamps are off the regular {freq!r} "
                            f"grid (first {off}); set data.freq to the series' frequency")
-    return series.reindex(grid), freq
+    values = np.full(len(grid), np.nan)
+    values[pos] = series.to_numpy(dtype=np.float64)
+    return pd.Series(values, index=grid, name=series.name, copy=False), freq
 
 
 def load_series(cfg: DataConfig, seed: int, preset: Optional[str] = None) -> Series:

@@ -23,9 +23,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from spline_lstm.artifacts import ArtifactLayout, atomic_write_json
+from spline_lstm.artifacts import ArtifactLayout, atomic_write_bytes, atomic_write_json
 from spline_lstm.config import validate
-from spline_lstm.errors import TrackingFailed, classify, error_line, one_line
+from spline_lstm.errors import StorageError, TrackingFailed, classify, error_line, one_line
 
 log = logging.getLogger("spline_lstm")
 
@@ -44,9 +44,8 @@ def task(cfg: DictConfig) -> dict:
 
 
 class TrackingStoreCallback(Callback):
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._init_store(config)
-
+    # A single run creates its store in its tracking helper (pipeline.Tracker), off the
+    # critical path; a sweep creates it once here, before parallel jobs could race on it.
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._init_store(config)
 
@@ -64,6 +63,25 @@ class TrackingStoreCallback(Callback):
 
 
 class HealthGateCallback(Callback):
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra has just recorded the config in .hydra/ (and multirun.yaml): mask any
+        tracking password a config file held before the run can upload those records."""
+        from spline_lstm.tracking import mask_uri
+
+        records = []
+        if config.hydra.output_subdir is not None:
+            subdir = Path(str(config.hydra.runtime.output_dir)) / str(config.hydra.output_subdir)
+            records += [subdir / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")]
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            records.append(Path(str(config.hydra.sweep.dir)) / "multirun.yaml")
+        for path in records:
+            try:
+                text = path.read_text(encoding="utf-8")
+                if mask_uri(text) != text:
+                    atomic_write_bytes(path, mask_uri(text).encode("utf-8"))
+            except (OSError, StorageError):
+                pass  # nothing recorded there, or a read-only run folder the job itself will report
+
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         try:
             self._on_job_end(config, job_return)
@@ -135,7 +153,7 @@ def _tag_mlflow(config: DictConfig, artifacts_dir: Path, run_id: str, passed: bo
     app = validate(config, resolve_run_id=False)
     if not app.tracking.enabled:
         return
-    from spline_lstm.tracking import mark_health, resolve_store
+    from spline_lstm.tracking import mark_health, resolve_store, take_open
 
     mlflow_run_id = None
     try:
@@ -143,7 +161,14 @@ def _tag_mlflow(config: DictConfig, artifacts_dir: Path, run_id: str, passed: bo
         mlflow_run_id = (meta.get("mlflow") or {}).get("mlflow_run_id")
     except (OSError, ValueError, AttributeError):
         pass  # metadata broken: the gate fails; find the MLflow run by tag instead
-    mark_health(resolve_store(app.tracking, app.paths), run_id, mlflow_run_id, passed)
+    tracker = take_open(run_id)
+    if tracker is None:  # not this process's run: find it by tag
+        mark_health(resolve_store(app.tracking, app.paths), run_id, mlflow_run_id, passed)
+        return
+    try:
+        tracker.mark_health(passed)
+    finally:
+        tracker.close()
 
 
 def _print_summary(artifacts_dir: Path, run_id: str, passed: bool, record: Path, elapsed: float,

@@ -25,8 +25,8 @@ from spline_lstm import __version__
 from spline_lstm.artifacts import (ArtifactLayout, atomic_move_in, atomic_write_bytes, atomic_write_json,
                                    dump_plain_pickle)
 from spline_lstm.config import AppConfig, Smoothing, flatten, to_plain
-from spline_lstm.errors import Interrupted, classify
-from spline_lstm.tracking import NullTracker, Tracker, mask_uri, preflight, resolve_store
+from spline_lstm.errors import Interrupted, StorageError, classify
+from spline_lstm.tracking import NullTracker, Tracker, keep_open, mask_uri, preflight, resolve_store
 
 log = logging.getLogger("spline_lstm")
 trace_log = logging.getLogger("spline_lstm.trace")  # file only: tracebacks stay off the console
@@ -98,13 +98,16 @@ def run(ctx: RunContext) -> dict:
     """Execute every stage; on any failure end the MLflow run FAILED/KILLED, write
     the traceback to the run log, and re-raise a typed error."""
     started = time.time()
+    pid, _, launched = os.environ.get("SPLINE_LSTM_STARTED", "").partition(":")
+    if pid == str(os.getpid()):  # this process is launch.py itself, not a sweep worker
+        ctx.timings["startup"] = round(started - float(launched), 4)
     app = ctx.app
     try:
         if app.tracking.enabled:
             store = resolve_store(app.tracking, app.paths)
             with ctx.stage("tracking_preflight"):
                 preflight(store)  # exit 8 before anything is written
-            ctx.tracker = Tracker(store)
+            ctx.tracker = Tracker(store, ctx.log_path)  # MLflow loads in a helper, in parallel
         prepared = _prepare(ctx)  # in memory: bad input is refused before anything is written
         ctx.layout.claim(ctx.run_id)
         log.info("run_id %s -> %s", ctx.run_id, ctx.layout.root)
@@ -113,6 +116,7 @@ def run(ctx: RunContext) -> dict:
         result = _train_and_write(ctx, prepared, started)
         with ctx.stage("mlflow"):
             ctx.tracker.end("FINISHED")
+        keep_open(ctx.run_id, ctx.tracker)  # the health gate tags its verdict, then closes it
         return result
     except BaseException as exc:
         interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted))
@@ -121,6 +125,8 @@ def run(ctx: RunContext) -> dict:
             ctx.tracker.end("KILLED" if interrupted else "FAILED")
         except Exception:  # the store itself may be what failed
             trace_log.error("could not end the MLflow run:\n%s", traceback.format_exc())
+        finally:
+            ctx.tracker.close()
         if interrupted:
             raise
         err = classify(exc)
@@ -224,8 +230,16 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
             ctx.tracker.log_metrics(logs, step=epoch)
 
     with ctx.stage("fit", f"fit ({app.training.epochs} epochs max)"):
-        history = train.fit(net, sources[0], sources[1], app.training, app.seed, staging, on_epoch,
-                            verbose=2)
+        try:
+            history = train.fit(net, sources[0], sources[1], app.training, app.seed, staging, on_epoch,
+                                verbose=2)
+        except Exception as exc:
+            typed = classify(exc)
+            if isinstance(typed, StorageError):  # e.g. the disk filled up while Keras wrote a checkpoint
+                raise StorageError(f"run {ctx.run_id}: cannot write its checkpoint in {staging} ({typed}); "
+                                   f"free space or fix permissions under {ctx.layout.root}, then quarantine "
+                                   "and rerun it") from exc
+            raise
     with ctx.stage("artifacts"):
         for kind in ("best", "last"):
             ctx.hashes[kind] = atomic_move_in(staging / f"{kind}.keras", paths[kind])

@@ -82,20 +82,3 @@ def fresh_run(smoke_run: Run, tmp_path: Path) -> Run:
     return Run(outputs, smoke_run.run_id)
 
 
-# Known open failures of the hardening matrix (issue 5), tracked in the closing note:
-# they assert promises not yet kept (tracking URI passwords persisted by Hydra's own
-# .hydra/overrides.yaml, read-only SQLite detection as root, ENOSPC during checkpointing).
-KNOWN_OPEN = {
-    "test_matrix[tracking-password]": "tracking.uri password kept in Hydra's .hydra files",
-    "test_matrix[tracking-sqlite-read-only]": "read-only SQLite store not detected before training",
-    "test_tracking_password_not_kept_by_hydra": "tracking.uri password kept in Hydra's .hydra files",
-    "test_disk_full_while_checkpointing": "ENOSPC while Keras writes a checkpoint not mapped to exit 6",
-    "test_tracking_password_never_written_with_a_live_server": "tracking.uri password kept in Hydra's .hydra files",
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        reason = KNOWN_OPEN.get(item.name)
-        if reason and item.module.__name__.endswith("test_hardening"):
-            item.add_marker(pytest.mark.xfail(reason=f"open (issue 5): {reason}", strict=False))

@@ -55,6 +55,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO, SMOKE_FAST, Run, cli, last_line, launch
+from tests.helpers.tamper import relocate_mlflow
 
 SECRET = "hx-secret-" + secrets.token_hex(8)  # in every launch's environment; must never be written
 HEALTHY_RUN_ID = "smoke-fixture"  # the conftest smoke_run, copied into every case as a bystander
@@ -757,6 +758,7 @@ class MatrixRunner:
         root = Path(tempfile.mkdtemp(prefix=f"{case.id}-", dir=self.base))
         outputs = root / "outputs"
         shutil.copytree(self.healthy.outputs, outputs, symlinks=True)  # the bystander: must stay intact
+        relocate_mlflow(outputs)  # the copy's MLflow records point at the copy, not the session's run
         inputs = root / "input"
         inputs.mkdir()
         data = INPUT_FILES[case.make](inputs) if case.make else inputs / "none.csv"
@@ -807,7 +809,7 @@ def _collected_cases(request) -> List[Case]:
 
 @pytest.fixture(scope="module")
 def matrix(request, smoke_run: Run, tmp_path_factory):
-    workers = max(2, min(4, (os.cpu_count() or 2) + 1))
+    workers = int(os.environ.get("HX_WORKERS", "0")) or max(2, min(6, 2 * (os.cpu_count() or 2)))
     runner = MatrixRunner(tmp_path_factory.mktemp("hardening-matrix"), smoke_run, workers)
     for case in _collected_cases(request):  # start every selected case now, in the background
         runner.submit(case)
@@ -872,6 +874,20 @@ def test_case_ids_are_unique_and_codes_match_names():
         assert EXIT_CODES[c.name] == c.code, c.id
     assert set(INPUT_FILES) >= {c.make for c in MATRIX if c.make}
     assert set(PREPS) >= {c.prep for c in MATRIX if c.prep}
+
+
+def test_reliability_table_lists_every_case():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reliability_table", REPO / "scripts" / "reliability_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    table = module.render()
+    for c in MATRIX + TOLERATED_CASES + TAMPER_CASES + FAULT_CASES:
+        assert f"| `{c.id}`" in table and f"{c.code} {c.name}" in table, c.id
+    published = REPO / "docs" / "reliability.md"  # what the README links to
+    assert published.read_text(encoding="utf-8") == table, \
+        "docs/reliability.md is stale: python scripts/reliability_table.py > docs/reliability.md"
 
 
 # =============================================================================
@@ -1230,6 +1246,7 @@ def _canonical_files_are_whole(artifacts: Path, run_id: str) -> List[str]:
 def test_interrupt_during_training_then_quarantine_and_rerun(sig, smoke_run: Run, tmp_path):
     out = tmp_path / "outputs"
     shutil.copytree(smoke_run.outputs, out, symlinks=True)
+    relocate_mlflow(out)
     bystander = snapshot(out / "artifacts")
     rid = f"hx-{sig.name.lower()}"
     w = _start_and_wait_for_training(rid, out)
@@ -1332,6 +1349,7 @@ def test_disk_full_while_checkpointing(smoke_run: Run, tmp_path):
 def test_eight_job_parallel_sweep_beside_a_healthy_run(smoke_run: Run, tmp_path):
     out = tmp_path / "outputs"
     shutil.copytree(smoke_run.outputs, out, symlinks=True)
+    relocate_mlflow(out)
     bystander = snapshot(out / "artifacts")
     proc = launch("-m", *SMOKE_FAST, "seed=1,2,3,4,5,6,7,8", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                   outputs=out, timeout=1500)
