@@ -116,7 +116,7 @@ class HealthGateCallback(Callback):
         elapsed = time.perf_counter() - t0
         err = result.error()
         try:
-            _tag_mlflow(config, artifacts_dir, run_id, err is None)
+            _tag_mlflow(run_id, err is None)
         except Exception as exc:  # the gate's own verdict stays the primary error
             logging.getLogger("spline_lstm.trace").exception("could not record the gate verdict in MLflow")
             if err is None:
@@ -148,22 +148,15 @@ def _record_status(run_id: str, err: Optional[Exception], log_path: Path) -> Non
         pass
 
 
-def _tag_mlflow(config: DictConfig, artifacts_dir: Path, run_id: str, passed: bool) -> None:
-    """health=PASS|FAIL on the MLflow run; a failed gate also turns it FAILED."""
-    app = validate(config, resolve_run_id=False)
-    if not app.tracking.enabled:
-        return
-    from spline_lstm.tracking import mark_health, resolve_store, take_open
+def _tag_mlflow(run_id: str, passed: bool) -> None:
+    """health=PASS|FAIL on the MLflow run; a failed gate also turns it FAILED.
 
-    mlflow_run_id = None
-    try:
-        meta = json.loads(ArtifactLayout(artifacts_dir).paths(run_id)["metadata"].read_text())
-        mlflow_run_id = (meta.get("mlflow") or {}).get("mlflow_run_id")
-    except (OSError, ValueError, AttributeError):
-        pass  # metadata broken: the gate fails; find the MLflow run by tag instead
+    Goes through the job's own tracker, which ``pipeline.run`` leaves open for the gate
+    (a no-op tracker with tracking=none)."""
+    from spline_lstm.tracking import take_open
+
     tracker = take_open(run_id)
-    if tracker is None:  # not this process's run: find it by tag
-        mark_health(resolve_store(app.tracking, app.paths), run_id, mlflow_run_id, passed)
+    if tracker is None:
         return
     try:
         tracker.mark_health(passed)

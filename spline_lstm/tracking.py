@@ -14,7 +14,7 @@ import os
 import re
 import sqlite3
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
 
@@ -371,9 +371,7 @@ class Tracker:
                 self.mlflow_run_id = reply.get("mlflow_run_id") or self.mlflow_run_id
 
     def start(self, run_id: str, tags: Dict[str, str], params: Dict[str, object]) -> None:
-        store = {"uri": self.store.uri, "artifact_location": self.store.artifact_location,
-                 "experiment": self.store.experiment, "user": self.store.user}
-        self._send("start", store=store, run_id=run_id, tags=tags, params=params)
+        self._send("start", store=asdict(self.store), run_id=run_id, tags=tags, params=params)
 
     def log_metrics(self, metrics: Dict[str, float], step: int = 0) -> None:
         self._send("log_metrics", metrics={k: float(v) for k, v in metrics.items() if v is not None}, step=step)
@@ -443,19 +441,6 @@ def find_runs(store: Store, run_id: str) -> list:
     if exp is None:
         return []
     return client.search_runs([exp.experiment_id], filter_string=f"tags.run_id = '{run_id}'")
-
-
-def mark_health(store: Store, run_id: str, mlflow_run_id: Optional[str], passed: bool) -> None:
-    """Tag the gate verdict; a failed gate turns the MLflow run FAILED."""
-    _quiet_mlflow()
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=store.uri)
-    ids = [mlflow_run_id] if mlflow_run_id else [r.info.run_id for r in find_runs(store, run_id)]
-    for rid in ids:
-        client.set_tag(rid, "health", "PASS" if passed else "FAIL")
-        if not passed:
-            client.set_terminated(rid, "FAILED")
 
 
 def tag_runs(store: Store, run_id: str, tags: Dict[str, str]) -> int:
