@@ -1,8 +1,8 @@
 """Hydra glue: the task function and the two callbacks.
 
-- ``TrackingStoreCallback`` creates the MLflow schema and experiment once, in the
-  parent process, before any job starts (parallel jobs never race on a fresh
-  SQLite file).
+- ``TrackingStoreCallback`` creates a sweep's MLflow schema and experiment once,
+  in the parent process, before any job starts (parallel jobs never race on a
+  fresh SQLite file); a single run creates them in its tracking helper.
 - ``HealthGateCallback`` runs the gate after every job. Hydra swallows exceptions
   raised in callbacks, so a failing gate instead marks the ``JobReturn`` FAILED
   with a typed error as its value: Hydra re-raises it after a single run, and the

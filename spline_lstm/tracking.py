@@ -1,9 +1,9 @@
 """MLflow tracking: one MLflow run per pipeline run, named and tagged with run_id.
 
-The default store is embedded (SQLite under outputs_dir), created once in the
-parent process before any job starts, and probed before training so an
-unreachable or read-only store fails fast (TRACKING_FAILED) with nothing
-written. ``tracking.enabled=false`` (``tracking=none``) swaps in a no-op tracker
+The default store is embedded (SQLite under outputs_dir), probed before
+training so an unreachable or read-only store fails fast (TRACKING_FAILED) with
+nothing written. MLflow itself runs in a helper process per run (``Tracker``);
+a sweep creates the store once, in its parent, before any job starts. ``tracking.enabled=false`` (``tracking=none``) swaps in a no-op tracker
 and never imports MLflow.
 """
 from __future__ import annotations
@@ -161,7 +161,7 @@ def preflight(store: Store) -> None:
 def ensure_store(store: Store) -> str:
     """Create the schema and the experiment if missing; returns the experiment id.
 
-    Called once in the parent process (Hydra on_run_start / on_multirun_start)
+    Called by the tracking helper, and once in a sweep's parent (Hydra on_multirun_start)
     so parallel jobs never race to create a fresh SQLite schema."""
     preflight(store)
     _quiet_mlflow()
