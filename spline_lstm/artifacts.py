@@ -243,6 +243,40 @@ def utc_stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
+_held_run_dirs: Dict[str, int] = {}
+
+
+def hold_run_dir(run_dir: Path, run_id: str) -> None:
+    """Take an exclusive lock on ``run_dir/.lock`` for the life of this process.
+
+    Hydra writes its records and log lines into ``runs/<run_id>`` before the job
+    claims the run_id; of two launches given one run_id at once, the second stops
+    here with RunIdConflict before it writes anything into the first one's folder.
+    A dead process holds no lock, so a folder left by an attempt that failed before
+    its claim is reused. Where the lock cannot be taken for another reason (a
+    read-only or missing parent), the job's own claim reports the storage error."""
+    import fcntl
+
+    key = str(run_dir.absolute())
+    if key in _held_run_dirs:
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunIdConflict(f"run_id '{run_id}' is being run by another process right now ({run_dir}); "
+                            "choose another run_id") from None
+    except OSError:  # a file system without locks
+        os.close(fd)
+        return
+    _held_run_dirs[key] = fd
+
+
 def iter_hydra_dirs(outputs_dir: Path, run_id: str) -> Iterator[Path]:
     """The Hydra job folders of a run: runs/<run_id> or sweeps/<sweep_id>/<run_id>."""
     direct = outputs_dir / "runs" / run_id

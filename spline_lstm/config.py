@@ -3,7 +3,7 @@
 The schemas make OmegaConf reject unknown keys, wrong types and unknown enum
 values while Hydra composes the config; ``validate`` adds the range and
 cross-field rules a type cannot express. Both run before anything is written:
-``hydra.run.dir`` is computed by the ``checked_run_id`` resolver, which
+``hydra.run.dir`` is computed by the ``held_run_dir`` resolver, which
 validates the whole config and the run_id first.
 """
 from __future__ import annotations
@@ -179,6 +179,17 @@ def _checked_run_id(_root_: DictConfig) -> str:
     return app.run_id
 
 
+def _held_run_dir(outputs_dir: str, _root_: DictConfig) -> str:
+    """``hydra.run.dir``: runs/<run_id>, validated, then held against a second
+    launch with the same run_id (see artifacts.hold_run_dir)."""
+    from spline_lstm.artifacts import hold_run_dir
+
+    run_id = _checked_run_id(_root_)
+    run_dir = f"{outputs_dir}/runs/{run_id}"
+    hold_run_dir(Path(run_dir), run_id)
+    return run_dir
+
+
 def _register_resolvers() -> None:
     # Cached per config object: every later access in the same job sees the same
     # id, while each sweep job (composed separately) gets its own.
@@ -186,6 +197,8 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("run_id_default", new_run_id, use_cache=True)
     if not OmegaConf.has_resolver("checked_run_id"):
         OmegaConf.register_new_resolver("checked_run_id", _checked_run_id)
+    if not OmegaConf.has_resolver("held_run_dir"):
+        OmegaConf.register_new_resolver("held_run_dir", _held_run_dir)
     if not OmegaConf.has_resolver("sweep_id"):
         # launch.py fixes one sweep id per process tree so every job shares it.
         OmegaConf.register_new_resolver(

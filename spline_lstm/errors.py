@@ -6,7 +6,10 @@ Every expected failure is one of these exceptions; ``launch.py`` and every
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
 
 
 class SplineLSTMError(Exception):
@@ -107,6 +110,46 @@ def classify(exc: BaseException) -> SplineLSTMError:
 
 
 _STORAGE_ERRNOS = {13, 28, 30, 122, 5, 17, 20, 21, 1}  # EACCES ENOSPC EROFS EDQUOT EIO EEXIST ENOTDIR EISDIR EPERM
+
+
+_pending_signal: List[str] = []
+
+
+def raise_if_signalled() -> None:
+    """Raise the KeyboardInterrupt that a signal deferred by ``signals_deferred`` stands for."""
+    if _pending_signal:
+        raise KeyboardInterrupt(_pending_signal[0])
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Inside the block SIGINT / SIGTERM only record themselves; the block's end
+    raises them as KeyboardInterrupt, and so does ``raise_if_signalled``, which a
+    Keras callback calls between batches. For work that must not be cut midway: a
+    TensorFlow step (an exception raised while one was under way has crashed the
+    process with a glibc heap abort instead of exiting 130), or a run's claim and
+    its MLflow start. A second signal raises at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def record(signum, frame):  # noqa: ARG001 - signal handler signature
+        name = signal.Signals(signum).name
+        if _pending_signal:
+            raise KeyboardInterrupt(name)
+        _pending_signal.append(name)
+
+    _pending_signal.clear()
+    previous = {sig: signal.signal(sig, record) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        pending = _pending_signal[:]
+        _pending_signal.clear()
+    if pending:
+        raise KeyboardInterrupt(pending[0])
 
 
 def one_line(text: str, limit: int = 400) -> str:

@@ -70,7 +70,7 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure becomes an exit code
         err = classify(exc)
         if isinstance(exc, KeyboardInterrupt):
-            err = Interrupted(f"interrupted ({exc or 'SIGINT'}); no canonical file is left half-written")
+            err = Interrupted(f"interrupted ({str(exc) or 'SIGINT'}); no canonical file is left half-written")
         statuses = _statuses(status_dir)
         failed = [s for s in statuses if not s.get("ok")]
         log_path = next((s.get("log") for s in failed if s.get("run_id") and s.get("name") == err.name), None)

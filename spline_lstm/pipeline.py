@@ -25,7 +25,7 @@ from spline_lstm import __version__
 from spline_lstm.artifacts import (ArtifactLayout, atomic_move_in, atomic_write_bytes, atomic_write_json,
                                    dump_plain_pickle)
 from spline_lstm.config import AppConfig, Smoothing, flatten, to_plain
-from spline_lstm.errors import Interrupted, StorageError, classify
+from spline_lstm.errors import Interrupted, StorageError, classify, signals_deferred
 from spline_lstm.tracking import NullTracker, Tracker, keep_open, mask_uri, preflight, resolve_store
 
 log = logging.getLogger("spline_lstm")
@@ -109,10 +109,12 @@ def run(ctx: RunContext) -> dict:
                 preflight(store)  # exit 8 before anything is written
             ctx.tracker = Tracker(store, ctx.log_path)  # MLflow loads in a helper, in parallel
         prepared = _prepare(ctx)  # in memory: bad input is refused before anything is written
-        ctx.layout.claim(ctx.run_id)
+        tags, params = _tags(ctx), _params(app)
+        with signals_deferred():  # once claimed, the run exists in MLflow too, to be ended KILLED
+            ctx.layout.claim(ctx.run_id)
+            with ctx.stage("mlflow"):
+                ctx.tracker.start(ctx.run_id, tags, params)
         log.info("run_id %s -> %s", ctx.run_id, ctx.layout.root)
-        with ctx.stage("mlflow"):
-            ctx.tracker.start(ctx.run_id, _tags(ctx), _params(app))
         result = _train_and_write(ctx, prepared, started)
         with ctx.stage("mlflow"):
             ctx.tracker.end("FINISHED")
@@ -207,18 +209,59 @@ def _prepare(ctx: RunContext) -> Prepared:
 
 
 def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
-    from spline_lstm import evaluate, preprocess, report
+    from spline_lstm import report
 
     app, paths, p = ctx.app, ctx.paths, ctx.app.preprocess
     series, timestamps, values, filled = prep.series, prep.timestamps, prep.values, prep.filled
-    bounds, scaler, sources, summary = prep.bounds, prep.scaler, prep.sources, prep.summary
+    bounds, summary = prep.bounds, prep.summary
     with ctx.stage("artifacts"):
-        _write_preprocessing(ctx, timestamps, values, filled, prep.scaled, bounds, scaler, summary, series)
+        _write_preprocessing(ctx, timestamps, values, filled, prep.scaled, bounds, prep.scaler, summary, series)
 
+    with signals_deferred():  # SIGINT/SIGTERM stop TensorFlow between batches, never inside a step
+        history, determinism = _fit(ctx, prep)
+        ev = _evaluate(ctx, prep)
+    best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None
+    metrics_doc = {
+        "run_id": ctx.run_id, "metrics": ev.metrics, "baselines": ev.baselines,
+        "improvement_pct": ev.improvement, "units": "original", "evaluated_on": "observed test targets",
+        "test_windows": len(ev.test), "evaluated_points": int(np.isfinite(ev.actual).sum()),
+        "horizon": p.horizon, "epochs_run": len(history.get("loss", [])), "best_epoch": best_epoch,
+        "checkpoints": {"best": str(paths["best"]), "last": str(paths["last"])},
+        "history": history,
+    }
+    with ctx.stage("report", "artifacts"):
+        config_plain = to_plain(app)
+        plot_dir = ctx.layout.plot_dir(ctx.run_id)
+        pngs = report.plots(timestamps.to_numpy(), values, filled, bounds, history,
+                            timestamps.to_numpy()[ev.test.starts], ev.actual[:, 0], ev.pred[:, 0],
+                            app.data.target_col)
+        for name, png in pngs.items():
+            ctx.hashes[f"plot:{name}"] = atomic_write_bytes(plot_dir / name, png)
+        ctx.write_json("metrics", metrics_doc)
+        ctx.write("report", report.markdown(ctx.run_id, config_plain, summary, metrics_doc,
+                                            plot_dir.name).encode("utf-8"))
+    with ctx.stage("mlflow"):
+        flat = {f"test_{k}": v for k, v in ev.metrics.items()}
+        for name, b in ev.baselines.items():
+            flat.update({f"{name}_{k}": v for k, v in b.items()})
+        flat.update({f"rmse_improvement_pct_vs_{n}": v for n, v in ev.improvement.items()})
+        flat["duration_s"] = time.time() - started
+        ctx.tracker.log_metrics(flat)
+    with ctx.stage("artifacts"):
+        _write_metadata(ctx, config_plain, bounds, summary, series, determinism, started)
+    with ctx.stage("mlflow"):
+        _log_mlflow_artifacts(ctx, plot_dir)
+    return {"run_id": ctx.run_id, "rmse": ev.metrics["rmse"],
+            "baselines": {n: b["rmse"] for n, b in ev.baselines.items()}}
+
+
+def _fit(ctx: RunContext, prep: Prepared):
+    """Build and train the model; checkpoints are staged, then moved to their canonical names."""
+    from spline_lstm import model as model_mod
+    from spline_lstm import train
+
+    app, paths, p = ctx.app, ctx.paths, ctx.app.preprocess
     with ctx.stage("imports", "model"):
-        from spline_lstm import model as model_mod
-        from spline_lstm import train
-
         train.import_tensorflow(app.verbose)
         determinism = train.seed_everything(app.seed, app.deterministic)
     with ctx.stage("model_build"):
@@ -231,7 +274,7 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
 
     with ctx.stage("fit", f"fit ({app.training.epochs} epochs max)"):
         try:
-            history = train.fit(net, sources[0], sources[1], app.training, app.seed, staging, on_epoch,
+            history = train.fit(net, prep.sources[0], prep.sources[1], app.training, app.seed, staging, on_epoch,
                                 verbose=2)
         except Exception as exc:
             typed = classify(exc)
@@ -244,54 +287,39 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
         for kind in ("best", "last"):
             ctx.hashes[kind] = atomic_move_in(staging / f"{kind}.keras", paths[kind])
         staging.rmdir()
+    return history, determinism
 
+
+@dataclass
+class Evaluation:
+    """Test-split forecasts and their metrics, in original units."""
+
+    test: object  # preprocess.WindowSource
+    actual: np.ndarray  # [windows, horizon], NaN where the target was a gap
+    pred: np.ndarray
+    metrics: dict
+    baselines: Dict[str, dict]
+    improvement: Dict[str, float]  # rmse improvement over each baseline, %
+
+
+def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
+    """The best checkpoint, loaded in safe mode, against the baselines on the test split."""
+    from spline_lstm import evaluate, preprocess, train
+    from spline_lstm import model as model_mod
+
+    app, p = ctx.app, ctx.app.preprocess
     with ctx.stage("evaluate", "evaluate"):
-        best_model = model_mod.load_model_safely(paths["best"])
-        test = sources[2]
-        deltas = scaler.inverse(train.predict(best_model, test, max(app.training.batch_size, 256)))
-        pred = preprocess.undifference(filled, test.starts, deltas, p.difference)
-        actual = preprocess.target_matrix(values, test.starts, p.horizon)
-        scale = evaluate.mase_scale(values[: bounds[1]], app.data.season)
-        model_metrics = evaluate.forecast_metrics(actual, pred, scale)
-        baselines = {}
-        for name, fc in evaluate.baseline_forecasts(filled, test.starts, p.lookback, p.horizon,
-                                                    app.data.season).items():
-            baselines[name] = evaluate.forecast_metrics(actual, fc, scale)
-        improvement = {name: evaluate.improvement_pct(model_metrics["rmse"], b["rmse"])
-                       for name, b in baselines.items()}
-        best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None
-    metrics_doc = {
-        "run_id": ctx.run_id, "metrics": model_metrics, "baselines": baselines,
-        "improvement_pct": improvement, "units": "original", "evaluated_on": "observed test targets",
-        "test_windows": len(test), "evaluated_points": int(np.isfinite(actual).sum()),
-        "horizon": p.horizon, "epochs_run": len(history.get("loss", [])), "best_epoch": best_epoch,
-        "checkpoints": {"best": str(paths["best"]), "last": str(paths["last"])},
-        "history": history,
-    }
-    with ctx.stage("report", "artifacts"):
-        config_plain = to_plain(app)
-        plot_dir = ctx.layout.plot_dir(ctx.run_id)
-        pngs = report.plots(timestamps.to_numpy(), values, filled, bounds, history,
-                            timestamps.to_numpy()[test.starts], actual[:, 0], pred[:, 0],
-                            app.data.target_col)
-        for name, png in pngs.items():
-            ctx.hashes[f"plot:{name}"] = atomic_write_bytes(plot_dir / name, png)
-        ctx.write_json("metrics", metrics_doc)
-        ctx.write("report", report.markdown(ctx.run_id, config_plain, summary, metrics_doc,
-                                            plot_dir.name).encode("utf-8"))
-    with ctx.stage("mlflow"):
-        flat = {f"test_{k}": v for k, v in model_metrics.items()}
-        for name, b in baselines.items():
-            flat.update({f"{name}_{k}": v for k, v in b.items()})
-        flat.update({f"rmse_improvement_pct_vs_{n}": v for n, v in improvement.items()})
-        flat["duration_s"] = time.time() - started
-        ctx.tracker.log_metrics(flat)
-    with ctx.stage("artifacts"):
-        _write_metadata(ctx, config_plain, bounds, summary, series, determinism, started)
-    with ctx.stage("mlflow"):
-        _log_mlflow_artifacts(ctx, plot_dir)
-    return {"run_id": ctx.run_id, "rmse": model_metrics["rmse"],
-            "baselines": {n: b["rmse"] for n, b in baselines.items()}}
+        best_model = model_mod.load_model_safely(ctx.paths["best"])
+        test = prep.sources[2]
+        deltas = prep.scaler.inverse(train.predict(best_model, test, max(app.training.batch_size, 256)))
+        pred = preprocess.undifference(prep.filled, test.starts, deltas, p.difference)
+        actual = preprocess.target_matrix(prep.values, test.starts, p.horizon)
+        scale = evaluate.mase_scale(prep.values[: prep.bounds[1]], app.data.season)
+        metrics = evaluate.forecast_metrics(actual, pred, scale)
+        baselines = {name: evaluate.forecast_metrics(actual, fc, scale) for name, fc in evaluate.baseline_forecasts(
+            prep.filled, test.starts, p.lookback, p.horizon, app.data.season).items()}
+        improvement = {name: evaluate.improvement_pct(metrics["rmse"], b["rmse"]) for name, b in baselines.items()}
+    return Evaluation(test, actual, pred, metrics, baselines, improvement)
 
 
 def _write_preprocessing(ctx, timestamps, values, filled, scaled, bounds, scaler, summary, series) -> None:

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from spline_lstm.config import TrainingConfig
-from spline_lstm.errors import TrainingFailed
+from spline_lstm.errors import TrainingFailed, raise_if_signalled
 from spline_lstm.preprocess import WindowSource
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,20 @@ def to_dataset(source: WindowSource, batch_size: int, shuffle: bool, seed: int):
                   deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
+def stop_on_signal_callback():
+    """A Keras callback class that raises a deferred SIGINT / SIGTERM (see
+    ``errors.signals_deferred``) after a batch, never while a step is under way."""
+    import keras
+
+    class StopOnSignal(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise_if_signalled()
+
+        on_test_batch_end = on_predict_batch_end = on_train_batch_end
+
+    return StopOnSignal
+
+
 def fit(model, train: WindowSource, val: WindowSource, cfg: TrainingConfig, seed: int,
         staging: Path, on_epoch: Optional[Callable[[int, dict], None]] = None,
         verbose: int = 2) -> Dict[str, List[float]]:
@@ -99,6 +113,7 @@ def fit(model, train: WindowSource, val: WindowSource, cfg: TrainingConfig, seed
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                       restore_best_weights=False) if cfg.patience > 0 else None,
         EpochHook(),
+        stop_on_signal_callback()(),
     ]
     try:
         history = model.fit(
@@ -125,4 +140,4 @@ def predict(model, source: WindowSource, batch_size: int) -> np.ndarray:
     if len(source) == 0:
         return np.empty((0, source.horizon), dtype=np.float32)
     ds = to_dataset(source, batch_size, False, 0).map(lambda x, y: x)
-    return np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+    return np.asarray(model.predict(ds, verbose=0, callbacks=[stop_on_signal_callback()()]), dtype=np.float64)

@@ -309,14 +309,20 @@ TAMPER_CASES: List[Scenario] = [
 ]
 
 FAULT_CASES: List[Scenario] = [
-    Scenario("sigint-during-training", "interrupt", "SIGINT after the first epoch", 130, "INTERRUPTED",
-             "MLflow run KILLED; gate refuses leftovers; quarantine -> rerun same run_id -> 0", slow=True),
-    Scenario("sigterm-during-training", "interrupt", "SIGTERM after the first epoch", 130, "INTERRUPTED",
-             "MLflow run KILLED; gate refuses leftovers; quarantine -> rerun same run_id -> 0", slow=True),
+    *[Scenario(f"{sig.lower()}-during-{phase}", "interrupt", f"{sig} {when}", 130, "INTERRUPTED", then, slow=True)
+      for phase, when, then in [
+          ("preprocessing", "while a 3 M-point series is loaded and validated",
+           "nothing written, no MLflow run; quarantine (nothing to move) -> rerun same run_id -> 0"),
+          ("training", "after the first epoch",
+           "MLflow run KILLED; gate refuses leftovers; quarantine -> rerun same run_id -> 0"),
+          ("writing", "once the run is claimed, while processed.npz of a 3 M-point series is written",
+           "MLflow run KILLED; no half-written file; gate refuses; quarantine -> rerun same run_id -> 0")]
+      for sig in ("SIGINT", "SIGTERM")],
     Scenario("sigkill-during-training", "interrupt", "SIGKILL after the first epoch", 9, "HEALTH_FAILED",
              "runs list: incomplete; health refuses", slow=True),
-    Scenario("same-run-id-race", "concurrency", "two launches with one explicit run_id started together", 4,
-             "RUN_ID_CONFLICT", "exactly one wins (0); its artifacts pass health", slow=True),
+    Scenario("same-run-id-race", "concurrency", "two launches with one explicit run_id (different seeds) started "
+             "together", 4, "RUN_ID_CONFLICT", "exactly one wins (0); its artifacts pass health; its Hydra records "
+             "and run.log hold nothing of the loser's", slow=True),
     Scenario("sweep-8-jobs", "concurrency", "8-job parallel joblib sweep on one SQLite store beside a healthy "
              "run", 0, "OK", "8 run_ids, 8 FINISHED MLflow runs, store integrity ok, bystander intact", slow=True),
     Scenario("disk-full-checkpoint", "storage", "tmpfs fills up while the checkpoint is written", 6,
@@ -1184,16 +1190,27 @@ class _Watched:
 LONG_TRAINING = ["+preset=smoke", "data.n_points=400", "training.epochs=400", "training.patience=0"]
 
 
-def _start_and_wait_for_training(run_id: str, outputs: Path, tracking: bool = True) -> _Watched:
-    args = [*LONG_TRAINING, f"run_id={run_id}"] + ([] if tracking else ["tracking=none"])
-    w = _Watched(args, outputs)
+BIG_SERIES = ["+preset=smoke", "data.n_points=3000000", "training.epochs=1"]  # seconds to load and write
+
+
+def _started(heading: str):
+    return lambda line: heading in line
+
+
+def _training_started():
     state = {"fit": False}
 
     def first_epoch_done(line: str) -> bool:
         state["fit"] = state["fit"] or "== fit" in line
         return state["fit"] and "val_loss" in line
 
-    if not w.wait_for(first_epoch_done):
+    return first_epoch_done
+
+
+def _start_and_wait_for_training(run_id: str, outputs: Path, tracking: bool = True) -> _Watched:
+    args = [*LONG_TRAINING, f"run_id={run_id}"] + ([] if tracking else ["tracking=none"])
+    w = _Watched(args, outputs)
+    if not w.wait_for(_training_started()):
         w.proc.kill()
         w.finish()
         pytest.fail(f"training never started:\n{w.out[-3000:]}\n{w.stderr[-3000:]}")
@@ -1240,24 +1257,83 @@ def _canonical_files_are_whole(artifacts: Path, run_id: str) -> List[str]:
     return problems
 
 
+def test_signals_are_deferred_to_the_end_of_a_block_and_a_second_one_is_not():
+    """What keeps TensorFlow steps whole: inside ``signals_deferred`` a signal is only
+    recorded; ``raise_if_signalled`` (the Keras callback's check) or the block's end
+    raises it; a second signal raises at once; the previous handlers come back."""
+    from spline_lstm.errors import raise_if_signalled, signals_deferred
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    reached = []
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler has run by now
+            reached.append("after the signal")
+            raise_if_signalled()
+            reached.append("after the check")
+    assert reached == ["after the signal"]
+    with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            reached.append("block end")
+    assert reached[-1] == "block end"
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            reached.append("never")
+    assert reached[-1] != "never"
+    with signals_deferred():
+        pass  # nothing pending: no exception
+    raise_if_signalled()  # outside a block nothing is ever pending
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+# phase -> (launch overrides, when to send the signal, the log line that must not appear: it
+# would show the signal landed after the phase)
+INTERRUPT_PHASES = {
+    "preprocessing": (BIG_SERIES, lambda rid: _started("== load + validate"), "== spline"),
+    "training": (LONG_TRAINING, lambda rid: _training_started(), "== evaluate"),
+    "writing": (BIG_SERIES, lambda rid: _started(f"run_id {rid} -> "), "== model"),  # claimed, then written
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint-during-training",
-                                                                      "sigterm-during-training"])
-def test_interrupt_during_training_then_quarantine_and_rerun(sig, smoke_run: Run, tmp_path):
+@pytest.mark.parametrize("phase", list(INTERRUPT_PHASES))
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_interrupt_then_quarantine_and_rerun(sig, phase, smoke_run: Run, tmp_path):
+    """Case ids ``<signal>-during-<phase>``: exit 130 whenever the signal lands, no
+    half-written canonical file, MLflow run KILLED once one was started, and the
+    runbook's quarantine -> rerun with the same run_id passes the gate."""
     out = tmp_path / "outputs"
     shutil.copytree(smoke_run.outputs, out, symlinks=True)
     relocate_mlflow(out)
     bystander = snapshot(out / "artifacts")
-    rid = f"hx-{sig.name.lower()}"
-    w = _start_and_wait_for_training(rid, out)
+    rid = f"hx-{sig.name.lower()}-{phase}"
+    args, trigger, later = INTERRUPT_PHASES[phase]
+    w = _Watched([*args, f"run_id={rid}"], out)
+    if not w.wait_for(trigger(rid)):
+        w.proc.kill()
+        w.finish()
+        pytest.fail(f"{phase} never started:\n{w.out[-3000:]}\n{w.stderr[-3000:]}")
     w.proc.send_signal(sig)
     code = w.finish(timeout=120)
     assert code == 130, w.out[-2000:] + w.stderr[-2000:]
-    assert last_line(w.stderr).startswith("ERROR [INTERRUPTED]"), w.stderr[-2000:]
+    assert last_line(w.stderr) == (f"ERROR [INTERRUPTED] interrupted ({sig.name}); no canonical file is left "
+                                   f"half-written (log: {out / 'runs' / rid / 'run.log'})"), w.stderr[-2000:]
     assert "Traceback" not in w.out + w.stderr
+    assert later not in w.out, f"the signal landed after {phase}"
     runs = _mlflow_runs(out / "mlflow.db", rid)
-    assert [s for s, _ in runs] == ["KILLED"]
+    assert [s for s, _ in runs] == ([] if phase == "preprocessing" else ["KILLED"])
     assert not _canonical_files_are_whole(out / "artifacts", rid)
+    if phase == "preprocessing":  # stopped before the claim: not one file of the run exists
+        from spline_lstm.artifacts import ArtifactLayout
+
+        assert not ArtifactLayout(out / "artifacts").existing(rid)
     health = cli("health", rid, "--outputs-dir", str(out))
     assert health.returncode in (9, 10, 11), health.stdout
     assert {k: v for k, v in snapshot(out / "artifacts").items() if k in bystander} == bystander
@@ -1267,7 +1343,7 @@ def test_interrupt_during_training_then_quarantine_and_rerun(sig, smoke_run: Run
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert cli("health", rid, "--outputs-dir", str(out)).returncode == 0
     statuses = [(s, t.get("quarantined")) for s, t in _mlflow_runs(out / "mlflow.db", rid)]
-    assert statuses == [("KILLED", "true"), ("FINISHED", None)]
+    assert statuses == ([] if phase == "preprocessing" else [("KILLED", "true")]) + [("FINISHED", None)]
     assert {k: v for k, v in snapshot(out / "artifacts").items() if k in bystander} == bystander
 
 
@@ -1288,18 +1364,28 @@ def test_sigkill_during_training_leaves_an_incomplete_run_the_gate_refuses(tmp_p
 
 @pytest.mark.slow
 def test_two_launches_racing_for_one_run_id(tmp_path):
+    """Started together with one run_id and different seeds: one wins, the other exits
+    4 without writing into the winner's Hydra folder (its records and log stay the winner's)."""
     out = tmp_path / "outputs"
     args = [sys.executable, str(REPO / "launch.py"), *SMOKE_FAST, "tracking=none", "run_id=hx-race",
             f"paths.outputs_dir={out}"]
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-                              cwd=str(REPO)) for _ in range(2)]
+    procs = [subprocess.Popen([*args, f"seed={seed}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=_env(), cwd=str(REPO)) for seed in (1, 2)]
     results = [p.communicate(timeout=600) for p in procs]
-    codes = sorted(p.returncode for p in procs)
-    assert codes == [0, 4], results
-    loser = results[[p.returncode for p in procs].index(4)]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 4], results
+    loser = results[codes.index(4)]
     assert last_line(loser[1]).startswith("ERROR [RUN_ID_CONFLICT]") and "Traceback" not in "".join(loser)
     health = cli("health", "hx-race", "--outputs-dir", str(out))
     assert health.returncode == 0, health.stdout + health.stderr
+    winner_seed = (1, 2)[codes.index(0)]
+    metadata = json.loads((out / "artifacts" / "metadata" / "hx-race.json").read_text())
+    assert metadata["seed"] == winner_seed
+    hydra_dir = out / "runs" / "hx-race"
+    assert f"seed: {winner_seed}\n" in (hydra_dir / ".hydra" / "config.yaml").read_text()
+    assert f"- seed={winner_seed}" in (hydra_dir / ".hydra" / "overrides.yaml").read_text()
+    run_log = (hydra_dir / "run.log").read_text()
+    assert "RUN_ID_CONFLICT" not in run_log and run_log.count("== load + validate") == 1, run_log
 
 
 def _mount_tmpfs(where: Path, size: int) -> Optional[str]:
