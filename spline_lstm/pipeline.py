@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -276,8 +277,9 @@ def _fit(ctx: RunContext, prep: Prepared):
         try:
             history = train.fit(net, prep.sources[0], prep.sources[1], app.training, app.seed, staging, on_epoch,
                                 verbose=2)
-        except Exception as exc:
-            typed = classify(exc)
+        except BaseException as exc:
+            shutil.rmtree(staging, ignore_errors=True)  # a half-trained checkpoint helps nobody
+            typed = classify(exc) if isinstance(exc, Exception) else None
             if isinstance(typed, StorageError):  # e.g. the disk filled up while Keras wrote a checkpoint
                 raise StorageError(f"run {ctx.run_id}: cannot write its checkpoint in {staging} ({typed}); "
                                    f"free space or fix permissions under {ctx.layout.root}, then quarantine "

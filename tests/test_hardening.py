@@ -326,7 +326,8 @@ FAULT_CASES: List[Scenario] = [
     Scenario("sweep-8-jobs", "concurrency", "8-job parallel joblib sweep on one SQLite store beside a healthy "
              "run", 0, "OK", "8 run_ids, 8 FINISHED MLflow runs, store integrity ok, bystander intact", slow=True),
     Scenario("disk-full-checkpoint", "storage", "tmpfs fills up while the checkpoint is written", 6,
-             "STORAGE_ERROR", "no partial canonical file; the line names the artifacts dir", slow=True),
+             "STORAGE_ERROR", "no partial canonical file, staging removed; the line names the artifacts dir",
+             slow=True),
     Scenario("env-secret", "secrets", "SECRET_TOKEN in the environment of a tracked run", 0, "OK",
              "the value is in no file, param, tag or log"),
     Scenario("mask-uri", "secrets", "mask_uri on URIs with user:password@", 0, "OK", "password replaced by ***"),
@@ -1330,6 +1331,7 @@ def test_interrupt_then_quarantine_and_rerun(sig, phase, smoke_run: Run, tmp_pat
     runs = _mlflow_runs(out / "mlflow.db", rid)
     assert [s for s, _ in runs] == ([] if phase == "preprocessing" else ["KILLED"])
     assert not _canonical_files_are_whole(out / "artifacts", rid)
+    assert not (out / "artifacts" / "checkpoints" / rid / ".staging").exists()
     if phase == "preprocessing":  # stopped before the claim: not one file of the run exists
         from spline_lstm.artifacts import ArtifactLayout
 
@@ -1422,6 +1424,7 @@ def test_disk_full_while_checkpointing(smoke_run: Run, tmp_path):
 
         paths = ArtifactLayout(mnt / "artifacts").paths("hx-full")
         assert not paths["best"].exists() and not paths["last"].exists()
+        assert not (paths["best"].parent / ".staging").exists(), "the partial checkpoint still takes the space"
         assert not _canonical_files_are_whole(mnt / "artifacts", "hx-full")
         assert cli("health", "hx-full", "--artifacts-dir", str(mnt / "artifacts")).returncode == 9
         assert str(mnt) in line, f"the error line does not say where the disk is full: {line}"
