@@ -93,11 +93,11 @@ def classify(exc: BaseException) -> SplineLSTMError:
     """Map any exception to a typed error: ours as they are, Hydra/OmegaConf
     composition errors to CONFIG_INVALID, disk errors to STORAGE_ERROR, the
     rest to UNEXPECTED."""
+    if isinstance(exc, KeyboardInterrupt):  # its message names the signal (see ``interrupt_on_signal``)
+        return Interrupted(f"interrupted ({str(exc) or 'SIGINT'}); no canonical file is left half-written")
     typed = find_typed(exc)
     if typed is not None:
         return typed
-    if isinstance(exc, KeyboardInterrupt):
-        return Interrupted("interrupted by signal")
     for e in _chain(exc):
         mod = type(e).__module__ or ""
         if mod.startswith(("omegaconf", "hydra")):
@@ -110,6 +110,11 @@ def classify(exc: BaseException) -> SplineLSTMError:
 
 
 _STORAGE_ERRNOS = {13, 28, 30, 122, 5, 17, 20, 21, 1}  # EACCES ENOSPC EROFS EDQUOT EIO EEXIST ENOTDIR EISDIR EPERM
+
+
+def interrupt_on_signal(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    """SIGINT / SIGTERM handler: a KeyboardInterrupt named after the signal."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 _pending_signal: List[str] = []
@@ -133,11 +138,10 @@ def signals_deferred() -> Iterator[None]:
         yield
         return
 
-    def record(signum, frame):  # noqa: ARG001 - signal handler signature
-        name = signal.Signals(signum).name
+    def record(signum, frame):
         if _pending_signal:
-            raise KeyboardInterrupt(name)
-        _pending_signal.append(name)
+            interrupt_on_signal(signum, frame)
+        _pending_signal.append(signal.Signals(signum).name)
 
     _pending_signal.clear()
     previous = {sig: signal.signal(sig, record) for sig in (signal.SIGINT, signal.SIGTERM)}

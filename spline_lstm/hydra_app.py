@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from spline_lstm.artifacts import ArtifactLayout, atomic_write_bytes, atomic_write_json
 from spline_lstm.config import validate
-from spline_lstm.errors import Interrupted, StorageError, TrackingFailed, classify, error_line, one_line
+from spline_lstm.errors import StorageError, TrackingFailed, classify, error_line, one_line
 
 log = logging.getLogger("spline_lstm")
 
@@ -43,7 +43,7 @@ def task(cfg: DictConfig) -> dict:
     try:
         return pipeline.run(ctx)
     except KeyboardInterrupt as exc:  # skips Hydra's job end and the gate: record where its log is
-        _record_status(ctx.run_id, Interrupted(str(exc) or "SIGINT"), ctx.log_path)
+        _record_status(ctx.run_id, classify(exc), ctx.log_path)
         raise
 
 

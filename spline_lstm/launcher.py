@@ -16,11 +16,7 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from spline_lstm.errors import Interrupted, classify, error_line
-
-
-def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt("SIGTERM")
+from spline_lstm.errors import classify, error_line, interrupt_on_signal
 
 
 def _statuses(status_dir: Path) -> List[dict]:
@@ -43,7 +39,8 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     os.environ.setdefault("SPLINE_LSTM_SWEEP_ID", new_sweep_id())
     status_dir = Path(tempfile.mkdtemp(prefix="spline-lstm-status-"))
     os.environ["SPLINE_LSTM_STATUS_DIR"] = str(status_dir)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt_on_signal)
     register_configs()
     from spline_lstm.tracking import hide_passwords
 
@@ -69,8 +66,6 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes an exit code
         err = classify(exc)
-        if isinstance(exc, KeyboardInterrupt):
-            err = Interrupted(f"interrupted ({str(exc) or 'SIGINT'}); no canonical file is left half-written")
         statuses = _statuses(status_dir)
         failed = [s for s in statuses if not s.get("ok")]
         log_path = next((s.get("log") for s in failed if s.get("run_id") and s.get("name") == err.name), None)

@@ -1208,14 +1208,19 @@ def _training_started():
     return first_epoch_done
 
 
-def _start_and_wait_for_training(run_id: str, outputs: Path, tracking: bool = True) -> _Watched:
-    args = [*LONG_TRAINING, f"run_id={run_id}"] + ([] if tracking else ["tracking=none"])
+def _start_and_wait(args: List[str], outputs: Path, started, what: str) -> _Watched:
+    """A launch, returned once ``started`` accepts one of its output lines."""
     w = _Watched(args, outputs)
-    if not w.wait_for(_training_started()):
+    if not w.wait_for(started):
         w.proc.kill()
         w.finish()
-        pytest.fail(f"training never started:\n{w.out[-3000:]}\n{w.stderr[-3000:]}")
+        pytest.fail(f"{what} never started:\n{w.out[-3000:]}\n{w.stderr[-3000:]}")
     return w
+
+
+def _start_and_wait_for_training(run_id: str, outputs: Path, tracking: bool = True) -> _Watched:
+    args = [*LONG_TRAINING, f"run_id={run_id}"] + ([] if tracking else ["tracking=none"])
+    return _start_and_wait(args, outputs, _training_started(), "training")
 
 
 def _mlflow_runs(db: Path, run_id: str) -> List[Tuple[str, Dict[str, str]]]:
@@ -1316,11 +1321,7 @@ def test_interrupt_then_quarantine_and_rerun(sig, phase, smoke_run: Run, tmp_pat
     bystander = snapshot(out / "artifacts")
     rid = f"hx-{sig.name.lower()}-{phase}"
     args, trigger, later = INTERRUPT_PHASES[phase]
-    w = _Watched([*args, f"run_id={rid}"], out)
-    if not w.wait_for(trigger(rid)):
-        w.proc.kill()
-        w.finish()
-        pytest.fail(f"{phase} never started:\n{w.out[-3000:]}\n{w.stderr[-3000:]}")
+    w = _start_and_wait([*args, f"run_id={rid}"], out, trigger(rid), phase)
     w.proc.send_signal(sig)
     code = w.finish(timeout=120)
     assert code == 130, w.out[-2000:] + w.stderr[-2000:]
