@@ -2,10 +2,13 @@
 a regular time grid so that absent timestamps become explicit gaps.
 
 Every rule violation raises InputInvalid with one line naming the file, the
-column and the count; nothing here writes files.
+column and the count; nothing here writes files. Training and ``predict`` share
+these functions; ``Hints`` says how each caller's user changes a setting, so a
+training error names ``data.*`` keys and a predict error names ``--input``.
 """
 from __future__ import annotations
 
+import decimal
 import hashlib
 import logging
 import os
@@ -24,6 +27,40 @@ from spline_lstm.errors import ConfigInvalid, InputInvalid
 log = logging.getLogger(__name__)
 
 SUPPORTED_EXTENSIONS = (".csv", ".parquet", ".pq")
+# |value| above this is refused: squares of differences of such values, summed over
+# the largest grid allowed, stay far below the float64 maximum (~1.8e308).
+MAX_ABS_VALUE = 1e100
+# The regular grid is bounded before it is built: at most GRID_PER_ROW points per
+# input row (but always up to GRID_FLOOR) and never above MAX_GRID_POINTS, so a
+# stray timestamp decades away is refused in O(rows), not by a MemoryError.
+MAX_GRID_POINTS = 10**8
+GRID_PER_ROW = 1_000
+GRID_FLOOR = 10**6
+
+
+@dataclass(frozen=True)
+class Hints:
+    """How the caller's user changes each setting that an input error is about."""
+
+    path: str = "pass data.path=/path/to/file.csv"
+    columns: str = "set data.timestamp_col / data.target_col"
+    timestamp_col: str = "or set data.timestamp_col to the date column"
+    coerce: str = "fix the file or set data.coerce_errors=true to treat them as gaps"
+    duplicates: str = "set data.duplicates=mean or data.duplicates=last"
+    freq: str = "set data.freq to the series' frequency"
+
+
+TRAINING_HINTS = Hints()
+
+
+def predict_hints(timestamp_col: str, target_col: str, freq: str) -> Hints:
+    """Predict cannot change the run's settings: every hint is about the --input file."""
+    return Hints(path="pass --input /path/to/recent.csv",
+                 columns=f"the run reads columns {timestamp_col!r} and {target_col!r}: pass an --input with both",
+                 timestamp_col=f"the run reads its dates from column {timestamp_col!r}",
+                 coerce="fix the --input file (the run was trained with data.coerce_errors=false)",
+                 duplicates="fix the --input file (the run was trained with data.duplicates=error)",
+                 freq=f"pass an --input sampled every {freq!r}, the run's frequency")
 
 
 @dataclass
@@ -68,7 +105,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_table(path: Path, timestamp_col: str, target_col: str) -> pd.DataFrame:
+def read_table(path: Path, timestamp_col: str, target_col: str, hints: Hints = TRAINING_HINTS) -> pd.DataFrame:
     """Read the two needed columns of a CSV or Parquet file (by extension)."""
     if timestamp_col == target_col:
         raise ConfigInvalid(f"data.target_col: {target_col!r} is also data.timestamp_col; "
@@ -76,10 +113,10 @@ def read_table(path: Path, timestamp_col: str, target_col: str) -> pd.DataFrame:
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise InputInvalid(f"input file {path} does not exist; pass data.path=/path/to/file.csv") from None
+        raise InputInvalid(f"input file {path} does not exist; {hints.path}") from None
     except NotADirectoryError:
         raise InputInvalid(f"input file {path} does not exist (a parent is not a folder); "
-                           "pass data.path=/path/to/file.csv") from None
+                           f"{hints.path}") from None
     except OSError as exc:  # e.g. a parent folder without search permission
         raise InputInvalid(f"input file {path} is not readable: {exc.strerror}") from None
     if stat.S_ISDIR(info.st_mode):
@@ -104,6 +141,8 @@ def read_table(path: Path, timestamp_col: str, target_col: str) -> pd.DataFrame:
     except UnicodeDecodeError as exc:
         raise InputInvalid(f"input file {path} is not valid UTF-8 text ({exc.reason} at byte "
                            f"{exc.start})") from exc
+    except MemoryError as exc:
+        raise InputInvalid(f"input file {path} does not fit in memory ({info.st_size} bytes)") from exc
     except Exception as exc:
         msg = " ".join(str(exc).split())[:200]
         raise InputInvalid(f"input file {path} cannot be parsed as {ext[1:].upper()}: {msg}") from exc
@@ -114,15 +153,16 @@ def read_table(path: Path, timestamp_col: str, target_col: str) -> pd.DataFrame:
         cols = ", ".join(map(str, list(frame.columns)[:10]))
         hint = " (one column only: wrong delimiter? CSV must be comma-separated)" if frame.shape[1] == 1 else ""
         raise InputInvalid(f"input file {path} has no column {missing[0]!r}{hint}; columns are: {cols}; "
-                           "set data.timestamp_col / data.target_col")
+                           f"{hints.columns}")
     if len(frame) == 0:
         raise InputInvalid(f"input file {path} has a header but no data rows")
     return frame[[timestamp_col, target_col]]
 
 
-def _check_utf8(path: Path) -> None:
-    """The whole file must be UTF-8 (a BOM is fine): pyarrow would otherwise hand
-    back undecodable cells as raw bytes, far from where the problem is."""
+def _check_text(path: Path) -> None:
+    """The whole file must be UTF-8 (a BOM is fine) without NUL bytes: pyarrow would
+    otherwise hand back undecodable cells as raw bytes, and NUL-laden cells as text,
+    far from where the problem is."""
     import codecs
 
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -136,6 +176,11 @@ def _check_utf8(path: Path) -> None:
                 line += block.count(b"\n", 0, exc.start)
                 raise InputInvalid(f"input file {path} is not valid UTF-8 text ({exc.reason} at byte {at}, "
                                    f"line {line}); save it as UTF-8") from None
+            nul = block.find(b"\0")
+            if nul >= 0:
+                at_line = line + block.count(b"\n", 0, nul)
+                raise InputInvalid(f"input file {path} contains a NUL byte (at byte {offset + nul}, line "
+                                   f"{at_line}): binary or corrupt data, not CSV text")
             offset += len(block)
             line += block.count(b"\n")
         try:
@@ -150,7 +195,10 @@ def _check_header(path: Path, needed: tuple) -> None:
     import csv
 
     with open(path, encoding="utf-8-sig", newline="") as fh:
-        header = next(csv.reader([fh.readline()]), [])
+        try:
+            header = next(csv.reader([fh.readline()]), [])
+        except csv.Error as exc:  # e.g. "field larger than field limit (131072)"
+            raise InputInvalid(f"input file {path} has a header line that is not CSV: {exc}") from None
     for col in needed:
         count = [h.strip() for h in header].count(col)
         if count > 1:
@@ -159,7 +207,7 @@ def _check_header(path: Path, needed: tuple) -> None:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    _check_utf8(path)
+    _check_text(path)
     try:
         return pd.read_csv(path, engine="pyarrow")
     except ImportError:  # pragma: no cover - pyarrow is a dependency
@@ -182,7 +230,7 @@ def _shown(value) -> str:
     return repr(value.item() if hasattr(value, "item") else value)
 
 
-def parse_timestamps(raw: pd.Series, col: str, where: str) -> pd.Series:
+def parse_timestamps(raw: pd.Series, col: str, where: str, hints: Hints = TRAINING_HINTS) -> pd.Series:
     """Timestamps as naive UTC (or naive local, if the file has no offsets at all).
 
     Refused: numbers (epoch units are ambiguous), a mix of rows with and without a
@@ -192,8 +240,7 @@ def parse_timestamps(raw: pd.Series, col: str, where: str) -> pd.Series:
     if pd.api.types.is_bool_dtype(raw) or (pd.api.types.is_numeric_dtype(raw)
                                            and not pd.api.types.is_datetime64_any_dtype(raw)):
         raise InputInvalid(f"{where}: column {col!r} holds numbers (first {_shown(raw.iloc[0])}), not dates; "
-                           "write timestamps as ISO 8601 text such as 2024-01-01 00:00:00, or set "
-                           "data.timestamp_col to the date column")
+                           f"write timestamps as ISO 8601 text such as 2024-01-01 00:00:00, {hints.timestamp_col}")
     if not pd.api.types.is_datetime64_any_dtype(raw):
         text = raw.astype("string").str.strip()
         present = text.notna() & (text != "")
@@ -227,13 +274,40 @@ def parse_timestamps(raw: pd.Series, col: str, where: str) -> pd.Series:
     return ts
 
 
-def to_series(frame: pd.DataFrame, cfg: DataConfig, where: str) -> pd.Series:
+def _refuse_non_numeric_kind(y_raw: pd.Series, col: str, where: str) -> None:
+    """The target must hold numbers or numeric text: dates would silently become
+    epoch counts, booleans 0/1, and nested values (lists, structs) cannot be read."""
+    dtype = y_raw.dtype
+    types = pd.api.types
+    if isinstance(dtype, pd.CategoricalDtype):
+        y_raw = y_raw.astype(object)
+    elif types.is_bool_dtype(dtype):
+        raise InputInvalid(f"{where}: column {col!r} is boolean, not numeric; the target must hold numbers")
+    elif types.is_datetime64_any_dtype(dtype) or types.is_timedelta64_dtype(dtype) or \
+            isinstance(dtype, (pd.PeriodDtype, pd.IntervalDtype)) or types.is_complex_dtype(dtype):
+        raise InputInvalid(f"{where}: column {col!r} holds {dtype} values, not numbers; the target "
+                           "must hold numbers (is it the date column?)")
+    if types.is_numeric_dtype(y_raw.dtype) or types.is_string_dtype(y_raw.dtype) and y_raw.dtype != object:
+        return
+    for i, cell in enumerate(y_raw.to_numpy(dtype=object)):
+        if cell is None or isinstance(cell, (str, float, int, np.integer, np.floating, decimal.Decimal)) \
+                and not isinstance(cell, (bool, np.bool_)):
+            continue
+        raise InputInvalid(f"{where}: column {col!r} holds {type(cell).__name__} values (first at "
+                           f"{_row(i, where)}: {_shown_short(cell)}), not numbers; the target must hold numbers")
+
+
+def _shown_short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def to_series(frame: pd.DataFrame, cfg: DataConfig, where: str, hints: Hints = TRAINING_HINTS) -> pd.Series:
     """Validate columns and rows; returns a sorted, de-duplicated float series."""
     ts_raw, y_raw = frame[cfg.timestamp_col], frame[cfg.target_col]
     rows = len(frame)
-    ts = parse_timestamps(ts_raw, cfg.timestamp_col, where)
-    if pd.api.types.is_bool_dtype(y_raw):
-        raise InputInvalid(f"{where}: column {cfg.target_col!r} is boolean, not numeric")
+    ts = parse_timestamps(ts_raw, cfg.timestamp_col, where, hints)
+    _refuse_non_numeric_kind(y_raw, cfg.target_col, where)
     y = pd.to_numeric(y_raw, errors="coerce")
     non_numeric = y.isna() & y_raw.notna()
     if non_numeric.any():  # stringify only the cells to_numeric rejected: blanks are gaps, text is not
@@ -242,18 +316,22 @@ def to_series(frame: pd.DataFrame, cfg: DataConfig, where: str) -> pd.Series:
     if n_bad and not cfg.coerce_errors:
         first = int(np.flatnonzero(non_numeric.to_numpy())[0])
         raise InputInvalid(f"{where}: column {cfg.target_col!r} has {n_bad} of {rows} non-numeric cells "
-                           f"(first at {_row(first, where)}: {y_raw.iloc[first]!r}); fix the file or set "
-                           "data.coerce_errors=true to treat them as gaps")
+                           f"(first at {_row(first, where)}: {_shown_short(y_raw.iloc[first])}); {hints.coerce}")
     values = y.to_numpy(dtype=np.float64, na_value=np.nan)
     infinite = np.isinf(values)
     n_inf = int(infinite.sum())
     if n_inf and not cfg.coerce_errors:
         first = int(np.flatnonzero(infinite)[0])
         raise InputInvalid(f"{where}: column {cfg.target_col!r} has {n_inf} infinite values (first at "
-                           f"{_row(first, where)}: {values[first]:g}); fix the file or set "
-                           "data.coerce_errors=true to treat them as gaps")
+                           f"{_row(first, where)}: {values[first]:g}); {hints.coerce}")
     if n_inf:
         values = np.where(infinite, np.nan, values)
+    huge = np.abs(values) > MAX_ABS_VALUE
+    if huge.any():
+        first = int(np.flatnonzero(huge)[0])
+        raise InputInvalid(f"{where} fails the magnitude rule: column {cfg.target_col!r} has {int(huge.sum())} "
+                           f"values beyond +-{MAX_ABS_VALUE:g} (first at {_row(first, where)}: {values[first]:g}); "
+                           "values this large overflow when squared or scaled: fix the file or rescale the column")
     series = pd.Series(values, index=pd.DatetimeIndex(ts, copy=False), name=cfg.target_col, copy=False)
     if not series.index.is_monotonic_increasing:
         log.warning("%s: rows are not in time order; sorted them", where)
@@ -264,7 +342,7 @@ def to_series(frame: pd.DataFrame, cfg: DataConfig, where: str) -> pd.Series:
         if cfg.duplicates == DuplicatePolicy.error:
             first = series.index[series.index.duplicated()][0]
             raise InputInvalid(f"{where}: column {cfg.timestamp_col!r} has {n_dup} duplicated timestamps "
-                               f"(first {first}); set data.duplicates=mean or data.duplicates=last")
+                               f"(first {first}); {hints.duplicates}")
         how = "mean" if cfg.duplicates == DuplicatePolicy.mean else "last"
         series = getattr(series.groupby(level=0, sort=True), how)()
         log.warning("%s: %d duplicated timestamps merged by '%s'", where, n_dup, how)
@@ -297,14 +375,83 @@ def infer_freq(index: pd.DatetimeIndex, where: str) -> str:
     return pd.tseries.frequencies.to_offset(pd.Timedelta(step)).freqstr
 
 
-def regularise(series: pd.Series, freq: Optional[str], where: str) -> tuple:
-    """Reindex onto a fixed grid: absent timestamps become NaN gaps."""
-    freq = freq or infer_freq(series.index, where)
+def _offset(freq: str, where: str, hints: Hints):
     try:
-        offset = pd.tseries.frequencies.to_offset(freq)
-        grid = pd.date_range(series.index[0], series.index[-1], freq=offset, unit=series.index.unit)
+        return pd.tseries.frequencies.to_offset(freq)
     except ValueError as exc:
-        raise InputInvalid(f"{where}: data.freq={freq!r} is not a pandas frequency") from exc
+        raise InputInvalid(f"{where}: frequency {freq!r} is not a pandas frequency; {hints.freq}") from exc
+
+
+def _step_ns(offset, at: pd.Timestamp) -> Optional[int]:
+    """Length of one step in ns: exact for fixed steps, the step from ``at`` for
+    calendar ones (months differ by a few days: close enough for a bound)."""
+    if isinstance(offset, pd.offsets.Tick):
+        return int(offset.nanos)
+    try:
+        return int(((at + offset) - at).value)
+    except (ValueError, OverflowError):  # beyond the representable range
+        return None
+
+
+def grid_limit(rows: int) -> int:
+    """The most grid points a file of ``rows`` rows may span (see MAX_GRID_POINTS)."""
+    return min(MAX_GRID_POINTS, max(GRID_FLOOR, GRID_PER_ROW * rows))
+
+
+def check_grid_size(index: pd.DatetimeIndex, offset, freq: str, where: str, hints: Hints) -> int:
+    """The number of points of the regular grid over ``index``, computed without
+    building it; refused above ``grid_limit`` (a stray row years away)."""
+    stamps = index.asi8
+    unit_ns = int(pd.Timedelta(1, unit=index.unit).value)
+    span_ns = (int(stamps[-1]) - int(stamps[0])) * unit_ns  # Python ints: no overflow
+    step = _step_ns(offset, index[0])
+    if step is None or step <= 0:
+        raise InputInvalid(f"{where}: frequency {freq!r} does not step forward in time; {hints.freq}")
+    points = span_ns // step + 1
+    limit = grid_limit(len(index))
+    if points > limit:
+        jumps = np.diff(stamps)
+        at = int(np.argmax(jumps)) if len(jumps) else 0
+        raise InputInvalid(
+            f"{where} fails the grid-size rule: its timestamps span {index[0]} .. {index[-1]}, a regular "
+            f"{freq!r} grid of {points:,} points for {len(index):,} rows (limit {limit:,}: "
+            f"{GRID_PER_ROW} per row, at most {MAX_GRID_POINTS:,}); the largest jump is after {index[at]} "
+            f"(to {index[min(at + 1, len(index) - 1)]}): a stray timestamp? Else {hints.freq}")
+    return int(points)
+
+
+def check_freq(index: pd.DatetimeIndex, expected: str, where: str, hints: Hints) -> None:
+    """The frequency rule: the input steps as the run's series did. Fewer than 3
+    rows cannot tell; the length and gap rules judge those."""
+    if len(index) < 3:
+        return
+    found = infer_freq(index, where)
+    a, b = _offset(found, where, hints), _offset(expected, where, hints)
+    if a == b or _fixed(a) is not None and _fixed(a) == _fixed(b):
+        return
+    raise InputInvalid(f"{where} fails the frequency rule: its rows are {found!r} apart, the run was "
+                       f"trained on {expected!r} steps; {hints.freq}")
+
+
+def _fixed(offset) -> Optional[pd.Timedelta]:
+    """The offset as a fixed duration ('D' == '24h'), or None for calendar steps."""
+    try:
+        return pd.Timedelta(offset)
+    except (ValueError, TypeError):
+        return None
+
+
+def regularise(series: pd.Series, freq: Optional[str], where: str, hints: Hints = TRAINING_HINTS) -> tuple:
+    """Reindex onto a fixed grid: absent timestamps become NaN gaps. The grid's size
+    is checked by arithmetic before it is built."""
+    freq = freq or infer_freq(series.index, where)
+    offset = _offset(freq, where, hints)
+    check_grid_size(series.index, offset, freq, where, hints)
+    try:
+        grid = pd.date_range(series.index[0], series.index[-1], freq=offset, unit=series.index.unit)
+    except (ValueError, OverflowError) as exc:
+        raise InputInvalid(f"{where}: no regular {freq!r} grid from {series.index[0]} to "
+                           f"{series.index[-1]}: {' '.join(str(exc).split())[:160]}") from exc
     stamps, grid_stamps = series.index.asi8, grid.asi8
     if isinstance(offset, pd.offsets.Tick) and len(grid) > 1:  # a fixed step: positions by arithmetic
         step, gaps = grid_stamps[1] - grid_stamps[0], np.diff(stamps)
@@ -319,10 +466,15 @@ def regularise(series: pd.Series, freq: Optional[str], where: str) -> tuple:
     if not on_grid.all():
         off = series.index[~on_grid][0]
         raise InputInvalid(f"{where}: {int((~on_grid).sum())} timestamps are off the regular {freq!r} "
-                           f"grid (first {off}); set data.freq to the series' frequency")
+                           f"grid (first {off}); {hints.freq}")
     values = np.full(len(grid), np.nan)
     values[pos] = series.to_numpy(dtype=np.float64)
     return pd.Series(values, index=grid, name=series.name, copy=False), freq
+
+
+def require_observed(values: np.ndarray, col: str, where: str) -> None:
+    if np.isnan(values).all():
+        raise InputInvalid(f"{where}: column {col!r} has no numeric value at all")
 
 
 def load_series(cfg: DataConfig, seed: int, preset: Optional[str] = None) -> Series:
@@ -340,8 +492,7 @@ def load_series(cfg: DataConfig, seed: int, preset: Optional[str] = None) -> Ser
         raw = to_series(frame, cfg, where)
     regular, freq = regularise(raw, cfg.freq, where)
     values = regular.to_numpy(dtype=np.float64)
-    if np.isnan(values).all():
-        raise InputInvalid(f"{where}: column {cfg.target_col!r} has no numeric value at all")
+    require_observed(values, cfg.target_col, where)
     summary = {
         "rows": int(raw.attrs.get("rows", len(raw))),
         "non_numeric_coerced": int(raw.attrs.get("non_numeric", 0)),

@@ -196,7 +196,7 @@ def _prepare(ctx: RunContext) -> Prepared:
     with ctx.stage("scale_window", "scale + windows"):
         modelled = preprocess.difference(shaped, p.difference)
         scaler = preprocess.Scaler.fit(p.scaling, modelled[: bounds[1]])
-        scaled = np.nan_to_num(scaler.transform(modelled)).astype(np.float32)
+        scaled = preprocess.scale_checked(scaler, modelled, series.source)
         sources = [preprocess.WindowSource(
             scaled, preprocess.window_starts(bounds, k, p.lookback, p.horizon, p.difference),
             p.lookback, p.horizon) for k in range(3)]
@@ -342,6 +342,7 @@ def _write_preprocessing(ctx, timestamps, values, filled, scaled, bounds, scaler
                  "freq": series.freq, "duplicates": app.data.duplicates.value,
                  "coerce_errors": app.data.coerce_errors, "season": app.data.season},
         "spline": {"interpolation": app.preprocess.interpolation.value, "max_gap": app.preprocess.max_gap,
+                   "max_missing_ratio": app.preprocess.max_missing_ratio,
                    "smoothing": app.preprocess.smoothing.value, "smoothing_lambda": summary["smoothing_lambda"]},
         "scaler": scaler.to_dict(),
         "window": {"lookback": app.preprocess.lookback, "horizon": app.preprocess.horizon,

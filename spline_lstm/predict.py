@@ -12,12 +12,14 @@ import pandas as pd
 
 from spline_lstm.artifacts import ArtifactLayout, atomic_write_bytes, safe_load_pickle
 from spline_lstm.config import DataConfig, DuplicatePolicy, Interpolation
-from spline_lstm.errors import InputInvalid, UnsafeArtifact
+from spline_lstm.errors import UnsafeArtifact
 from spline_lstm.health import run_gate
 
 
 def forecast(artifacts_dir: Path, run_id: str, input_path: Path, verbose: bool = False) -> pd.DataFrame:
-    """Forecast frame (timestamp, forecast) in original units; refuses unhealthy runs."""
+    """Forecast frame (timestamp, forecast) in original units; refuses unhealthy runs,
+    and inputs that break a rule training applies (``preprocess.InputRules``) or
+    that step at another frequency than the run's series."""
     from spline_lstm import data, preprocess
 
     result = run_gate(artifacts_dir, run_id)
@@ -26,31 +28,26 @@ def forecast(artifacts_dir: Path, run_id: str, input_path: Path, verbose: bool =
     paths = ArtifactLayout(Path(artifacts_dir).absolute()).paths(run_id)
     payload = safe_load_pickle(paths["preprocessor"])
     d, spline, window = payload["data"], payload["spline"], payload["window"]
-    lookback, horizon = int(window["lookback"]), int(window["horizon"])
+    lookback, horizon, lag = int(window["lookback"]), int(window["horizon"]), int(window.get("difference", 0))
     cfg = DataConfig(path=str(input_path), timestamp_col=d["timestamp_col"], target_col=d["target_col"],
                      freq=d["freq"], duplicates=DuplicatePolicy(d["duplicates"]),
                      coerce_errors=bool(d["coerce_errors"]))
-    where = str(input_path)
-    frame = data.read_table(Path(input_path).absolute(), cfg.timestamp_col, cfg.target_col)
-    series, _ = data.regularise(data.to_series(frame, cfg, where), d["freq"], where)
+    hints = data.predict_hints(cfg.timestamp_col, cfg.target_col, d["freq"])
+    where = f"--input {input_path}"
+    frame = data.read_table(Path(input_path).absolute(), cfg.timestamp_col, cfg.target_col, hints)
+    raw = data.to_series(frame, cfg, where, hints)
+    data.check_freq(raw.index, d["freq"], where, hints)
+    series, _ = data.regularise(raw, d["freq"], where, hints)
     values = series.to_numpy(dtype=np.float64)
+    data.require_observed(values, cfg.target_col, where)
     lo, hi = preprocess.observed_span(values)
     values, stamps = values[lo:hi], series.index[lo:hi]
-    if len(values) < lookback:
-        raise InputInvalid(f"{where}: {len(values)} points after trimming gaps; the model needs "
-                           f"lookback={lookback}")
-    gap, at = preprocess.longest_gap(values)
-    if gap > spline["max_gap"]:
-        raise InputInvalid(f"{where}: a gap of {gap} missing steps (from point {at}) exceeds the run's "
-                           f"max_gap={spline['max_gap']}")
+    preprocess.check_input(values, preprocess.InputRules.for_predict(payload), where)
     n = len(values)
     filled = preprocess.fill_gaps(values, np.array([0, n, n, n]), Interpolation(spline["interpolation"]))
-    lag = int(window.get("difference", 0))
-    if n < lookback + lag:
-        raise InputInvalid(f"{where}: {n} points; the model needs lookback + difference = {lookback + lag}")
     scaler = preprocess.Scaler(**payload["scaler"])
-    modelled = preprocess.difference(filled, lag)
-    window_x = scaler.transform(modelled[-lookback:]).astype(np.float32)[None, :, None]
+    scaled = preprocess.scale_checked(scaler, preprocess.difference(filled, lag), where)
+    window_x = scaled[-lookback:][None, :, None]
 
     from spline_lstm import model as model_mod
     from spline_lstm import train

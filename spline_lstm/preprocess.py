@@ -56,14 +56,74 @@ def split_bounds(n: int, cfg: PreprocessConfig) -> np.ndarray:
     return np.array([0, tr, va, n], dtype=np.int64)
 
 
-def check_series(values: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, where: str) -> None:
-    """Refuse series that are too short, too gappy, or constant."""
+@dataclass(frozen=True)
+class InputRules:
+    """The rules every input series meets, in training and in ``predict`` alike:
+    minimum length, missing ratio, longest gap (``check_input``) and finite values
+    after scaling (``scale_checked``). Training takes the thresholds from its config,
+    predict from the run's preprocessor payload; ``source`` prefixes a threshold's
+    name in messages ("preprocess." or "the run's ")."""
+
+    min_points: int
+    min_points_why: str  # what needs that many points, for the message
+    max_missing_ratio: float
+    max_gap: int
+    source: str
+
+    @classmethod
+    def for_training(cls, cfg: PreprocessConfig) -> "InputRules":
+        need = cfg.lookback + cfg.difference + 3 * cfg.horizon + 2
+        return cls(need, f"lookback {cfg.lookback} + horizon {cfg.horizon} and three splits need at least {need}",
+                   cfg.max_missing_ratio, cfg.max_gap, "preprocess.")
+
+    @classmethod
+    def for_predict(cls, payload: dict) -> "InputRules":
+        """From a run's preprocessor payload; runs written before it recorded
+        max_missing_ratio are held to the default."""
+        window, spline = payload["window"], payload["spline"]
+        need = int(window["lookback"]) + int(window.get("difference", 0))
+        ratio = spline.get("max_missing_ratio", PreprocessConfig.max_missing_ratio)
+        return cls(need, f"the model needs lookback + difference = {need}", float(ratio),
+                   int(spline["max_gap"]), "the run's ")
+
+
+def check_input(values: np.ndarray, rules: InputRules, where: str) -> None:
+    """The minimum-length, missing-ratio and longest-gap rules on a trimmed series;
+    the error names the rule that failed."""
     n = len(values)
-    need = cfg.lookback + cfg.difference + 3 * cfg.horizon + 2
-    if n < need:
-        raise InputInvalid(f"{where}: series has {n} points after trimming leading/trailing gaps; "
-                           f"lookback {cfg.lookback} + horizon {cfg.horizon} and three splits need "
-                           f"at least {need}")
+    if n < rules.min_points:
+        raise InputInvalid(f"{where} fails the minimum-length rule: {n} points after trimming leading/trailing "
+                           f"gaps; {rules.min_points_why}")
+    ratio = float(np.isnan(values).mean())
+    if ratio > rules.max_missing_ratio:
+        raise InputInvalid(f"{where} fails the missing-ratio rule: {ratio:.1%} of the points are missing, above "
+                           f"{rules.source}max_missing_ratio={rules.max_missing_ratio}")
+    gap, at = longest_gap(values)
+    if gap > rules.max_gap:
+        raise InputInvalid(f"{where} fails the longest-gap rule: a gap of {gap} consecutive missing steps (from "
+                           f"point {at}) exceeds {rules.source}max_gap={rules.max_gap}; filling it would be "
+                           "invention")
+
+
+def scale_checked(scaler: "Scaler", modelled: np.ndarray, where: str) -> np.ndarray:
+    """The model's input series: scaled, float32, NaN (the first ``difference``
+    points) as 0. The finite-after-scaling rule: a value that overflows float32
+    once scaled (1e308 through a scaler fitted on values near 10) is refused,
+    not handed to the network as inf."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = scaler.transform(modelled).astype(np.float32)
+    bad = ~np.isfinite(scaled) & ~np.isnan(modelled)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InputInvalid(f"{where} fails the finite-after-scaling rule: {int(bad.sum())} values overflow "
+                           f"once scaled (first at point {first}: {modelled[first]:g} with the scaler's "
+                           f"center {scaler.center:g}, scale {scaler.scale:g})")
+    return np.nan_to_num(scaled, nan=0.0)
+
+
+def check_series(values: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, where: str) -> None:
+    """Refuse series that break the input rules, do not fit the splits, or are constant."""
+    check_input(values, InputRules.for_training(cfg), where)
     sizes = np.diff(bounds)
     for name, size in zip(SPLITS, sizes):
         if size < cfg.horizon:
@@ -72,14 +132,6 @@ def check_series(values: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, 
     if sizes[0] < cfg.lookback + cfg.difference + cfg.horizon:
         raise ConfigInvalid(f"preprocess.lookback: {cfg.lookback} + horizon {cfg.horizon} (+ difference "
                             f"{cfg.difference}) exceeds the training split ({sizes[0]} points)")
-    ratio = float(np.isnan(values).mean())
-    if ratio > cfg.max_missing_ratio:
-        raise InputInvalid(f"{where}: {ratio:.1%} of the points are missing, above "
-                           f"preprocess.max_missing_ratio={cfg.max_missing_ratio}")
-    gap, at = longest_gap(values)
-    if gap > cfg.max_gap:
-        raise InputInvalid(f"{where}: a gap of {gap} consecutive missing steps (from point {at}) "
-                           f"exceeds preprocess.max_gap={cfg.max_gap}; filling it would be invention")
     train = values[: bounds[1]]
     if np.nanstd(train) == 0.0:
         raise InputInvalid(f"{where}: the target is constant over the training split; nothing to learn")
