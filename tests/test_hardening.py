@@ -135,6 +135,19 @@ INPUT_CASES: List[Case] = [
          "string-target.parquet", "non-numeric"),
     _csv("unreadable", "a file the process may not read (permissions)", 5, "INPUT_INVALID",
          "unreadable.csv", "not readable", prep="unreadable-input", id="input-unreadable"),
+    _csv("datetime-target", "a target column of dates (would train on epoch counts)", 5, "INPUT_INVALID",
+         "'value'", "datetime64", "not numbers"),
+    _csv("parquet-bool-target", "a Parquet file whose target column is boolean", 5, "INPUT_INVALID",
+         "'value'", "boolean"),
+    _csv("parquet-nested-target", "a Parquet file whose target column holds lists", 5, "INPUT_INVALID",
+         "'value'", "ndarray values", "not numbers"),
+    _csv("nul-bytes", "NUL bytes inside a CSV", 5, "INPUT_INVALID", "nul.csv", "NUL byte", "line 6"),
+    _csv("decades-earlier", "one row 30 years before the rest of a per-second file (10^9-point grid)", 5,
+         "INPUT_INVALID", "grid-size rule", "1994-01-01 00:00:00", "limit"),
+    _csv("field-size", "a header field longer than the csv module's field limit", 5, "INPUT_INVALID",
+         "field-size.csv", "field larger than field limit"),
+    _csv("huge-values", "target values of 1e308 (overflow when squared or scaled)", 5, "INPUT_INVALID",
+         "magnitude rule", "1e+308"),
 ]
 
 CONFIG_CASES: List[Case] = [
@@ -517,6 +530,51 @@ def _unreadable(d: Path) -> Path:
     return _write(d, "unreadable.csv", _lines(*_hourly()))
 
 
+def _datetime_target(d: Path) -> Path:
+    ts, _ = _hourly()
+    return _write(d, "datetime-target.csv", ["timestamp,value"] + [f"{t:%Y-%m-%d %H:%M:%S},"
+                                                                   f"{t + pd.Timedelta(days=3):%Y-%m-%d %H:%M:%S}"
+                                                                   for t in ts])
+
+
+def _parquet_bool_target(d: Path) -> Path:
+    ts, y = _hourly()
+    pd.DataFrame({"timestamp": ts, "value": y > 10}).to_parquet(d / "bool-target.parquet")
+    return d / "bool-target.parquet"
+
+
+def _parquet_nested_target(d: Path) -> Path:
+    ts, y = _hourly()
+    pd.DataFrame({"timestamp": ts, "value": [[v, v] for v in y]}).to_parquet(d / "nested-target.parquet")
+    return d / "nested-target.parquet"
+
+
+def _nul_bytes(d: Path) -> Path:
+    lines = _lines(*_hourly())
+    lines[5] = lines[5].replace(",", ",\0", 1)
+    return _write(d, "nul.csv", lines)
+
+
+def _decades_earlier(d: Path) -> Path:
+    ts = pd.date_range("2024-01-01", periods=400, freq="s")
+    lines = _lines(ts, _hourly()[1])
+    lines.insert(1, "1994-01-01 00:00:00,1.0")
+    return _write(d, "decades-earlier.csv", lines)
+
+
+def _field_size(d: Path) -> Path:
+    lines = _lines(*_hourly())
+    lines[0] += ",note" + "x" * 200_000
+    lines[1:] = [x + "," for x in lines[1:]]
+    return _write(d, "field-size.csv", lines)
+
+
+def _huge_values(d: Path) -> Path:
+    lines = _lines(*_hourly())
+    lines[40] = lines[40].split(",")[0] + ",1e308"
+    return _write(d, "huge.csv", lines)
+
+
 INPUT_FILES: Dict[str, Callable[[Path], Path]] = {
     "good": _good, "directory": _directory, "empty": _empty, "header-only": _header_only, "txt": _txt,
     "latin1": _latin1, "utf16": _utf16, "semicolon": _semicolon, "ragged": _ragged,
@@ -527,6 +585,9 @@ INPUT_FILES: Dict[str, Callable[[Path], Path]] = {
     "boolean-target": _boolean_target, "infinite": _infinite, "all-nan": _all_nan, "constant": _constant,
     "long-gap": _long_gap, "too-missing": _too_missing, "too-short": _too_short, "off-grid": _off_grid,
     "parquet-string-target": _parquet_string_target, "unreadable": _unreadable,
+    "datetime-target": _datetime_target, "parquet-bool-target": _parquet_bool_target,
+    "parquet-nested-target": _parquet_nested_target, "nul-bytes": _nul_bytes,
+    "decades-earlier": _decades_earlier, "field-size": _field_size, "huge-values": _huge_values,
 }
 
 
