@@ -148,6 +148,8 @@ INPUT_CASES: List[Case] = [
          "field-size.csv", "field larger than field limit"),
     _csv("huge-values", "target values of 1e308 (overflow when squared or scaled)", 5, "INPUT_INVALID",
          "magnitude rule", "1e+308"),
+    _csv("overflow-after-scaling", "a value of 1e45 that overflows float32 once robust-scaled", 5,
+         "INPUT_INVALID", "finite-after-scaling rule", "1e+45", args=("preprocess.scaling=robust",)),
 ]
 
 CONFIG_CASES: List[Case] = [
@@ -569,6 +571,12 @@ def _field_size(d: Path) -> Path:
     return _write(d, "field-size.csv", lines)
 
 
+def _overflow_after_scaling(d: Path) -> Path:
+    lines = _lines(*_hourly())
+    lines[380] = lines[380].split(",")[0] + ",1e45"  # in the test split: no smoother sees it
+    return _write(d, "overflow.csv", lines)
+
+
 def _huge_values(d: Path) -> Path:
     lines = _lines(*_hourly())
     lines[40] = lines[40].split(",")[0] + ",1e308"
@@ -588,6 +596,7 @@ INPUT_FILES: Dict[str, Callable[[Path], Path]] = {
     "datetime-target": _datetime_target, "parquet-bool-target": _parquet_bool_target,
     "parquet-nested-target": _parquet_nested_target, "nul-bytes": _nul_bytes,
     "decades-earlier": _decades_earlier, "field-size": _field_size, "huge-values": _huge_values,
+    "overflow-after-scaling": _overflow_after_scaling,
 }
 
 

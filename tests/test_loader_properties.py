@@ -237,3 +237,35 @@ def test_a_clean_hourly_frame_loads(tmp_path: Path, suffix: str):
     frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path, index=False)
     series = data.load_series(DataConfig(source=DataSource.file, path=str(path)), seed=0)
     assert series.freq == "h" and len(series.values) == 50 and np.isnan(series.values).sum() == 2
+
+
+def test_the_grid_is_bounded_before_it_is_built():
+    """A per-second series with one row 30 years earlier: refused by arithmetic,
+    in milliseconds and without allocating the 10^9-point grid."""
+    import time
+    import tracemalloc
+
+    stamps = pd.date_range(BASE, periods=10_000, freq="s").insert(0, BASE - pd.DateOffset(years=30))
+    series = pd.Series(np.arange(len(stamps), dtype=float), index=stamps)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(SplineLSTMError, match="grid-size rule.*1994-01-01"):
+            data.regularise(series, None, "x")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20 and time.perf_counter() - t0 < 5
+    assert data.grid_limit(10) == data.GRID_FLOOR and data.grid_limit(10**9) == data.MAX_GRID_POINTS
+
+
+@pytest.mark.parametrize("found, expected, same", [("h", "60min", True), ("D", "24h", True), ("D", "h", False),
+                                                   ("MS", "MS", True), ("MS", "ME", False)])
+def test_the_frequency_rule_compares_steps_not_spellings(found, expected, same):
+    stamps = pd.date_range("2024-01-01", periods=30, freq=found)
+    hints = data.predict_hints("timestamp", "value", expected)
+    if same:
+        data.check_freq(stamps, expected, "--input x", hints)
+    else:
+        with pytest.raises(SplineLSTMError, match="frequency rule"):
+            data.check_freq(stamps, expected, "--input x", hints)

@@ -63,6 +63,17 @@ def test_metadata_is_a_reproducibility_record(smoke_run: Run):
     assert {"load_validate", "spline", "fit", "evaluate", "artifacts"} <= set(meta["timings_s"])
 
 
+
+def test_preprocessor_records_the_input_rules_predict_applies(smoke_run: Run):
+    """predict holds its input to the thresholds the run was trained with."""
+    from spline_lstm.preprocess import InputRules
+
+    cfg = smoke_run.json("metadata")["config"]
+    rules = InputRules.for_predict(safe_load_pickle(smoke_run.path("preprocessor")))
+    assert rules.max_missing_ratio == cfg["preprocess"]["max_missing_ratio"]
+    assert rules.max_gap == cfg["preprocess"]["max_gap"]
+    assert rules.min_points == cfg["preprocess"]["lookback"] + cfg["preprocess"]["difference"]
+
 def test_same_config_twice_gives_identical_results(smoke_run: Run, tmp_path):
     proc = launch(*SMOKE_FAST, "run_id=smoke-fixture", outputs=tmp_path / "again")
     assert proc.returncode == 0, proc.stderr[-2000:]

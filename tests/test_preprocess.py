@@ -145,6 +145,38 @@ def test_check_series_rules():
         preprocess.check_series(values, bounds, _cfg(lookback=70), "x")
 
 
+
+def test_training_and_predict_apply_one_set_of_input_rules():
+    """The same thresholds give the same verdicts; only the name of the threshold's
+    source differs (training's config key, or the run that recorded it)."""
+    cfg = _cfg(max_gap=5)
+    train = preprocess.InputRules.for_training(cfg)
+    payload = {"window": {"lookback": cfg.lookback, "horizon": cfg.horizon, "difference": cfg.difference},
+               "spline": {"max_gap": 5, "max_missing_ratio": cfg.max_missing_ratio}}
+    serve = preprocess.InputRules.for_predict(payload)
+    assert (serve.max_gap, serve.max_missing_ratio) == (train.max_gap, train.max_missing_ratio)
+    values = np.sin(np.arange(100) / 5.0)
+    long_gap, gappy = values.copy(), values.copy()
+    long_gap[10:16] = np.nan
+    gappy[10:70:2] = np.nan  # 30% missing, no gap longer than 1
+    for rules, key in ((train, "preprocess."), (serve, "the run's ")):
+        preprocess.check_input(values, rules, "x")
+        with pytest.raises(InputInvalid, match=f"longest-gap rule.*{key}max_gap=5"):
+            preprocess.check_input(long_gap, rules, "x")
+        with pytest.raises(InputInvalid, match=f"missing-ratio rule.*{key}max_missing_ratio"):
+            preprocess.check_input(gappy, rules, "x")
+    with pytest.raises(InputInvalid, match="minimum-length rule.*lookback \\+ difference"):
+        preprocess.check_input(values[: cfg.lookback - 1], serve, "x")
+
+
+def test_scaled_values_must_stay_finite_in_float32():
+    scaler = preprocess.Scaler("standard", 10.0, 2.0)
+    modelled = np.array([np.nan, 10.0, 12.0, 1e50])
+    with pytest.raises(InputInvalid, match="finite-after-scaling rule.*point 3"):
+        preprocess.scale_checked(scaler, modelled, "x")
+    ok = preprocess.scale_checked(scaler, modelled[:3], "x")
+    assert ok.dtype == np.float32 and ok.tolist() == [0.0, 0.0, 1.0]  # NaN (differencing) -> 0
+
 def test_metrics_against_hand_computed_values():
     actual = np.array([[1.0], [2.0], [0.0], [4.0], [np.nan]])
     pred = np.array([[2.0], [2.0], [1.0], [2.0], [99.0]])   # NaN target (interpolated) ignored
