@@ -301,6 +301,26 @@ TOLERATED_CASES: List[Scenario] = [
              "accepted; max_gap + 1 refused (in-process)"),
 ]
 
+# predict holds --input to training's rules (tests/test_predict_inputs.py runs each one
+# against the smoke run: exit 5, one ERROR line naming the rule and --input, no forecast)
+PREDICT_INPUT_CASES: List[Scenario] = [
+    Scenario("predict-daily-for-hourly", "predict", "a daily --input for an hourly run", 5, "INPUT_INVALID",
+             "frequency rule"),
+    Scenario("predict-mostly-gaps", "predict", "--input 86% missing, in short gaps, hourly rows", 5,
+             "INPUT_INVALID", "missing-ratio rule, the run's max_missing_ratio"),
+    Scenario("predict-92-percent-gaps", "predict", "--input with every 12th hour only (92% gaps)", 5,
+             "INPUT_INVALID", "a rule named (frequency)"),
+    Scenario("predict-long-gap", "predict", "--input with a gap of 40 steps", 5, "INPUT_INVALID",
+             "longest-gap rule, the run's max_gap"),
+    Scenario("predict-overflow-after-scaling", "predict", "--input value 1e50 (inf once scaled to float32)", 5,
+             "INPUT_INVALID", "finite-after-scaling rule"),
+    Scenario("predict-huge-value", "predict", "--input value 1e308", 5, "INPUT_INVALID", "magnitude rule"),
+    Scenario("predict-too-short", "predict", "--input with 10 rows (lookback 24)", 5, "INPUT_INVALID",
+             "minimum-length rule"),
+    Scenario("predict-stray-row", "predict", "--input with one row two centuries earlier", 5, "INPUT_INVALID",
+             "grid-size rule, before the grid is built"),
+]
+
 TAMPER_CASES: List[Scenario] = [
     Scenario("tamper-symlink-outside", "tampering", "metrics json swapped for a symlink to a file outside the "
              "artifacts dir", 11, "UNSAFE_ARTIFACT"),
@@ -960,7 +980,7 @@ def test_reliability_table_lists_every_case():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     table = module.render()
-    for c in MATRIX + TOLERATED_CASES + TAMPER_CASES + FAULT_CASES:
+    for c in MATRIX + TOLERATED_CASES + PREDICT_INPUT_CASES + TAMPER_CASES + FAULT_CASES:
         assert f"| `{c.id}`" in table and f"{c.code} {c.name}" in table, c.id
     published = REPO / "docs" / "reliability.md"  # what the README links to
     assert published.read_text(encoding="utf-8") == table, \

@@ -6,14 +6,13 @@ session's smoke run."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from spline_lstm.artifacts import safe_load_pickle
 from tests.conftest import Run, cli, last_line
+from tests.test_hardening import PREDICT_INPUT_CASES, Scenario
 from tests.helpers.tamper import input_csv
 
 
@@ -63,35 +62,41 @@ def _two_centuries_earlier(f: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ninety_two_percent_gaps(f: pd.DataFrame) -> pd.DataFrame:
-    """The issue's example: every 12th hour only (a rule fires, whichever)."""
+    """Every 12th hour only: the rows step 12 h, not the run's 1 h."""
     stamps = pd.date_range("2024-01-01", periods=len(f) * 12, freq="h")[::12]
     return f.assign(timestamp=stamps)
 
 
-CASES = [
-    ("frequency", _daily, ("frequency rule", "'D'", "'h'")),
-    ("missing-ratio", _mostly_gaps, ("missing-ratio rule", "the run's max_missing_ratio=0.2")),
-    ("longest-gap", _one_long_gap, ("longest-gap rule", "gap of 40", "the run's max_gap=")),
-    ("finite-after-scaling", _overflows_when_scaled, ("finite-after-scaling rule", "1e+50")),
-    ("magnitude", _huge, ("magnitude rule", "1e+308")),
-    ("minimum-length", _short, ("minimum-length rule", "the model needs lookback")),
-    ("grid-size", _two_centuries_earlier, ("grid-size rule", "1824-01-01")),
-    ("92-percent-gaps", _ninety_two_percent_gaps, ("rule",)),
-]
+# the rows of tests.test_hardening.PREDICT_INPUT_CASES (the reliability table): how to
+# break the history, and what the ERROR line must name
+BREAKS = {
+    "predict-daily-for-hourly": (_daily, ("frequency rule", "'D'", "'h'")),
+    "predict-mostly-gaps": (_mostly_gaps, ("missing-ratio rule", "the run's max_missing_ratio=0.2")),
+    "predict-92-percent-gaps": (_ninety_two_percent_gaps, ("frequency rule", "'12h'")),
+    "predict-long-gap": (_one_long_gap, ("longest-gap rule", "gap of 40", "the run's max_gap=")),
+    "predict-overflow-after-scaling": (_overflows_when_scaled, ("finite-after-scaling rule", "1e+50")),
+    "predict-huge-value": (_huge, ("magnitude rule", "1e+308")),
+    "predict-too-short": (_short, ("minimum-length rule", "the model needs lookback")),
+    "predict-stray-row": (_two_centuries_earlier, ("grid-size rule", "1824-01-01")),
+}
 
 
-@pytest.mark.parametrize("rule, breaks, fragments", CASES, ids=[c[0] for c in CASES])
-def test_predict_refuses_an_input_that_breaks_a_rule(smoke_run: Run, tmp_path: Path, rule: str,
-                                                     breaks: Callable, fragments: tuple):
+def test_every_table_row_has_a_case():
+    assert {c.id for c in PREDICT_INPUT_CASES} == set(BREAKS)
+
+
+@pytest.mark.parametrize("case", PREDICT_INPUT_CASES, ids=[c.id for c in PREDICT_INPUT_CASES])
+def test_predict_refuses_an_input_that_breaks_a_rule(smoke_run: Run, tmp_path: Path, case: Scenario):
+    breaks, fragments = BREAKS[case.id]
     path = tmp_path / "recent.csv"
     breaks(_history(smoke_run, tmp_path)).to_csv(path, index=False)
     out = tmp_path / "forecast.csv"
     proc = cli("predict", smoke_run.run_id, "--input", str(path), "--output", str(out),
                "--outputs-dir", str(smoke_run.outputs))
-    assert proc.returncode == 5, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.returncode == case.code, proc.stdout[-2000:] + proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
     line = last_line(proc.stderr)
-    assert errors == [line] and line.startswith(f"ERROR [INPUT_INVALID] --input {path} "), proc.stderr
+    assert errors == [line] and line.startswith(f"ERROR [{case.name}] --input {path} "), proc.stderr
     for fragment in fragments:
         assert fragment in line, (fragment, line)
     assert "data." not in line and "preprocess." not in line, line  # predict's options, not training's
