@@ -28,17 +28,22 @@ from spline_lstm.config import DataConfig, DataSource, DuplicatePolicy
 from spline_lstm.errors import SplineLSTMError
 
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = settings(max_examples=int(os.environ.get("LOADER_EXAMPLES", "150")), deadline=None, suppress_health_check=list(HealthCheck))
+# 150 examples per property keep the default run at a few seconds; LOADER_EXAMPLES=5000 searches harder
+SETTINGS = settings(max_examples=int(os.environ.get("LOADER_EXAMPLES", "150")), deadline=None,
+                    suppress_health_check=list(HealthCheck))
 FREQS = st.sampled_from([None, "h", "D", "s", "MS", "15min"])
 POLICIES = st.sampled_from(list(DuplicatePolicy))
 TRAINING_KEYS = re.compile(r"data\.(path|freq|timestamp_col|target_col)|data\.coerce_errors=true|data\.duplicates=m")
 
 
 def _snapshot(folder: Path) -> dict:
-    """Names, sizes and mtimes of a folder's entries (and the repo root's)."""
+    """Names, sizes and mtimes of a folder's entries and of the repo root's (the
+    working directory; pytest's and Hypothesis's own dot-folders aside)."""
     entries = {}
     for root in (folder, REPO):
         for entry in os.scandir(root):
+            if root == REPO and entry.name.startswith((".", "__")):
+                continue
             st_ = entry.stat(follow_symlinks=False)
             entries[entry.path] = (st_.st_size, st_.st_mtime_ns)
     return entries
