@@ -398,9 +398,10 @@ def grid_limit(rows: int) -> int:
     return min(MAX_GRID_POINTS, max(GRID_FLOOR, GRID_PER_ROW * rows))
 
 
-def check_grid_size(index: pd.DatetimeIndex, offset, freq: str, where: str, hints: Hints) -> int:
-    """The number of points of the regular grid over ``index``, computed without
-    building it; refused above ``grid_limit`` (a stray row years away)."""
+def check_grid_size(index: pd.DatetimeIndex, offset, freq: str, where: str, hints: Hints) -> None:
+    """The grid-size rule: the regular grid over ``index`` may have at most
+    ``grid_limit`` points, counted by arithmetic without building it (a stray row
+    years away would otherwise allocate gigabytes)."""
     stamps = index.asi8
     unit_ns = int(pd.Timedelta(1, unit=index.unit).value)
     span_ns = (int(stamps[-1]) - int(stamps[0])) * unit_ns  # Python ints: no overflow
@@ -414,10 +415,9 @@ def check_grid_size(index: pd.DatetimeIndex, offset, freq: str, where: str, hint
         at = int(np.argmax(jumps)) if len(jumps) else 0
         raise InputInvalid(
             f"{where} fails the grid-size rule: its timestamps span {index[0]} .. {index[-1]}, a regular "
-            f"{freq!r} grid of {points:,} points for {len(index):,} rows (limit {limit:,}: "
-            f"{GRID_PER_ROW} per row, at most {MAX_GRID_POINTS:,}); the largest jump is after {index[at]} "
+            f"{freq!r} grid of {points:,} points for {len(index):,} rows (limit {limit:,}: {GRID_PER_ROW} per "
+            f"row, at least {GRID_FLOOR:,}, at most {MAX_GRID_POINTS:,}); the largest jump is after {index[at]} "
             f"(to {index[min(at + 1, len(index) - 1)]}): a stray timestamp? Else {hints.freq}")
-    return int(points)
 
 
 def check_freq(index: pd.DatetimeIndex, expected: str, where: str, hints: Hints) -> None:
@@ -473,6 +473,7 @@ def regularise(series: pd.Series, freq: Optional[str], where: str, hints: Hints 
 
 
 def require_observed(values: np.ndarray, col: str, where: str) -> None:
+    """At least one value on the grid (all gaps: nothing to fill from)."""
     if np.isnan(values).all():
         raise InputInvalid(f"{where}: column {col!r} has no numeric value at all")
 

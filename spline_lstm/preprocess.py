@@ -62,7 +62,9 @@ class InputRules:
     minimum length, missing ratio, longest gap (``check_input``) and finite values
     after scaling (``scale_checked``). Training takes the thresholds from its config,
     predict from the run's preprocessor payload; ``source`` prefixes a threshold's
-    name in messages ("preprocess." or "the run's ")."""
+    name in messages ("preprocess." or "the run's "). The file-level rules (target
+    kind, magnitude, grid size; for predict also the run's frequency) are in
+    ``data``, which both callers load through."""
 
     min_points: int
     min_points_why: str  # what needs that many points, for the message
