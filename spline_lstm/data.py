@@ -284,9 +284,12 @@ def _refuse_non_numeric_kind(y_raw: pd.Series, col: str, where: str) -> None:
     elif types.is_bool_dtype(dtype):
         raise InputInvalid(f"{where}: column {col!r} is boolean, not numeric; the target must hold numbers")
     elif types.is_datetime64_any_dtype(dtype) or types.is_timedelta64_dtype(dtype) or \
-            isinstance(dtype, (pd.PeriodDtype, pd.IntervalDtype)) or types.is_complex_dtype(dtype):
+            isinstance(dtype, pd.PeriodDtype):
         raise InputInvalid(f"{where}: column {col!r} holds {dtype} values, not numbers; the target "
                            "must hold numbers (is it the date column?)")
+    elif isinstance(dtype, pd.IntervalDtype) or types.is_complex_dtype(dtype):
+        raise InputInvalid(f"{where}: column {col!r} holds {dtype} values, not real numbers; the target "
+                           "must hold numbers")
     if types.is_numeric_dtype(y_raw.dtype) or types.is_string_dtype(y_raw.dtype) and y_raw.dtype != object:
         return
     for i, cell in enumerate(y_raw.to_numpy(dtype=object)):
@@ -460,9 +463,11 @@ def regularise(series: pd.Series, freq: Optional[str], where: str, hints: Hints 
         moves[irregular + 1], rest = np.divmod(gaps[irregular], step)
         pos, on_grid = np.cumsum(moves, out=moves), np.ones(len(stamps), dtype=bool)
         on_grid[irregular + 1] = rest == 0
-    else:  # calendar steps (months, years): both sorted, one binary search each
+    elif len(grid):  # calendar steps (months, years): both sorted, one binary search each
         pos = np.minimum(np.searchsorted(grid_stamps, stamps), len(grid_stamps) - 1)
         on_grid = grid_stamps[pos] == stamps
+    else:  # no anchor of a calendar step (a month start...) between the first and last row
+        on_grid = np.zeros(len(stamps), dtype=bool)
     if not on_grid.all():
         off = series.index[~on_grid][0]
         raise InputInvalid(f"{where}: {int((~on_grid).sum())} timestamps are off the regular {freq!r} "

@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from spline_lstm import data
@@ -223,6 +223,8 @@ def frames(draw):
 @SETTINGS
 @given(frame=frames(), suffix=st.sampled_from([".csv", ".parquet"]), freq=FREQS, policy=POLICIES,
        coerce=st.booleans(), run_freq=st.sampled_from(["h", "D", "MS"]))
+@example(frame=pd.DataFrame({"timestamp": [pd.Timestamp("2024-01-02")], "value": [0.0]}), suffix=".csv",
+         freq=None, policy=DuplicatePolicy.error, coerce=False, run_freq="MS")  # found: no month start in range
 def test_random_frames_load_validly_or_fail_typed(frame, suffix, freq, policy, coerce, run_freq):
     def write(path: Path) -> None:
         if suffix == ".csv":
