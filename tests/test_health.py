@@ -41,11 +41,15 @@ def assert_fails(proc: subprocess.CompletedProcess, code: int, *fragments: str) 
     return line
 
 
-def assert_record(run: Run, verdict: str, code: int) -> dict:
+CHECKS = ["storage", "exist", "parse", "pickle", "run_id", "hashes"]
+
+
+def assert_record(run: Run, verdict: str, code: int, standalone: bool = True) -> dict:
+    """The gate's report; the in-run gate runs before the completion record can exist."""
     record = json.loads((run.artifacts / "health" / f"{run.run_id}.json").read_text())
     assert record["run_id"] == run.run_id
     assert (record["verdict"], record["code"]) == (verdict, code)
-    assert [c["name"] for c in record["checks"]] == ["storage", "exist", "parse", "pickle", "run_id", "hashes"]
+    assert [c["name"] for c in record["checks"]] == CHECKS + (["complete"] if standalone else [])
     return record
 
 
@@ -258,7 +262,8 @@ def test_in_run_gate_failure_fails_the_run(tmp_path: Path):
     assert line.endswith(f"(log: {log})")
     assert (log.parent / "broken-by-test.txt").read_text().strip() == "processed:flip"  # the breaker ran
     run = Run(outputs, run_id)
-    assert_record(run, "FAIL", 9)
+    assert_record(run, "FAIL", 9, standalone=False)
+    assert not (outputs / "artifacts" / "complete" / f"{run_id}.json").exists()  # never committed
     assert "gate failed" in log.read_text()
 
     runs = mlflow_runs(outputs, run_id)
@@ -288,7 +293,8 @@ def test_sweep_runs_every_job_and_fails_with_the_failed_run_id(tmp_path: Path, l
     for run_id in ids:
         run = Run(outputs, run_id)
         ok = run_id != broken
-        assert_record(run, "PASS" if ok else "FAIL", 0 if ok else 9)
+        assert_record(run, "PASS" if ok else "FAIL", 0 if ok else 9, standalone=False)
+        assert (run.artifacts / "complete" / f"{run_id}.json").exists() == ok
         (mlrun,) = mlflow_runs(outputs, run_id)
         assert mlrun.data.tags["health"] == ("PASS" if ok else "FAIL")
         assert mlrun.info.status == ("FINISHED" if ok else "FAILED")
