@@ -366,6 +366,35 @@ FAULT_CASES: List[Scenario] = [
              "bit-identical metrics and history, identical processed.npz; metadata records determinism"),
 ]
 
+# Issue 11: the commit protocol (tests/test_commit_protocol.py) and quarantine (tests/test_cli.py).
+COMMIT_CASES: List[Scenario] = [
+    Scenario("commit-sigterm-writing-artifacts", "commit", "SIGTERM while plots, metrics, metadata and MLflow "
+             "artifacts are written", 130, "INTERRUPTED", "no completion record; health 9; runs list not PASS; "
+             "MLflow run KILLED", slow=True),
+    Scenario("commit-sigterm-before-gate", "commit", "SIGTERM after MLflow ended the run FINISHED, before the gate "
+             "and the commit", 130, "INTERRUPTED", "no completion record; health 9; runs list incomplete", slow=True),
+    Scenario("commit-helper-killed-before-tag", "commit", "the tracking helper killed -9 before the gate tags "
+             "its verdict", 8, "TRACKING_FAILED", "no completion record; health 9", slow=True),
+    Scenario("commit-signals-after-commit", "commit", "SIGTERM and SIGINT after the completion record was "
+             "written", 0, "OK", "ignored: exit 0; health 0", slow=True),
+    Scenario("commit-killed-before-record", "commit", "gate passed, process killed -9 before the record (record "
+             "deleted)", 9, "HEALTH_FAILED", "health 9 'no completion record'; runs list incomplete"),
+    Scenario("quarantine-suffix-run-id", "quarantine", "runs quarantine <id>.md, <prefix>, <id>-2 beside run <id>",
+             0, "OK", "nothing to quarantine; not one byte of <id> moved"),
+    Scenario("quarantine-planted-uri", "quarantine", "a tracking_uri planted in the run's metadata", 0, "OK",
+             "never connected to; the configured store is tagged"),
+    Scenario("quarantine-live-run", "quarantine", "the run's folder lock is held (still running)", 4,
+             "RUN_ID_CONFLICT", "nothing moved"),
+    Scenario("quarantine-same-second", "quarantine", "two quarantines at once, and two within one second", 0, "OK",
+             "one moves, the other has nothing to do; distinct folders"),
+    Scenario("quarantine-moves-record", "quarantine", "quarantine of a committed run", 0, "OK",
+             "its completion record moves too: health 9 afterwards"),
+    Scenario("runs-list-stale-pass", "runs list", "health PASS recorded, then best.keras truncated", 0, "OK",
+             "runs list shows FAIL (cache keyed on sizes + mtimes)"),
+    Scenario("runs-list-hostile-record", "runs list", "health record that is a list, 100 000 deep, a 400-digit "
+             "number", 0, "OK", "re-verified from the files; no traceback"),
+]
+
 CLI_RUN_ID_CASES: List[Tuple[str, Tuple[str, ...]]] = [
     ("health-traversal", ("health", "../../etc")),
     ("quarantine-traversal", ("runs", "quarantine", "../artifacts")),
@@ -904,7 +933,7 @@ def test_tracking_password_not_kept_by_hydra(matrix: MatrixRunner):
 def test_case_ids_are_unique_and_codes_match_names():
     from spline_lstm.errors import EXIT_CODES
 
-    every = MATRIX + TOLERATED_CASES + TAMPER_CASES + FAULT_CASES
+    every = MATRIX + TOLERATED_CASES + TAMPER_CASES + FAULT_CASES + COMMIT_CASES
     ids = [c.id for c in every]
     assert len(ids) == len(set(ids))
     for c in every:
@@ -920,7 +949,7 @@ def test_reliability_table_lists_every_case():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     table = module.render()
-    for c in MATRIX + TOLERATED_CASES + TAMPER_CASES + FAULT_CASES:
+    for c in MATRIX + TOLERATED_CASES + TAMPER_CASES + FAULT_CASES + COMMIT_CASES:
         assert f"| `{c.id}`" in table and f"{c.code} {c.name}" in table, c.id
     published = REPO / "docs" / "reliability.md"  # what the README links to
     assert published.read_text(encoding="utf-8") == table, \

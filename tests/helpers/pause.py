@@ -9,6 +9,8 @@ announces it on stdout and sleeps, so a test can send a real signal exactly ther
   health gate's (reverse registration order): the pipeline has written every artifact
   and ended the MLflow run FINISHED; nothing is gated, tagged or committed yet.
 - ``after-commit``: in ``on_run_end`` (a single run), after the gate committed the run.
+
+``SPLINE_LSTM_TEST_PAUSE_S``: how long to sleep (default 20 s).
 """
 from __future__ import annotations
 
@@ -21,14 +23,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 ENV_PAUSE = "SPLINE_LSTM_TEST_PAUSE"
-SECONDS = 20.0
+ENV_SECONDS = "SPLINE_LSTM_TEST_PAUSE_S"  # default 20
 
 
 def _pause(where: str) -> None:
     if os.environ.get(ENV_PAUSE) == where:
-        print(f"TEST-PAUSE {where}", flush=True)
+        print(f"TEST-PAUSE {where} pid={os.getpid()}", flush=True)
         sys.stdout.flush()
-        time.sleep(SECONDS)
+        time.sleep(float(os.environ.get(ENV_SECONDS, "20")))
 
 
 class Pause(Callback):
