@@ -2,7 +2,6 @@
 utilities shared by the end-to-end tests (no fixtures here: see tests/conftest.py)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -78,20 +77,6 @@ def relocate_mlflow(outputs: Path) -> None:
         con.commit()
     finally:
         con.close()
-
-
-def reseal(run_dir_root: Path, run_id: str) -> None:
-    """Rewrite a run's completion record to match its files as they are now: what an
-    attacker with write access who also rewrites the hashes does (the gate cannot tell)."""
-    from spline_lstm.artifacts import ArtifactLayout
-    from spline_lstm.health import run_entries
-
-    layout = ArtifactLayout(run_dir_root)
-    path = layout.complete_path(run_id)
-    doc = json.loads(path.read_text())
-    doc["files"] = {rel: {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "size": p.stat().st_size}
-                    for rel, p in run_entries(layout, run_id).items() if p.is_file() and p != path}
-    path.write_text(json.dumps(doc))
 
 
 def mlflow_runs(outputs: Path, run_id: str) -> list:
