@@ -6,13 +6,15 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from spline_lstm.artifacts import ArtifactLayout, safe_load_pickle
+from spline_lstm.artifacts import ArtifactLayout, quarantine, safe_load_pickle
 from tests.conftest import Run, cli, last_line
 from tests.helpers.tamper import (files_under, input_csv, malicious_pickle, mlflow_runs,
                                   rewrite_pickle)
@@ -174,9 +176,6 @@ def test_runs_list_survives_a_hostile_health_record(fresh_run: Run, doc: str):
 
 def _hold_lock(folder: Path):
     """A separate process holding folder/.lock the way a live launch does."""
-    import subprocess
-    import sys
-
     folder.mkdir(parents=True, exist_ok=True)
     code = ("import fcntl, os, sys, time\n"
             f"fd = os.open({str(folder / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
@@ -311,9 +310,6 @@ def test_quarantine_refuses_a_run_that_is_still_running_with_4(fresh_run: Run):
 def test_two_quarantines_in_the_same_second(fresh_run: Run):
     """Together: one moves the run, the other finds nothing to do; one after the other
     within a second (the run_id reused in between): two distinct folders. All exit 0."""
-    import subprocess
-    import sys
-
     rid, layout = fresh_run.run_id, ArtifactLayout(fresh_run.artifacts)
     argv = [sys.executable, "-m", "spline_lstm", "runs", "quarantine", rid, "--outputs-dir", str(fresh_run.outputs)]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -322,7 +318,6 @@ def test_two_quarantines_in_the_same_second(fresh_run: Run):
     said = sorted("nothing to quarantine" in out for out, _ in outs)
     assert said == [False, True], outs
     assert not any("Traceback" in err for _, err in outs)
-    from spline_lstm.artifacts import quarantine
 
     targets = []
     for _ in range(2):  # in-process: both within one second, as a script looping over runs would

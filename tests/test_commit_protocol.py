@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import Run, cli, last_line
 from tests.helpers.pause import ENV_PAUSE, ENV_SECONDS
-from tests.test_hardening import COMMIT_CASES, LONG_TRAINING, _mlflow_runs, _Watched
+from tests.test_hardening import COMMIT_CASES, _mlflow_runs, _Watched
 
 PAUSE = "+hydra.callbacks.pause._target_=tests.helpers.pause.Pause"
 FAST = ["+preset=smoke", "training.epochs=1", "data.n_points=400"]
