@@ -91,11 +91,6 @@ def _worst(codes: List[int]) -> int:
 
 # --- the run's file set ---------------------------------------------------------------------
 
-# What each folder of a run holds; the plot folder holds the plots named in metadata.
-FOLDER_FILES = {"processed": ("processed.npz", "meta.json"), "models": ("preprocessor.pkl",),
-                "checkpoints": ("best.keras", "last.keras")}
-
-
 def run_entries(layout: ArtifactLayout, run_id: str) -> Dict[str, Path]:
     """Every entry of a run, by path relative to the artifacts dir, found without following
     a symlink: its 8 artifact paths, its folders and whatever they hold (one level), its
@@ -275,7 +270,7 @@ class _Gate:
                          and rel != metadata_rel and rel != self.rel(self.layout.complete_path(self.run_id)))
         bad += [f"unknown file {_safe(rel)} in the run's folders (not in metadata's record)" for rel in unknown]
         if bad:
-            raise _Fail(HealthFailed.code, "; ".join(bad))
+            raise _Fail(HealthFailed.code, _joined(bad))
         self.files = {rel: {"sha256": self.sha(p), "size": p.stat().st_size} for rel, p in sorted(sealed.items())}
         return f"sha256 of every file ({len(sealed)}, plots included) matches metadata; no unknown file"
 
@@ -301,11 +296,16 @@ class _Gate:
         bad += [f"{_short(rel)}: sealed by the completion record but gone" for rel in sealed if rel not in self.files]
         for rel, got in self.files.items():
             entry = sealed.get(rel)
-            if isinstance(entry, dict) and entry.get("sha256") != got["sha256"]:
-                bad.append(f"{rel}: sha256 differs from the completion record")
+            if rel in sealed and (not isinstance(entry, dict) or entry.get("sha256") != got["sha256"]):
+                bad.append(f"{_safe(rel)}: sha256 differs from the completion record")
         if bad:
-            raise _Fail(HealthFailed.code, "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""))
+            raise _Fail(HealthFailed.code, _joined(bad))
         return f"completion record seals these {len(self.files)} files"
+
+
+def _joined(problems: List[str], shown: int = 5) -> str:
+    more = len(problems) - shown
+    return "; ".join(problems[:shown]) + (f"; and {more} more" if more > 0 else "")
 
 
 def _safe(text: str) -> str:
