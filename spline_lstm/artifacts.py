@@ -15,6 +15,7 @@ import pickle
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
@@ -59,6 +60,12 @@ class ArtifactLayout:
     def health_path(self, run_id: str) -> Path:
         return self.root / "health" / f"{validate_run_id(run_id)}.json"
 
+    def complete_path(self, run_id: str) -> Path:
+        """The completion record (health.commit): its own folder, so that no run_id's
+        file can share its name (``health/<id>.complete.json`` would be run
+        ``<id>.complete``'s health record)."""
+        return self.root / "complete" / f"{validate_run_id(run_id)}.json"
+
     def plot_dir(self, run_id: str) -> Path:
         return self.root / "reports" / validate_run_id(run_id)
 
@@ -69,7 +76,7 @@ class ArtifactLayout:
         """Every path that belongs to the run (files and folders), existing or not."""
         p = self.paths(run_id)
         return [*self.run_dirs(run_id).values(), p["metrics"], p["report"], p["metadata"],
-                self.plot_dir(run_id), self.health_path(run_id)]
+                self.plot_dir(run_id), self.health_path(run_id), self.complete_path(run_id)]
 
     def existing(self, run_id: str) -> list:
         return [p for p in self.all_files(run_id) if os.path.lexists(p)]
@@ -278,29 +285,140 @@ def hold_run_dir(run_dir: Path, run_id: str) -> None:
 
 
 def iter_hydra_dirs(outputs_dir: Path, run_id: str) -> Iterator[Path]:
-    """The Hydra job folders of a run: runs/<run_id> or sweeps/<sweep_id>/<run_id>."""
+    """The Hydra job folders of a run: runs/<run_id> or sweeps/<sweep_id>/<run_id>
+    (exact names; a symlink is yielded as itself, never followed)."""
+    validate_run_id(run_id)
     direct = outputs_dir / "runs" / run_id
-    if direct.is_dir():
+    if os.path.lexists(direct):
         yield direct
     sweeps = outputs_dir / "sweeps"
-    if sweeps.is_dir():
-        for d in sweeps.glob(f"*/{run_id}"):
-            if d.is_dir():
-                yield d
+    if sweeps.is_dir() and not sweeps.is_symlink():
+        for sweep in sorted(sweeps.iterdir()):
+            job = sweep / run_id
+            if sweep.is_dir() and not sweep.is_symlink() and os.path.lexists(job):
+                yield job
 
 
-def quarantine(layout: ArtifactLayout, run_id: str, hydra_dirs: Optional[list] = None) -> Path:
-    """Move every file of run_id aside (nothing is deleted); returns the quarantine folder."""
-    target = layout.root / "quarantine" / f"{validate_run_id(run_id)}-{utc_stamp()}"
-    found = layout.existing(run_id)
-    extra = [p for p in (hydra_dirs or []) if os.path.lexists(p)]
-    if not found and not extra:
-        return target
+def lock_held(folder: Path) -> bool:
+    """Whether a live process holds ``folder/.lock`` (see ``hold_run_dir``)."""
+    import fcntl
+
     try:
-        target.mkdir(parents=True, exist_ok=False)
+        fd = os.open(folder / ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False  # no lock file: no live run has held this folder
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def owned_paths(layout: ArtifactLayout, run_id: str) -> list:
+    """The existing paths that belong to exactly this run_id.
+
+    Run ``X``'s report ``reports/X.md`` has the name of run ``X.md``'s plot folder: a
+    real folder there is ``X.md``'s plots, anything else is ``X``'s report. So the
+    report path counts only if it is not a real folder, and the plot folder only if it
+    is one (or, for a run_id not ending in ``.md``, whatever it is)."""
+    report, plots = layout.paths(run_id)["report"], layout.plot_dir(run_id)
+    out = []
+    for path in layout.existing(run_id):
+        real_dir = path.is_dir() and not path.is_symlink()
+        if path == report and real_dir:
+            continue
+        if path == plots and not real_dir and run_id.endswith(".md"):
+            continue
+        out.append(path)
+    return out
+
+
+@contextmanager
+def _quarantine_lock(folder: Path, timeout: float = 60.0) -> Iterator[None]:
+    """One quarantine at a time per artifacts dir (a flock on the quarantine folder itself)."""
+    import fcntl
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StorageError(f"cannot create {folder}: {exc.strerror or exc}") from exc
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RunIdConflict(f"another quarantine in {folder} has not finished in {timeout:.0f} s; "
+                                        "retry when it has") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def quarantine(layout: ArtifactLayout, run_id: str, hydra_dirs: Optional[list] = None) -> Optional[Path]:
+    """Move every file of exactly run_id aside (nothing is deleted), the completion record
+    included, so the run can never pass again; returns the quarantine folder, or None
+    when there was nothing to move (idempotent: a second quarantine finds nothing).
+
+    Refuses (RunIdConflict) a run whose Hydra folder lock is held: it is still running.
+    Quarantines are serialised per artifacts dir and each gets its own folder, so two in
+    the same second both succeed or the second has nothing to do."""
+    validate_run_id(run_id)
+    if not owned_paths(layout, run_id) and not any(os.path.lexists(p) for p in hydra_dirs or []):
+        return None  # nothing to do: create nothing, not even the quarantine folder
+    base = layout.root / "quarantine"
+    with _quarantine_lock(base):
+        extra = [p for p in (hydra_dirs or []) if os.path.lexists(p)]
+        held = []
+        try:
+            for folder in extra:  # held while the files move: a launch of this run_id waits for none of them
+                if folder.is_dir() and not folder.is_symlink():
+                    held += _take_run_lock(folder, run_id)
+            found = owned_paths(layout, run_id)
+            if not found and not extra:
+                return None
+            target = _new_folder(base, f"{run_id}-{utc_stamp()}")
+            _move_all(layout, run_id, found, extra, target)
+        finally:
+            for fd in held:
+                os.close(fd)
+    return target
+
+
+def _take_run_lock(folder: Path, run_id: str) -> list:
+    """An exclusive hold on ``folder/.lock`` ([fd], or [] without a lock file); a lock
+    held by a live run is refused with RunIdConflict."""
+    import fcntl
+
+    try:
+        fd = os.open(folder / ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return []
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunIdConflict(f"run_id '{run_id}' is running right now (a live process holds {folder / '.lock'}); "
+                            "wait for it to end or stop it, then quarantine it") from None
+    except OSError:
+        os.close(fd)
+        return []
+    return [fd]
+
+
+def _move_all(layout: ArtifactLayout, run_id: str, found: list, extra: list, target: Path) -> None:
+    try:
         for path in found:
-            rel = path.relative_to(layout.root)
-            dest = target / rel
+            dest = target / path.relative_to(layout.root)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, dest)
         for i, path in enumerate(extra):
@@ -308,5 +426,19 @@ def quarantine(layout: ArtifactLayout, run_id: str, hydra_dirs: Optional[list] =
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(path), str(dest))
     except OSError as exc:
-        raise StorageError(f"quarantine of {run_id} failed: {exc.strerror or exc}") from exc
-    return target
+        raise StorageError(f"quarantine of {run_id} failed: {exc.strerror or exc}; what moved is in "
+                           f"{target}") from exc
+
+
+def _new_folder(base: Path, name: str) -> Path:
+    """base/name, or base/name-2, -3, ...: never one that exists."""
+    for n in range(1, 1000):
+        target = base / (name if n == 1 else f"{name}-{n}")
+        try:
+            target.mkdir()
+            return target
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise StorageError(f"cannot create {target}: {exc.strerror or exc}") from exc
+    raise StorageError(f"cannot find a free quarantine folder name for {name} in {base}")

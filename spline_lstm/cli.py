@@ -32,20 +32,24 @@ def _dirs(args) -> tuple:
 
 
 def cmd_health(args) -> int:
+    """The gate, from the files alone: requires the completion record and re-verifies
+    every file each time (a stored verdict is never trusted)."""
     from spline_lstm.artifacts import ArtifactLayout
-    from spline_lstm.health import run_gate, write_record
+    from spline_lstm.health import fingerprint, run_gate, write_record
 
     _, artifacts = _dirs(args)
-    t0 = time.perf_counter()
-    result = run_gate(artifacts, args.run_id)
-    elapsed_ms = (time.perf_counter() - t0) * 1000
     layout = ArtifactLayout(artifacts)
+    t0 = time.perf_counter()
+    before = fingerprint(layout, args.run_id)
+    result = run_gate(artifacts, args.run_id)
+    unchanged = before == fingerprint(layout, args.run_id)  # only then may runs list reuse the verdict
+    elapsed_ms = (time.perf_counter() - t0) * 1000
     record = None
     # A run with no files at all (never run, or quarantined) gets no record: writing
     # health/<run_id>.json would claim the run_id and block its rerun (RUN_ID_CONFLICT).
     if any(p != layout.health_path(args.run_id) for p in layout.existing(args.run_id)):
         try:
-            record = write_record(result)
+            record = write_record(result, before if unchanged else None)
         except SplineLSTMError:
             pass  # read-only artifacts dir: the storage check already says so
     if args.json:
@@ -79,29 +83,41 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def run_status(artifacts: Path, run_id: str) -> dict:
-    """Cheap status for listings: recorded gate verdict, or incomplete/unchecked."""
-    from spline_lstm.artifacts import ArtifactLayout
-    from spline_lstm.health import read_record
+def run_status(outputs: Path, artifacts: Path, run_id: str) -> dict:
+    """A run's row: PASS / FAIL by the gate (re-run unless the last ``health`` verdict's
+    fingerprint, sizes and mtimes of every file, still matches), ``running`` while a live
+    process holds its folder, ``incomplete`` without a completion record."""
+    from spline_lstm.artifacts import ArtifactLayout, iter_hydra_dirs, lock_held
+    from spline_lstm.errors import SplineLSTMError
+    from spline_lstm.health import cached_verdict, read_record, run_gate
+    from spline_lstm.jsonio import read_json
 
     layout = ArtifactLayout(artifacts)
     paths = layout.paths(run_id)
-    present = sum(p.is_file() for p in paths.values())
-    record = read_record(artifacts, run_id)
-    if present < len(paths):
-        status = "incomplete"
-    elif record is None:
-        status = "unchecked"
-    else:
-        status = record.get("verdict", "unchecked")
+    present = sum(p.is_file() and not p.is_symlink() for p in paths.values())
+    reason = None
+    if os.path.lexists(layout.complete_path(run_id)):
+        status = cached_verdict(artifacts, run_id)
+        if status is None:
+            result = run_gate(artifacts, run_id)
+            status = "PASS" if result.passed else "FAIL"
+            reason = str(result.error()) if not result.passed else None
+    elif any(lock_held(d) for d in iter_hydra_dirs(outputs, run_id)):
+        status = "running"
+    else:  # never committed: it failed, was killed, or is still being written by a worker
+        report = read_record(artifacts, run_id) or {}
+        status = "FAIL" if report.get("verdict") == "FAIL" else "incomplete"
+        reason = "no completion record: the run never finished"
     rmse = None
     try:
-        rmse = json.loads(paths["metrics"].read_text())["metrics"]["rmse"]
-    except (OSError, ValueError, KeyError, TypeError):
+        value = read_json(paths["metrics"])["metrics"]["rmse"]
+        rmse = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    except (SplineLSTMError, KeyError, TypeError):
         pass
-    mtimes = [p.stat().st_mtime for p in paths.values() if p.exists()]
+    mtimes = [p.lstat().st_mtime for p in paths.values() if os.path.lexists(p)]
     return {"run_id": run_id, "status": status, "artifacts": f"{present}/{len(paths)}",
-            "age_s": round(time.time() - max(mtimes), 1) if mtimes else None, "test_rmse": rmse}
+            "age_s": round(time.time() - max(mtimes), 1) if mtimes else None, "test_rmse": rmse,
+            "reason": reason}
 
 
 def _age(seconds: Optional[float]) -> str:
@@ -116,8 +132,8 @@ def _age(seconds: Optional[float]) -> str:
 def cmd_runs_list(args) -> int:
     from spline_lstm.artifacts import ArtifactLayout
 
-    _, artifacts = _dirs(args)
-    rows = [run_status(artifacts, rid) for rid in ArtifactLayout(artifacts).run_ids()]
+    outputs, artifacts = _dirs(args)
+    rows = [run_status(outputs, artifacts, rid) for rid in ArtifactLayout(artifacts).run_ids()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -133,49 +149,50 @@ def cmd_runs_list(args) -> int:
 
 
 def cmd_runs_quarantine(args) -> int:
+    """Moves exactly one run_id's files; the MLflow tag goes to the configured store only
+    (``--tracking-uri``, else the outputs dir's own mlflow.db), never to a URI read from
+    the run's files, which anyone who could write them could have planted."""
     from spline_lstm.artifacts import ArtifactLayout, iter_hydra_dirs, quarantine, validate_run_id
 
     outputs, artifacts = _dirs(args)
     run_id = validate_run_id(args.run_id)
     layout = ArtifactLayout(artifacts)
-    metadata = _read_json(layout.paths(run_id)["metadata"])
-    hydra_dirs = list(iter_hydra_dirs(outputs, run_id))
-    target = quarantine(layout, run_id, hydra_dirs)
-    if not target.exists():
+    experiment = _recorded_experiment(layout.paths(run_id)["metadata"])
+    target = quarantine(layout, run_id, list(iter_hydra_dirs(outputs, run_id)))
+    if target is None:
         print(f"nothing to quarantine for run_id {run_id} under {artifacts}")
         return 0
     moved = sum(1 for p in target.rglob("*") if p.is_file())
     print(f"quarantined run_id {run_id}: {moved} files moved to {target}")
-    tagged = _tag_quarantined(outputs, run_id, metadata)
+    tagged = _tag_quarantined(outputs, args.tracking_uri, experiment, run_id)
     if tagged:
         print(f"MLflow: tagged {tagged} run(s) quarantined=true")
     print(f"the run_id can be reused now: python launch.py ... run_id={run_id}")
     return 0
 
 
-def _read_json(path: Path) -> Optional[dict]:
+def _recorded_experiment(metadata: Path) -> str:
+    """The experiment name the run recorded (a name to look up in the configured store,
+    never a store to connect to); the default one if unreadable."""
+    from spline_lstm.errors import SplineLSTMError
+    from spline_lstm.jsonio import read_json
+
     try:
-        doc = json.loads(path.read_text())
-        return doc if isinstance(doc, dict) else None
-    except (OSError, ValueError):
-        return None
+        name = (read_json(metadata).get("mlflow") or {}).get("experiment")
+    except (SplineLSTMError, AttributeError):
+        name = None
+    return name if isinstance(name, str) and 0 < len(name) <= 256 else "spline-lstm"
 
 
-def _tag_quarantined(outputs: Path, run_id: str, metadata: Optional[dict]) -> int:
-    """Best effort: the MLflow store may be elsewhere or gone; files matter most."""
-    info = (metadata or {}).get("mlflow") or {}
-    uri = info.get("tracking_uri")
-    if metadata is not None and not uri:
-        return 0  # the run had tracking disabled
-    if uri and "***" in uri:
-        return 0  # credentials were masked; cannot reconnect
+def _tag_quarantined(outputs: Path, tracking_uri: Optional[str], experiment: str, run_id: str) -> int:
+    """Best effort: the files matter most; the store may be gone."""
     default_db = outputs / "mlflow.db"
-    if not uri and not default_db.exists():
-        return 0
+    if not tracking_uri and not default_db.is_file():
+        return 0  # no store here (tracking=none, or a server: pass --tracking-uri)
     try:
         from spline_lstm.tracking import Store, tag_runs
 
-        store = Store(uri or f"sqlite:///{default_db}", "", info.get("experiment") or "spline-lstm")
+        store = Store(tracking_uri or f"sqlite:///{default_db}", "", experiment)
         return tag_runs(store, run_id, {"quarantined": "true"})
     except Exception as exc:  # noqa: BLE001
         print(f"warning: could not tag the MLflow run: {type(exc).__name__}", file=sys.stderr)
@@ -235,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "<run_id>-<UTC stamp>/ (nothing is deleted).\n\n"
                                         "example: python -m spline_lstm runs quarantine RUN_ID")
     p.add_argument("run_id")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow store whose runs get the tag quarantined=true (default: "
+                        "sqlite:///OUTPUTS_DIR/mlflow.db when it exists)")
     common(p)
     p.set_defaults(fn=cmd_runs_quarantine)
     return parser

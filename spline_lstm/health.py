@@ -1,8 +1,17 @@
 """The health gate (CONTRACT §6): file checks only, no TensorFlow, no model loading.
 
-A run is successful only if every check passes. The verdict is written to
-``health/<run_id>.json``; the exit code is the most severe failure:
-UNSAFE_ARTIFACT (11) over RUN_ID_MISMATCH (10) over HEALTH_FAILED (9).
+A run is successful only if every check passes, and it counts only once it is
+committed: ``commit`` writes the completion record ``complete/<run_id>.json`` as the
+very last write of a successful run (after every artifact, after MLflow confirmed the
+run's end and recorded the verdict). The record holds the sha256 of every file of the
+run, so it seals the run: the standalone gate requires it and re-verifies every file
+against it and against ``metadata`` each time; it never trusts a stored verdict. A run
+whose process exited non-zero never wrote one, so it can never pass afterwards.
+
+The gate's report goes to ``health/<run_id>.json`` (a report and, with its
+fingerprint, the cache of ``runs list``; never an input of the gate). The exit code is
+the most severe failure: UNSAFE_ARTIFACT (11) over RUN_ID_MISMATCH (10) over
+HEALTH_FAILED (9).
 """
 from __future__ import annotations
 
@@ -10,6 +19,9 @@ import io
 import json
 import math
 import os
+import signal
+import stat
+import threading
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -18,18 +30,20 @@ from typing import Any, Dict, List, Optional
 
 from spline_lstm.artifacts import (ArtifactLayout, RestrictedUnpickler, atomic_write_json, sha256_file,
                                    validate_run_id)
-from spline_lstm.errors import HealthFailed, RunIdMismatch, SplineLSTMError, UnsafeArtifact
+from spline_lstm.errors import HealthFailed, RunIdMismatch, SplineLSTMError, StorageError, UnsafeArtifact
+from spline_lstm.jsonio import read_json
 
 KERAS_MEMBERS = ("config.json", "model.weights.h5")
 SEVERITY = {UnsafeArtifact.code: 3, RunIdMismatch.code: 2, HealthFailed.code: 1}
 ERRORS = {cls.code: cls for cls in (HealthFailed, RunIdMismatch, UnsafeArtifact)}
+COMMIT_FORMAT = 1
 _UNREAD = object()  # processed.npz not read (missing or unreadable)
 
 
 @dataclass
 class Check:
     name: str
-    status: str  # PASS | FAIL
+    status: str  # PASS | FAIL | SKIP (not run: an earlier check found the paths unsafe)
     message: str = ""
     code: int = 0
     duration_ms: float = 0.0
@@ -40,6 +54,7 @@ class GateResult:
     run_id: str
     artifacts_dir: str
     checks: List[Check] = field(default_factory=list)
+    files: Dict[str, dict] = field(default_factory=dict)  # the verified file set: what ``commit`` seals
 
     @property
     def passed(self) -> bool:
@@ -70,14 +85,47 @@ class _Fail(Exception):
         self.code = code
 
 
-def _load_json(path: Path) -> dict:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        raise _Fail(HealthFailed.code, f"{path.name} is not valid JSON ({type(exc).__name__})")
-    if not isinstance(obj, dict):
-        raise _Fail(HealthFailed.code, f"{path.name} is not a JSON object")
-    return obj
+def _worst(codes: List[int]) -> int:
+    return max(codes, key=lambda c: SEVERITY.get(c, 0))
+
+
+# --- the run's file set ---------------------------------------------------------------------
+
+def run_entries(layout: ArtifactLayout, run_id: str) -> Dict[str, Path]:
+    """Every entry of a run, by path relative to the artifacts dir, found without following
+    a symlink: its 8 artifact paths, its folders and whatever they hold (one level), its
+    plot folder and what it holds, and its completion record. Not the health report."""
+    root = layout.root
+    out: Dict[str, Path] = {}
+
+    def add(path: Path) -> None:
+        if os.path.lexists(path):
+            out[path.relative_to(root).as_posix()] = path
+
+    for path in layout.paths(run_id).values():
+        add(path)
+    for folder in [*layout.run_dirs(run_id).values(), layout.plot_dir(run_id)]:
+        add(folder)
+        if folder.is_dir() and not folder.is_symlink():
+            try:
+                for entry in os.scandir(folder):
+                    add(Path(entry.path))
+            except OSError:
+                pass  # an unreadable folder: its files are reported missing
+    add(layout.complete_path(run_id))
+    return out
+
+
+def fingerprint(layout: ArtifactLayout, run_id: str) -> Dict[str, list]:
+    """Size, mtime, ctime and inode of every entry of the run (``runs list``'s cache key)."""
+    out = {}
+    for rel, path in run_entries(layout, run_id).items():
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        out[rel] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    return out
 
 
 class _Gate:
@@ -86,10 +134,21 @@ class _Gate:
     def __init__(self, layout: ArtifactLayout, run_id: str):
         self.layout, self.run_id = layout, run_id
         self.paths = layout.paths(run_id)
+        self.entries = run_entries(layout, run_id)
         self.present: Dict[str, Path] = {}
         self.docs: Dict[str, dict] = {}
         self.payload: Optional[dict] = None
         self.npz_run_id: Any = _UNREAD
+        self.files: Dict[str, dict] = {}
+        self._sha: Dict[Path, str] = {}
+
+    def sha(self, path: Path) -> str:
+        if path not in self._sha:
+            self._sha[path] = sha256_file(path)
+        return self._sha[path]
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.layout.root).as_posix()
 
     def storage(self) -> str:
         root = self.layout.root
@@ -98,29 +157,33 @@ class _Gate:
         if not os.access(root, os.W_OK):
             raise _Fail(HealthFailed.code, f"artifacts dir {root} is not writable")
         real_root = root.resolve()
-        for kind, path in self.paths.items():
-            if path.is_symlink():
-                raise _Fail(UnsafeArtifact.code, f"{kind} {path} is a symlink (to {os.readlink(path)}); "
-                                                 "artifacts must be regular files")
-            if path.exists() and real_root not in path.resolve().parents:
-                raise _Fail(UnsafeArtifact.code, f"{kind} {path} resolves outside {root}")
-        return "writable; no symlinks; every path inside the artifacts dir"
+        for rel, path in self.entries.items():
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                raise _Fail(UnsafeArtifact.code, f"{_short(str(path), 300)} is a symlink (to {_short(os.readlink(path))}); "
+                                                 "a run's files must be regular files in its own folders")
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise _Fail(UnsafeArtifact.code, f"{_short(str(path), 300)} is not a regular file (a FIFO, socket or device)")
+            if real_root not in path.resolve().parents:
+                raise _Fail(UnsafeArtifact.code, f"{_short(str(path), 300)} resolves outside {root}")
+        return "writable; no symlink or special file in the run; every path inside the artifacts dir"
 
     def exist(self) -> str:
-        missing = [str(p) for k, p in self.paths.items() if not p.is_file()]
+        missing = [str(p) for p in self.paths.values() if not p.is_file()]
         self.present = {k: p for k, p in self.paths.items() if p.is_file() and not p.is_symlink()}
         if missing:
             raise _Fail(HealthFailed.code, f"{len(missing)} of 8 artifacts missing: {', '.join(missing)}")
         return "all 8 artifacts present"
 
     def parse(self) -> str:
-        problems = []
+        problems, codes = [], []
         for kind in ("metrics", "meta", "metadata"):
             if kind in self.present:
                 try:
-                    self.docs[kind] = _load_json(self.present[kind])
-                except _Fail as exc:
+                    self.docs[kind] = read_json(self.present[kind])
+                except SplineLSTMError as exc:
                     problems.append(str(exc))
+                    codes.append(exc.code)
         metrics = self.docs.get("metrics")
         if metrics is not None:
             for key in ("run_id", "metrics", "checkpoints"):
@@ -138,7 +201,7 @@ class _Gate:
             except Exception as exc:  # noqa: BLE001 - any read error means a corrupt file
                 problems.append(f"processed.npz is not a readable .npz archive ({type(exc).__name__})")
         if problems:
-            raise _Fail(HealthFailed.code, "; ".join(problems))
+            raise _Fail(_worst(codes or [HealthFailed.code]), "; ".join(problems))
         return "JSON objects parse; required fields present; rmse finite; checkpoints are Keras archives"
 
     def pickle(self) -> str:
@@ -168,26 +231,92 @@ class _Gate:
             found["preprocessor.pkl"] = self.payload.get("run_id")
         bad = {k: v for k, v in found.items() if v != self.run_id}
         if bad:
-            shown = ", ".join(f"{k}={v!r}" for k, v in bad.items())
+            shown = ", ".join(f"{k}={_short(v)}" for k, v in bad.items())
             raise _Fail(RunIdMismatch.code, f"path says '{self.run_id}' but {shown}")
         return f"run_id agrees across path and {len(found)} payloads"
 
     def hashes(self) -> str:
-        record = (self.docs.get("metadata") or {}).get("artifacts")
+        """Every file of the run is in metadata's hash record and matches it; nothing else
+        lies in the run's folders (a stray file is as suspect as a changed one)."""
+        metadata = self.docs.get("metadata") or {}
+        record, plots = metadata.get("artifacts"), metadata.get("plots", {})
         if not isinstance(record, dict):
             raise _Fail(HealthFailed.code, "metadata has no 'artifacts' hash record")
+        if not isinstance(plots, dict):
+            raise _Fail(HealthFailed.code, "metadata's 'plots' hash record is not an object")
+        want: Dict[str, tuple] = {}  # rel path -> (label, recorded sha256)
+        for kind, path in self.paths.items():
+            if kind != "metadata":
+                entry = record.get(kind)
+                want[self.rel(path)] = (kind, entry.get("sha256") if isinstance(entry, dict) else None)
+        plot_dir = self.rel(self.layout.plot_dir(self.run_id))
+        for name, entry in plots.items():
+            want[f"{plot_dir}/{name}"] = (f"plot {_safe(name)}", entry.get("sha256") if isinstance(entry, dict) else None)
         bad = []
-        for kind, path in self.present.items():
-            if kind == "metadata":
-                continue
-            want = (record.get(kind) or {}).get("sha256") if isinstance(record.get(kind), dict) else None
-            if want is None:
-                bad.append(f"{kind}: no recorded hash")
-            elif sha256_file(path) != want:
-                bad.append(f"{kind}: sha256 differs from metadata (modified or truncated)")
+        sealed = {rel: p for rel, p in self.entries.items()
+                  if p.is_file() and not p.is_symlink() and p != self.layout.complete_path(self.run_id)}
+        for rel, (label, sha) in want.items():
+            path = sealed.get(rel)
+            if path is None:
+                if label.startswith("plot "):
+                    bad.append(f"{label}: recorded in metadata but missing")
+            elif not isinstance(sha, str):
+                bad.append(f"{label}: no recorded hash")
+            elif self.sha(path) != sha:
+                bad.append(f"{label}: sha256 differs from metadata (modified or truncated)")
+        folders = {self.rel(d) for d in self.layout.run_dirs(self.run_id).values()} | {plot_dir}
+        metadata_rel = self.rel(self.paths["metadata"])
+        unknown = sorted(rel for rel in self.entries if rel not in want and rel not in folders
+                         and rel != metadata_rel and rel != self.rel(self.layout.complete_path(self.run_id)))
+        bad += [f"unknown file {_safe(rel)} in the run's folders (not in metadata's record)" for rel in unknown]
         if bad:
-            raise _Fail(HealthFailed.code, "; ".join(bad))
-        return "sha256 of every artifact matches metadata"
+            raise _Fail(HealthFailed.code, _joined(bad))
+        self.files = {rel: {"sha256": self.sha(p), "size": p.stat().st_size} for rel, p in sorted(sealed.items())}
+        return f"sha256 of every file ({len(sealed)}, plots included) matches metadata; no unknown file"
+
+    def complete(self) -> str:
+        """The completion record exists, names this run and seals exactly these files."""
+        path = self.layout.complete_path(self.run_id)
+        if not os.path.lexists(path):
+            raise _Fail(HealthFailed.code, f"no completion record {path}: the run never finished (its process "
+                                           "exited non-zero, was killed, or is still running)")
+        try:
+            doc = read_json(path)
+        except SplineLSTMError as exc:
+            raise _Fail(exc.code, f"completion record: {exc}")
+        if doc.get("run_id") != self.run_id:
+            raise _Fail(RunIdMismatch.code, f"path says '{self.run_id}' but the completion record says "
+                                            f"{_short(doc.get('run_id'))}")
+        sealed = doc.get("files")
+        if not isinstance(sealed, dict):
+            raise _Fail(HealthFailed.code, "completion record has no 'files' object")
+        if not self.files:
+            raise _Fail(HealthFailed.code, "the run's files could not be verified (see the checks above)")
+        bad = [f"{_safe(rel)}: not in the completion record" for rel in self.files if rel not in sealed]
+        bad += [f"{_short(rel)}: sealed by the completion record but gone" for rel in sealed if rel not in self.files]
+        for rel, got in self.files.items():
+            entry = sealed.get(rel)
+            if rel in sealed and (not isinstance(entry, dict) or entry.get("sha256") != got["sha256"]):
+                bad.append(f"{_safe(rel)}: sha256 differs from the completion record")
+        if bad:
+            raise _Fail(HealthFailed.code, _joined(bad))
+        return f"completion record seals these {len(self.files)} files"
+
+
+def _joined(problems: List[str], shown: int = 5) -> str:
+    more = len(problems) - shown
+    return "; ".join(problems[:shown]) + (f"; and {more} more" if more > 0 else "")
+
+
+def _safe(text: str) -> str:
+    """A name from disk or from a document as it can be printed: as is when plain ASCII,
+    else quoted with escapes (a lone surrogate would crash a UTF-8 console)."""
+    return text if text.isascii() and text.isprintable() and len(text) <= 200 else _short(text)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _keras_archive_problems(kind: str, path: Path) -> List[str]:
@@ -212,33 +341,132 @@ def _npz_run_id(path: Path) -> Optional[str]:
         return str(npz["run_id"]) if "run_id" in npz.files else None
 
 
-def run_gate(artifacts_dir: Path, run_id: str) -> GateResult:
-    """Every check of CONTRACT §6 on a run's files; never raises for a bad run."""
+def run_gate(artifacts_dir: Path, run_id: str, require_commit: bool = True) -> GateResult:
+    """Every check of CONTRACT §6 on a run's files; never raises for a bad run.
+
+    ``require_commit=False`` only for the in-process gate, which runs before the
+    completion record can exist (it writes it when everything passed)."""
     validate_run_id(run_id)
     layout = ArtifactLayout(Path(artifacts_dir).absolute())
-    gate = _Gate(layout, run_id)
     result = GateResult(run_id, str(layout.root))
-    for name, fn in (("storage", gate.storage), ("exist", gate.exist), ("parse", gate.parse),
-                     ("pickle", gate.pickle), ("run_id", gate.run_ids), ("hashes", gate.hashes)):
+    try:
+        gate = _Gate(layout, run_id)
+    except OSError as exc:  # the artifacts dir itself cannot be listed
+        result.checks.append(Check("storage", "FAIL", f"cannot list the run's files: {exc.strerror or exc}",
+                                   HealthFailed.code))
+        return result
+    checks = [("storage", gate.storage), ("exist", gate.exist), ("parse", gate.parse), ("pickle", gate.pickle),
+              ("run_id", gate.run_ids), ("hashes", gate.hashes)]
+    if require_commit:
+        checks.append(("complete", gate.complete))
+    for name, fn in checks:
+        if result.code == UnsafeArtifact.code and name != "storage" and result.checks[0].status == "FAIL":
+            result.checks.append(Check(name, "SKIP", "not run: the run's paths are unsafe to read"))
+            continue
         t0 = time.perf_counter()
         try:
             result.checks.append(Check(name, "PASS", fn()))
         except _Fail as exc:
             result.checks.append(Check(name, "FAIL", str(exc), exc.code))
+        except OSError as exc:  # a file vanished or became unreadable while it was checked
+            result.checks.append(Check(name, "FAIL", f"{type(exc).__name__}: {exc.strerror or exc}",
+                                       HealthFailed.code))
         result.checks[-1].duration_ms = round((time.perf_counter() - t0) * 1000, 3)
+    if result.passed:
+        result.files = gate.files
     return result
 
 
-def write_record(result: GateResult) -> Path:
-    """health/<run_id>.json, atomically; the record is not part of the hashed set."""
+# --- the commit protocol ----------------------------------------------------------------------
+
+def commit(result: GateResult, final: bool) -> Path:
+    """Write the completion record ``complete/<run_id>.json``: the last write of a run.
+
+    Call it only after the gate passed (in-process, ``require_commit=False``) and after
+    MLflow confirmed the run's end and recorded the verdict. The record is staged and
+    fsynced first; SIGINT / SIGTERM are then ignored and the rename is the commit point,
+    so a signal either lands before it (no record; the process exits 130) or is
+    ignored. ``final`` (a single run: the process exits next) keeps them ignored until
+    exit, so nothing can turn the exit code non-zero after the commit; a sweep's
+    worker restores its handlers for the next job (a signal in the rename's instant is
+    then lost, never turned into a failure of a committed job)."""
+    if not result.passed or not result.files:
+        raise HealthFailed(f"run_id '{result.run_id}' cannot be committed: its gate did not pass")
+    path = ArtifactLayout(Path(result.artifacts_dir)).complete_path(result.run_id)
+    doc = {"format": COMMIT_FORMAT, "run_id": result.run_id,
+           "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": result.files}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    previous: Dict[int, Any] = {}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write((json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):  # CPython runs a pending handler first: raises here
+                previous[sig] = signal.signal(sig, signal.SIG_IGN)
+        os.replace(tmp, path)  # the commit point
+    except BaseException as exc:
+        _unlink_quiet(tmp)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot write the completion record {path}: {exc.strerror or exc}") from exc
+        raise
+    _fsync_dir(path.parent)
+    if not final:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # the rename is done; a directory fsync is durability, not correctness
+
+
+def _unlink_quiet(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# --- the report and runs list's cache -----------------------------------------------------------
+
+def write_record(result: GateResult, fingerprint: Optional[Dict[str, list]] = None) -> Path:
+    """health/<run_id>.json, atomically: the gate's report, not part of the sealed set.
+
+    ``fingerprint`` (sizes, mtimes, ctimes, inodes of the run's entries, taken before and
+    unchanged after a check that required the completion record) lets ``runs list``
+    reuse this verdict while none of them changed."""
     layout = ArtifactLayout(Path(result.artifacts_dir))
     path = layout.health_path(result.run_id)
-    atomic_write_json(path, result.to_dict())
+    atomic_write_json(path, {**result.to_dict(), "fingerprint": fingerprint})
     return path
 
 
 def read_record(artifacts_dir: Path, run_id: str) -> Optional[dict]:
+    """The last report, or None when absent or unreadable (it is never trusted for a PASS)."""
     try:
-        return json.loads(ArtifactLayout(Path(artifacts_dir)).health_path(run_id).read_text())
-    except (OSError, ValueError):
+        return read_json(ArtifactLayout(Path(artifacts_dir)).health_path(run_id))
+    except SplineLSTMError:
         return None
+
+
+def cached_verdict(artifacts_dir: Path, run_id: str) -> Optional[str]:
+    """The recorded verdict if the record's fingerprint equals the run's entries now."""
+    record = read_record(artifacts_dir, run_id)
+    if not record or not isinstance(record.get("fingerprint"), dict):
+        return None
+    if record["fingerprint"] != fingerprint(ArtifactLayout(Path(artifacts_dir)), run_id):
+        return None
+    verdict = record.get("verdict")
+    return verdict if verdict in ("PASS", "FAIL") else None

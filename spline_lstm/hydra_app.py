@@ -112,11 +112,11 @@ class HealthGateCallback(Callback):
             _record_status(run_id, err, log_path)
             log.error("%s", error_line(err, str(log_path)))
             return
-        from spline_lstm.health import run_gate, write_record
+        from spline_lstm import health
 
         t0 = time.perf_counter()
-        result = run_gate(artifacts_dir, run_id)
-        record = write_record(result)
+        result = health.run_gate(artifacts_dir, run_id, require_commit=False)  # the record comes last
+        record = health.write_record(result)
         elapsed = time.perf_counter() - t0
         err = result.error()
         try:
@@ -128,7 +128,9 @@ class HealthGateCallback(Callback):
                 err = typed if isinstance(typed, TrackingFailed) else TrackingFailed(
                     f"could not record the gate verdict (health=PASS) in MLflow: {type(exc).__name__}: "
                     f"{one_line(str(exc), 200)}")
-        _print_summary(artifacts_dir, run_id, result.passed, record, elapsed, log_path)
+        if err is None:  # every artifact written, MLflow ended and tagged: commit, as the very last write
+            health.commit(result, final=HydraConfig.get().mode == RunMode.RUN)
+        _print_summary(artifacts_dir, run_id, result.passed and err is None, record, elapsed, log_path)
         if err is not None:
             if not result.passed:
                 logging.getLogger("spline_lstm.trace").error("gate failed: %s", json.dumps(result.to_dict()))
@@ -170,18 +172,24 @@ def _tag_mlflow(run_id: str, passed: bool) -> None:
 
 def _print_summary(artifacts_dir: Path, run_id: str, passed: bool, record: Path, elapsed: float,
                    log_path: Path) -> None:
-    paths = ArtifactLayout(artifacts_dir).paths(run_id)
+    """Display only: it runs after the commit, so it must never raise."""
+    from spline_lstm.jsonio import read_json
+
     try:
-        metrics = json.loads(paths["metrics"].read_text())
-        rmse = metrics["metrics"]["rmse"]
-        vs = ", ".join(f"{n} {b['rmse']:.4g}" for n, b in metrics["baselines"].items())
-        line = f"test rmse {rmse:.4g} (baselines: {vs})"
+        paths = ArtifactLayout(artifacts_dir).paths(run_id)
+        try:
+            metrics = read_json(paths["metrics"])
+            rmse = metrics["metrics"]["rmse"]
+            vs = ", ".join(f"{n} {b['rmse']:.4g}" for n, b in metrics["baselines"].items())
+            line = f"test rmse {rmse:.4g} (baselines: {vs})"
+        except Exception:
+            line = "test metrics unavailable"
+        log.info("== summary")
+        log.info("run_id     %s", run_id)
+        log.info("metrics    %s", line)
+        log.info("gate       %s in %.0f ms -> %s", "PASS" if passed else "FAIL", elapsed * 1000, record)
+        log.info("artifacts  %s", artifacts_dir)
+        log.info("report     %s", paths["report"])
+        log.info("log        %s", log_path)
     except Exception:
-        line = "test metrics unavailable"
-    log.info("== summary")
-    log.info("run_id     %s", run_id)
-    log.info("metrics    %s", line)
-    log.info("gate       %s in %.0f ms -> %s", "PASS" if passed else "FAIL", elapsed * 1000, record)
-    log.info("artifacts  %s", artifacts_dir)
-    log.info("report     %s", paths["report"])
-    log.info("log        %s", log_path)
+        pass

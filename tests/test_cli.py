@@ -6,13 +6,15 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from spline_lstm.artifacts import ArtifactLayout, safe_load_pickle
+from spline_lstm.artifacts import ArtifactLayout, quarantine, safe_load_pickle
 from tests.conftest import Run, cli, last_line
 from tests.helpers.tamper import (files_under, input_csv, malicious_pickle, mlflow_runs,
                                   rewrite_pickle)
@@ -113,19 +115,25 @@ def rows_of(proc) -> dict:
     return {r["run_id"]: r for r in json.loads(proc.stdout)}
 
 
-def test_runs_list_shows_pass_incomplete_and_unchecked(fresh_run: Run):
+def test_runs_list_shows_pass_fail_running_and_incomplete(fresh_run: Run):
     layout = ArtifactLayout(fresh_run.artifacts)
     layout.claim("failed-early")  # what a run that failed before writing anything leaves behind
-    for kind, path in layout.paths("half-done").items():  # files present, no verdict yet
+    for kind, path in layout.paths("half-done").items():  # every file, never committed
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(fresh_run.path(kind).read_bytes())
-
-    proc = cli("runs", "list", "--outputs-dir", str(fresh_run.outputs))
+    layout.claim("live")
+    hold = _hold_lock(fresh_run.outputs / "runs" / "live")  # a live launch holds its Hydra folder
+    try:
+        proc = cli("runs", "list", "--outputs-dir", str(fresh_run.outputs))
+    finally:
+        hold.kill()
+        hold.wait()
     assert proc.returncode == 0, proc.stderr
     table = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:]}
     assert table[fresh_run.run_id][2:4] == ["PASS", "8/8"]
     assert table["failed-early"][2:4] == ["incomplete", "0/8"]
-    assert table["half-done"][2:4] == ["unchecked", "8/8"]
+    assert table["half-done"][2:4] == ["incomplete", "8/8"]  # all files, no completion record
+    assert table["live"][2:4] == ["running", "0/8"]
     assert proc.stdout.splitlines()[0].split() == ["run_id", "age", "status", "files", "test_rmse"]
 
     rows = rows_of(cli("runs", "list", "--json", "--outputs-dir", str(fresh_run.outputs)))
@@ -133,10 +141,48 @@ def test_runs_list_shows_pass_incomplete_and_unchecked(fresh_run: Run):
     assert rows[fresh_run.run_id]["test_rmse"] == fresh_run.json("metrics")["metrics"]["rmse"]
     assert rows["failed-early"] == {**rows["failed-early"], "status": "incomplete", "artifacts": "0/8",
                                     "test_rmse": None}
+    assert rows["live"]["status"] == "incomplete"  # the lock is gone with its process
 
     fresh_run.path("report").unlink()
     rows = rows_of(cli("runs", "list", "--json", "--outputs-dir", str(fresh_run.outputs)))
-    assert rows[fresh_run.run_id]["status"] == "incomplete" and rows[fresh_run.run_id]["artifacts"] == "7/8"
+    assert rows[fresh_run.run_id]["status"] == "FAIL" and rows[fresh_run.run_id]["artifacts"] == "7/8"
+    assert "1 of 8 artifacts missing" in rows[fresh_run.run_id]["reason"]
+
+
+def test_runs_list_never_trusts_a_stale_pass(fresh_run: Run):
+    """The verdict cache is keyed on every file's size and mtime: truncating best.keras
+    after a PASS (record and all) shows FAIL at once."""
+    assert cli("health", fresh_run.run_id, "--outputs-dir", str(fresh_run.outputs)).returncode == 0
+    record = fresh_run.artifacts / "health" / f"{fresh_run.run_id}.json"
+    assert json.loads(record.read_text())["fingerprint"]
+    rows = rows_of(cli("runs", "list", "--json", "--outputs-dir", str(fresh_run.outputs)))
+    assert rows[fresh_run.run_id]["status"] == "PASS"
+    best = fresh_run.path("best")
+    best.write_bytes(best.read_bytes()[:100])
+    rows = rows_of(cli("runs", "list", "--json", "--outputs-dir", str(fresh_run.outputs)))
+    assert rows[fresh_run.run_id]["status"] == "FAIL"
+    assert json.loads(record.read_text())["verdict"] == "PASS"  # the stale record is still there, unused
+
+
+@pytest.mark.parametrize("doc", ["[1, 2]", "[" * 100_000, '{"verdict": "PASS", "fingerprint": ' + "1" * 400 + "}"],
+                         ids=["list", "deep", "400-digits"])
+def test_runs_list_survives_a_hostile_health_record(fresh_run: Run, doc: str):
+    (fresh_run.artifacts / "health" / f"{fresh_run.run_id}.json").write_text(doc)
+    proc = cli("runs", "list", "--json", "--outputs-dir", str(fresh_run.outputs))
+    assert proc.returncode == 0, proc.stderr
+    no_traceback(proc)
+    assert rows_of(proc)[fresh_run.run_id]["status"] == "PASS"  # re-verified from the files
+
+
+def _hold_lock(folder: Path):
+    """A separate process holding folder/.lock the way a live launch does."""
+    folder.mkdir(parents=True, exist_ok=True)
+    code = ("import fcntl, os, sys, time\n"
+            f"fd = os.open({str(folder / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
 
 
 def test_runs_list_on_an_empty_outputs_dir(tmp_path: Path):
@@ -191,3 +237,92 @@ def test_quarantine_refuses_an_invalid_run_id_with_3(fresh_run: Run):
     assert proc.returncode == 3 and last_line(proc.stderr).startswith("ERROR [RUN_ID_INVALID] ")
     no_traceback(proc)
     assert fresh_run.path("metrics").exists()
+
+
+def test_quarantine_takes_exactly_one_run_id(fresh_run: Run):
+    """Regression (issue 11): ``runs quarantine <id>.md`` moved <id>'s report, whose path is
+    run ``<id>.md``'s plot folder. Prefixes and suffixes of a run_id own nothing of it."""
+    rid, layout = fresh_run.run_id, ArtifactLayout(fresh_run.artifacts)
+    before = {p: p.read_bytes() for p in files_under(fresh_run.artifacts)}
+    for other in (f"{rid}.md", rid[:5], f"{rid}-2", f"{rid}.json"):
+        proc = cli("runs", "quarantine", other, "--outputs-dir", str(fresh_run.outputs))
+        assert proc.returncode == 0 and "nothing to quarantine" in proc.stdout, proc.stdout + proc.stderr
+    assert {p: p.read_bytes() for p in files_under(fresh_run.artifacts)} == before
+    assert not (fresh_run.artifacts / "quarantine").exists()
+
+    # the other way round: run 'solo.md' has a plot folder named like run 'solo''s report
+    layout.claim("solo.md")
+    plot = layout.plot_dir("solo.md") / "series.png"
+    plot.parent.mkdir(parents=True)
+    plot.write_bytes(b"\x89PNG")
+    proc = cli("runs", "quarantine", "solo", "--outputs-dir", str(fresh_run.outputs))
+    assert proc.returncode == 0 and "nothing to quarantine" in proc.stdout
+    assert plot.read_bytes() == b"\x89PNG"
+    proc = cli("runs", "quarantine", "solo.md", "--outputs-dir", str(fresh_run.outputs))
+    assert proc.returncode == 0 and "quarantined run_id solo.md: 1 files moved" in proc.stdout, proc.stdout
+    assert not plot.exists() and fresh_run.path("report").is_file()
+
+
+def test_quarantine_moves_the_completion_record(fresh_run: Run):
+    rid = fresh_run.run_id
+    record = ArtifactLayout(fresh_run.artifacts).complete_path(rid)
+    assert record.is_file()
+    proc = cli("runs", "quarantine", rid, "--outputs-dir", str(fresh_run.outputs))
+    assert proc.returncode == 0, proc.stderr
+    target = Path(re.search(r"files moved to (\S+)", proc.stdout).group(1))
+    assert not record.exists() and (target / "complete" / f"{rid}.json").is_file()
+    assert cli("health", rid, "--outputs-dir", str(fresh_run.outputs)).returncode == 9
+
+
+def test_quarantine_never_connects_to_a_store_named_in_the_run(fresh_run: Run, tmp_path: Path):
+    """Regression: the MLflow tag followed metadata's tracking_uri (a planted one created a
+    database elsewhere, or sent a request anywhere). Only the configured store is used."""
+    planted = tmp_path / "elsewhere" / "planted.db"
+    doc = fresh_run.json("metadata")
+    doc["mlflow"]["tracking_uri"] = f"sqlite:///{planted}"
+    fresh_run.path("metadata").write_text(json.dumps(doc))
+    proc = cli("runs", "quarantine", fresh_run.run_id, "--outputs-dir", str(fresh_run.outputs))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not planted.parent.exists()
+    assert "MLflow: tagged 1 run(s) quarantined=true" in proc.stdout
+    (mlrun,) = mlflow_runs(fresh_run.outputs, fresh_run.run_id)
+    assert mlrun.data.tags["quarantined"] == "true"
+
+
+def test_quarantine_refuses_a_run_that_is_still_running_with_4(fresh_run: Run):
+    rid = fresh_run.run_id
+    before = {p: p.read_bytes() for p in files_under(fresh_run.outputs) if "mlflow" not in p.name}
+    hold = _hold_lock(fresh_run.outputs / "runs" / rid)
+    try:
+        proc = cli("runs", "quarantine", rid, "--outputs-dir", str(fresh_run.outputs))
+    finally:
+        hold.kill()
+        hold.wait()
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    line = last_line(proc.stderr)
+    assert line.startswith("ERROR [RUN_ID_CONFLICT] ") and "is running right now" in line, line
+    no_traceback(proc)
+    after = {p: p.read_bytes() for p in files_under(fresh_run.outputs) if "mlflow" not in p.name}
+    assert after == before  # nothing moved
+    assert cli("runs", "quarantine", rid, "--outputs-dir", str(fresh_run.outputs)).returncode == 0  # once it ended
+
+
+def test_two_quarantines_in_the_same_second(fresh_run: Run):
+    """Together: one moves the run, the other finds nothing to do; one after the other
+    within a second (the run_id reused in between): two distinct folders. All exit 0."""
+    rid, layout = fresh_run.run_id, ArtifactLayout(fresh_run.artifacts)
+    argv = [sys.executable, "-m", "spline_lstm", "runs", "quarantine", rid, "--outputs-dir", str(fresh_run.outputs)]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    said = sorted("nothing to quarantine" in out for out, _ in outs)
+    assert said == [False, True], outs
+    assert not any("Traceback" in err for _, err in outs)
+
+    targets = []
+    for _ in range(2):  # in-process: both within one second, as a script looping over runs would
+        layout.claim(rid)  # the run_id reused, then quarantined again at once
+        targets.append(quarantine(layout, rid))
+    assert targets[0] != targets[1] and all(t.is_dir() for t in targets)  # same second: '<name>-2'
+    folders = list((fresh_run.artifacts / "quarantine").iterdir())
+    assert len(folders) == 3, folders

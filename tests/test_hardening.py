@@ -341,6 +341,34 @@ TAMPER_CASES: List[Scenario] = [
     Scenario("tamper-edited-report", "tampering", "report edited after the run", 9, "HEALTH_FAILED"),
     Scenario("tamper-pickle-code", "tampering", "preprocessor.pkl replaced by a pickle that runs a command, "
              "metadata hash updated to match", 11, "UNSAFE_ARTIFACT", "the command never runs"),
+    # issue 11: the gate checks every file of the run against the completion record
+    Scenario("tamper-plot-symlink", "tampering", "a plot replaced by a symlink to a system file (/etc/passwd)", 11,
+             "UNSAFE_ARTIFACT", "is a symlink"),
+    Scenario("tamper-plot-edited", "tampering", "a plot's bytes changed", 9, "HEALTH_FAILED",
+             "plot forecast.png: sha256 differs from metadata"),
+    Scenario("tamper-extra-file", "tampering", "an unknown file dropped into the run's checkpoints folder", 9,
+             "HEALTH_FAILED", "unknown file"),
+    Scenario("tamper-stale-pass", "tampering", "health passed (record PASS), then best.keras truncated", 9,
+             "HEALTH_FAILED", "best checkpoint best.keras is not a Keras zip archive"),
+    Scenario("tamper-resealed-metadata", "tampering", "report edited and its sha256 in metadata rewritten to match",
+             9, "HEALTH_FAILED", "sha256 differs from the completion record"),
+    Scenario("tamper-no-record", "tampering", "completion record deleted (killed -9 after the gate passed, before "
+             "the record)", 9, "HEALTH_FAILED", "no completion record"),
+    Scenario("tamper-record-list", "tampering", "completion record is a JSON list", 9, "HEALTH_FAILED",
+             "is not a JSON object"),
+    Scenario("tamper-record-other-run", "tampering", "another run's completion record copied in", 10,
+             "RUN_ID_MISMATCH", "the completion record says"),
+    Scenario("json-400-digits", "hostile JSON", "metrics json holding a 400-digit integer", 9, "HEALTH_FAILED",
+             "an integer of 400 digits"),
+    Scenario("json-deep", "hostile JSON", "metadata json nested 200 000 levels deep", 9, "HEALTH_FAILED",
+             "nested 200001 levels deep"),
+    Scenario("json-huge", "hostile JSON", "metrics json of 20 MB", 9, "HEALTH_FAILED", "larger than"),
+    Scenario("json-not-utf8", "hostile JSON", "meta.json with bytes that are not UTF-8", 9, "HEALTH_FAILED",
+             "not UTF-8"),
+    Scenario("json-fifo", "hostile JSON", "meta.json replaced by a FIFO (a reader would block)", 11,
+             "UNSAFE_ARTIFACT", "not a regular file"),
+    Scenario("json-dev-zero", "hostile JSON", "metrics json replaced by a symlink to /dev/zero", 11,
+             "UNSAFE_ARTIFACT", "is a symlink"),
 ]
 
 FAULT_CASES: List[Scenario] = [
@@ -371,6 +399,35 @@ FAULT_CASES: List[Scenario] = [
              slow=True),
     Scenario("determinism", "determinism", "the same config twice", 0, "OK",
              "bit-identical metrics and history, identical processed.npz; metadata records determinism"),
+]
+
+# Issue 11: the commit protocol (tests/test_commit_protocol.py) and quarantine (tests/test_cli.py).
+COMMIT_CASES: List[Scenario] = [
+    Scenario("commit-sigterm-writing-artifacts", "commit", "SIGTERM while plots, metrics, metadata and MLflow "
+             "artifacts are written", 130, "INTERRUPTED", "no completion record; health 9; runs list not PASS; "
+             "MLflow run KILLED", slow=True),
+    Scenario("commit-sigterm-before-gate", "commit", "SIGTERM after MLflow ended the run FINISHED, before the gate "
+             "and the commit", 130, "INTERRUPTED", "no completion record; health 9; runs list incomplete", slow=True),
+    Scenario("commit-helper-killed-before-tag", "commit", "the tracking helper killed -9 before the gate tags "
+             "its verdict", 8, "TRACKING_FAILED", "no completion record; health 9", slow=True),
+    Scenario("commit-signals-after-commit", "commit", "SIGTERM and SIGINT after the completion record was "
+             "written", 0, "OK", "ignored: exit 0; health 0", slow=True),
+    Scenario("commit-killed-before-record", "commit", "gate passed, process killed -9 before the record (record "
+             "deleted)", 9, "HEALTH_FAILED", "health 9 'no completion record'; runs list incomplete"),
+    Scenario("quarantine-suffix-run-id", "quarantine", "runs quarantine <id>.md, <prefix>, <id>-2 beside run <id>",
+             0, "OK", "nothing to quarantine; not one byte of <id> moved"),
+    Scenario("quarantine-planted-uri", "quarantine", "a tracking_uri planted in the run's metadata", 0, "OK",
+             "never connected to; the configured store is tagged"),
+    Scenario("quarantine-live-run", "quarantine", "the run's folder lock is held (still running)", 4,
+             "RUN_ID_CONFLICT", "nothing moved"),
+    Scenario("quarantine-same-second", "quarantine", "two quarantines at once, and two within one second", 0, "OK",
+             "one moves, the other has nothing to do; distinct folders"),
+    Scenario("quarantine-moves-record", "quarantine", "quarantine of a committed run", 0, "OK",
+             "its completion record moves too: health 9 afterwards"),
+    Scenario("runs-list-stale-pass", "runs list", "health PASS recorded, then best.keras truncated", 0, "OK",
+             "runs list shows FAIL (cache keyed on sizes + mtimes)"),
+    Scenario("runs-list-hostile-record", "runs list", "health record that is a list, 100 000 deep, a 400-digit "
+             "number", 0, "OK", "re-verified from the files; no traceback"),
 ]
 
 CLI_RUN_ID_CASES: List[Tuple[str, Tuple[str, ...]]] = [
@@ -676,6 +733,8 @@ def snapshot(root: Path) -> Dict[str, str]:
                 out[rel] = "link:" + os.readlink(p)
             elif p.is_dir():
                 out[rel] = "dir"
+            elif not p.is_file():
+                out[rel] = "special"  # a FIFO: reading it would block
             else:
                 try:
                     out[rel] = _sha(p)
@@ -964,7 +1023,7 @@ def test_tracking_password_not_kept_by_hydra(matrix: MatrixRunner):
 def test_case_ids_are_unique_and_codes_match_names():
     from spline_lstm.errors import EXIT_CODES
 
-    every = MATRIX + TOLERATED_CASES + TAMPER_CASES + FAULT_CASES
+    every = MATRIX + TOLERATED_CASES + TAMPER_CASES + FAULT_CASES + COMMIT_CASES
     ids = [c.id for c in every]
     assert len(ids) == len(set(ids))
     for c in every:
@@ -980,7 +1039,7 @@ def test_reliability_table_lists_every_case():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     table = module.render()
-    for c in MATRIX + TOLERATED_CASES + PREDICT_INPUT_CASES + TAMPER_CASES + FAULT_CASES:
+    for c in MATRIX + TOLERATED_CASES + PREDICT_INPUT_CASES + TAMPER_CASES + FAULT_CASES + COMMIT_CASES:
         assert f"| `{c.id}`" in table and f"{c.code} {c.name}" in table, c.id
     published = REPO / "docs" / "reliability.md"  # what the README links to
     assert published.read_text(encoding="utf-8") == table, \
@@ -1138,7 +1197,58 @@ def _tamper(tid: str, run: Run, other: Run, outside: Path) -> List[str]:
         meta["artifacts"]["preprocessor"]["sha256"] = _sha(mine["preprocessor"])
         mine["metadata"].write_text(json.dumps(meta))
         return ["preprocessor", "metadata"]
-    raise AssertionError(f"unknown tamper case {tid}")
+    return _tamper_sealed(tid, run, other, mine)
+
+
+def _tamper_sealed(tid: str, run: Run, other: Run, mine: Dict[str, Path]) -> List[str]:
+    """Issue 11's cases: plots, stray files, the completion record, hostile JSON."""
+    from spline_lstm.artifacts import ArtifactLayout
+
+    layout = ArtifactLayout(run.artifacts)
+    plot = layout.plot_dir(run.run_id) / "forecast.png"
+    record = layout.complete_path(run.run_id)
+    if tid == "tamper-plot-symlink":
+        plot.unlink()
+        plot.symlink_to("/etc/passwd")
+    elif tid == "tamper-plot-edited":
+        data = bytearray(plot.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        plot.write_bytes(bytes(data))
+    elif tid == "tamper-extra-file":
+        (mine["best"].parent / "notes.txt").write_text("left here by someone\n")
+    elif tid == "tamper-stale-pass":
+        assert cli("health", run.run_id, "--outputs-dir", str(run.outputs)).returncode == 0
+        data = mine["best"].read_bytes()
+        mine["best"].write_bytes(data[: len(data) // 2])
+    elif tid == "tamper-resealed-metadata":
+        with open(mine["report"], "a") as fh:
+            fh.write("\nall good, trust me\n")
+        meta = json.loads(mine["metadata"].read_text())
+        meta["artifacts"]["report"]["sha256"] = _sha(mine["report"])
+        mine["metadata"].write_text(json.dumps(meta))
+    elif tid == "tamper-no-record":
+        record.unlink()
+    elif tid == "tamper-record-list":
+        record.write_text("[1, 2, 3]\n")
+    elif tid == "tamper-record-other-run":
+        shutil.copyfile(ArtifactLayout(other.artifacts).complete_path(other.run_id), record)
+    elif tid == "json-400-digits":
+        mine["metrics"].write_text(json.dumps({"run_id": run.run_id})[:-1] + ', "n": ' + "9" * 400 + "}")
+    elif tid == "json-deep":
+        mine["metadata"].write_text("[" * 200_001 + "]" * 200_001)
+    elif tid == "json-huge":
+        mine["metrics"].write_text('{"pad": "' + "x" * (20 << 20) + '"}')
+    elif tid == "json-not-utf8":
+        mine["meta"].write_bytes(b'{"run_id": "\xff\xfe"}')
+    elif tid == "json-fifo":
+        mine["meta"].unlink()
+        os.mkfifo(mine["meta"])
+    elif tid == "json-dev-zero":
+        mine["metrics"].unlink()
+        mine["metrics"].symlink_to("/dev/zero")
+    else:
+        raise AssertionError(f"unknown tamper case {tid}")
+    return [tid]
 
 
 @pytest.mark.parametrize("case", TAMPER_CASES, ids=[c.id for c in TAMPER_CASES])
@@ -1164,6 +1274,9 @@ def test_tampered_run_is_refused_by_the_gate(case: Scenario, fresh_run: Run, tol
     assert json.loads((fresh_run.artifacts / "health" / f"{fresh_run.run_id}.json").read_text())["verdict"] == "FAIL"
     assert snapshot(outside) == outside_before and snapshot(other.artifacts) == other_before
     assert changed
+    listing = cli("runs", "list", "--json", "--outputs-dir", str(fresh_run.outputs))
+    assert listing.returncode == 0 and "Traceback" not in listing.stderr, listing.stderr
+    assert {r["run_id"]: r["status"] for r in json.loads(listing.stdout)}[fresh_run.run_id] == "FAIL"
 
 
 # =============================================================================

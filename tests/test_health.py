@@ -41,11 +41,15 @@ def assert_fails(proc: subprocess.CompletedProcess, code: int, *fragments: str) 
     return line
 
 
-def assert_record(run: Run, verdict: str, code: int) -> dict:
+CHECKS = ["storage", "exist", "parse", "pickle", "run_id", "hashes"]
+
+
+def assert_record(run: Run, verdict: str, code: int, standalone: bool = True) -> dict:
+    """The gate's report; the in-run gate runs before the completion record can exist."""
     record = json.loads((run.artifacts / "health" / f"{run.run_id}.json").read_text())
     assert record["run_id"] == run.run_id
     assert (record["verdict"], record["code"]) == (verdict, code)
-    assert [c["name"] for c in record["checks"]] == ["storage", "exist", "parse", "pickle", "run_id", "hashes"]
+    assert [c["name"] for c in record["checks"]] == CHECKS + (["complete"] if standalone else [])
     return record
 
 
@@ -258,7 +262,8 @@ def test_in_run_gate_failure_fails_the_run(tmp_path: Path):
     assert line.endswith(f"(log: {log})")
     assert (log.parent / "broken-by-test.txt").read_text().strip() == "processed:flip"  # the breaker ran
     run = Run(outputs, run_id)
-    assert_record(run, "FAIL", 9)
+    assert_record(run, "FAIL", 9, standalone=False)
+    assert not (outputs / "artifacts" / "complete" / f"{run_id}.json").exists()  # never committed
     assert "gate failed" in log.read_text()
 
     runs = mlflow_runs(outputs, run_id)
@@ -288,8 +293,54 @@ def test_sweep_runs_every_job_and_fails_with_the_failed_run_id(tmp_path: Path, l
     for run_id in ids:
         run = Run(outputs, run_id)
         ok = run_id != broken
-        assert_record(run, "PASS" if ok else "FAIL", 0 if ok else 9)
+        assert_record(run, "PASS" if ok else "FAIL", 0 if ok else 9, standalone=False)
+        assert (run.artifacts / "complete" / f"{run_id}.json").exists() == ok
         (mlrun,) = mlflow_runs(outputs, run_id)
         assert mlrun.data.tags["health"] == ("PASS" if ok else "FAIL")
         assert mlrun.info.status == ("FINISHED" if ok else "FAILED")
         assert gate(run).returncode == (0 if ok else 9)
+
+
+# --- the completion record and the whole file set (issue 11) -------------------------------------
+
+def record_path(run: Run) -> Path:
+    return run.artifacts / "complete" / f"{run.run_id}.json"
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda files: files.update({k: "x" for k in files}), "sha256 differs from the completion record"),
+    (lambda files: files.pop("metrics/smoke-fixture.json"), "metrics/smoke-fixture.json: not in the completion record"),
+    (lambda files: files.update({"metrics/ghost.json": {"sha256": "0"}}), "sealed by the completion record but gone"),
+    (lambda files: files.clear(), "not in the completion record"),
+], ids=["not-objects", "one-missing", "one-extra", "empty"])
+def test_the_completion_record_must_seal_exactly_the_files(fresh_run: Run, change, fragment: str):
+    rewrite_json(record_path(fresh_run), lambda doc: change(doc["files"]))
+    assert_fails(gate(fresh_run), 9, "complete: ", fragment)
+
+
+def test_a_missing_record_fails_even_when_every_file_is_intact(fresh_run: Run):
+    record_path(fresh_run).unlink()
+    proc = gate(fresh_run)
+    assert_fails(proc, 9, "complete: no completion record", "the run never finished")
+    record = assert_record(fresh_run, "FAIL", 9)
+    assert [c["status"] for c in record["checks"]] == ["PASS"] * 6 + ["FAIL"]
+
+
+@pytest.mark.parametrize("action, code, fragment", [
+    ("delete", 9, "plot loss.png: recorded in metadata but missing"),
+    ("extra", 9, "unknown file reports/smoke-fixture/extra.png"),
+    ("dir", 9, "unknown file checkpoints/smoke-fixture/.staging"),
+    ("link-dir", 11, "is a symlink"),
+], ids=["plot-deleted", "plot-extra", "stray-folder", "plot-folder-symlink"])
+def test_every_file_of_the_run_is_checked(fresh_run: Run, tmp_path: Path, action: str, code: int, fragment: str):
+    plots = fresh_run.artifacts / "reports" / fresh_run.run_id
+    if action == "delete":
+        (plots / "loss.png").unlink()
+    elif action == "extra":
+        (plots / "extra.png").write_bytes((plots / "loss.png").read_bytes())
+    elif action == "dir":
+        (fresh_run.path("best").parent / ".staging").mkdir()
+    else:
+        plots.rename(tmp_path / "plots")
+        plots.symlink_to(tmp_path / "plots", target_is_directory=True)
+    assert_fails(gate(fresh_run), code, fragment)

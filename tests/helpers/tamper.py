@@ -63,11 +63,12 @@ def malicious_pickle(run_id: str, func: Callable, args: tuple) -> bytes:
 
 
 def relocate_mlflow(outputs: Path) -> None:
-    """Point a copied outputs dir's MLflow records at the copy itself.
+    """Point a copied outputs dir's MLflow store at the copy itself.
 
-    A copied ``mlflow.db`` still names the original's artifact folder, and the copied
-    metadata names the original's store; without this, a rerun or a quarantine in the copy
-    would write into the session's shared smoke run."""
+    A copied ``mlflow.db`` still names the original's artifact folder; without this, a
+    rerun in the copy would write into the session's shared smoke run. The run's own
+    files are left as they are: they are sealed by its completion record, and
+    quarantine never connects to a store named in them."""
     db = outputs / "mlflow.db"
     con = sqlite3.connect(db)
     try:
@@ -76,11 +77,6 @@ def relocate_mlflow(outputs: Path) -> None:
         con.commit()
     finally:
         con.close()
-    for meta in (outputs / "artifacts" / "metadata").glob("*.json"):
-        doc = json.loads(meta.read_text())
-        if isinstance(doc.get("mlflow"), dict) and doc["mlflow"].get("tracking_uri"):
-            doc["mlflow"]["tracking_uri"] = f"sqlite:///{db.absolute()}"
-            meta.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 def mlflow_runs(outputs: Path, run_id: str) -> list:
