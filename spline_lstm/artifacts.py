@@ -158,6 +158,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> Dict[str, Any]:
     return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
+def atomic_write_new(path: Path, data: bytes) -> Dict[str, Any]:
+    """Like ``atomic_write_bytes``, but never replaces an existing file: the finished
+    temp file is hard-linked to its name, which fails if the name exists."""
+    tmp = _tmp_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        raise StorageError(f"cannot write {path}: it exists already (created meanwhile?); nothing replaced") \
+            from None
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        _unlink_quiet(tmp)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
 def atomic_write_json(path: Path, obj: Any) -> Dict[str, Any]:
     text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=True)
     return atomic_write_bytes(path, (text + "\n").encode("utf-8"))

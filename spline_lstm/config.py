@@ -336,8 +336,7 @@ def _offset(key: str, value: str):
     try:
         offset = to_offset(value)
     except (ValueError, TypeError) as exc:
-        raise ConfigInvalid(f"{key}: {value!r} is not a pandas frequency (e.g. h, 15min, D, MS): "
-                            f"{one_line(str(exc), 120)}") from None
+        raise ConfigInvalid(f"{key}: {value!r} is not a pandas frequency (e.g. h, 15min, D, MS, W-MON)") from exc
     _require(offset is not None and offset.n > 0, key, f"{value!r} must step forward in time")
     return offset
 

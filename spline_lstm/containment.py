@@ -196,9 +196,47 @@ def check_overrides(args: List[str]) -> None:
         if arg.startswith("-") or not ("=" in arg or arg.startswith("~")):
             continue  # a flag or a flag's value (--cfg hydra), not an override
         key = arg.split("=", 1)[0].lstrip("~+")
+        if key == "hydra.job.chdir":
+            raise ConfigInvalid("hydra.job.chdir: cannot be set: a run never changes its working directory "
+                                "(relative paths would land inside the run folder)")
         if key == "hydra" or key.startswith(tuple(f"{k}." for k in FIXED_HYDRA_KEYS)) or key in FIXED_HYDRA_KEYS:
             raise ConfigInvalid(f"{key}: where Hydra writes is derived from paths.outputs_dir and run_id and "
                                 "cannot be set; set paths.outputs_dir or run_id instead")
+
+
+def check_predict_output(output: str, input_path: str, outputs: Path, artifacts: Path, overwrite: bool) -> Path:
+    """Where ``predict --output`` may write: never into the artifacts tree or a run
+    folder, never over its own input (also through a symlink or a hard link), never
+    over an existing file unless ``overwrite``. Returns the path to write (its folder
+    resolved, the name kept: a symlink there is replaced, not followed). Reads only."""
+    given = Path(output).expanduser().absolute()
+    if not given.name or given.name in (".", "..") or output.endswith(os.sep):
+        raise ConfigInvalid(f"--output {output!r}: name a file, not a folder")
+    folder = check_writable_root("--output", given.parent)
+    target = folder / given.name
+    art_real = Path(os.path.realpath(artifacts))
+    out_real = Path(os.path.realpath(outputs))
+    for root, what in ((art_real, "the artifacts tree"), (out_real / "runs", "a run folder"),
+                       (out_real / "sweeps", "a sweep folder")):
+        if inside(target, root):
+            raise ConfigInvalid(f"--output {output}: lies inside {what} ({root}), whose files belong to runs; "
+                                "write the forecast elsewhere")
+    source = Path(input_path).expanduser().absolute()
+    if os.path.realpath(target) == os.path.realpath(source) or _same_file(target, source):
+        raise ConfigInvalid(f"--output {output}: is the --input file itself; write the forecast elsewhere")
+    if os.path.lexists(target):
+        if target.is_dir() and not target.is_symlink():
+            raise ConfigInvalid(f"--output {output}: is a folder; name a file")
+        if not overwrite:
+            raise ConfigInvalid(f"--output {output}: exists already; pass --overwrite to replace it")
+    return target
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 # --- the plan of one job -------------------------------------------------------------
@@ -242,21 +280,24 @@ def plan_sweep(master: DictConfig) -> Tuple[Path, List[str]]:
 
     app = plan_job(master, resolve_run_id=False)
     loader = GlobalHydra.instance().config_loader()
-    seen: Dict[str, List[str]] = {}
+    seen: Dict[str, int] = {}
     for num, overrides in enumerate(sweep_jobs(master)):
         job = loader.load_sweep_config(master, list(overrides))
         with open_dict(job):
             job.hydra.job.num = num
         explicit = _explicit_run_id(job)
-        japp = plan_job(job, resolve_run_id=explicit)
+        try:
+            japp = plan_job(job, resolve_run_id=explicit)
+        except SplineLSTMError as err:
+            raise type(err)(f"{err} (sweep job #{num})") from err
         if (japp.paths.outputs_dir, japp.paths.artifacts_dir) != (app.paths.outputs_dir, app.paths.artifacts_dir):
-            raise ConfigInvalid("paths.outputs_dir / paths.artifacts_dir: cannot vary within a sweep "
-                                f"(job {' '.join(overrides)}); run one sweep per folder")
+            raise ConfigInvalid(f"paths.outputs_dir / paths.artifacts_dir: cannot vary within a sweep (sweep job "
+                                f"#{num}); run one sweep per folder")
         if explicit:
             if japp.run_id in seen:
-                raise RunIdConflict(f"run_id '{japp.run_id}' is given to two jobs of this sweep "
-                                    f"({' '.join(seen[japp.run_id])} | {' '.join(overrides)}); one run_id, one run")
-            seen[japp.run_id] = list(overrides)
+                raise RunIdConflict(f"run_id '{japp.run_id}' is given to two jobs of this sweep (#{seen[japp.run_id]} "
+                                    f"and #{num}); one run_id, one run: nothing was run")
+            seen[japp.run_id] = num
     return Path(str(master.hydra.sweep.dir)), list(seen)
 
 

@@ -75,7 +75,7 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
         failed = [s for s in statuses if not s.get("ok")]
         log_path = next((s.get("log") for s in failed if s.get("run_id") and s.get("name") == err.name), None)
         log_path = _keep_traceback(exc, err, log_path)
-        if len(statuses) > 1 or "-m" in sys.argv or "--multirun" in sys.argv:
+        if statuses and (len(statuses) > 1 or "-m" in sys.argv or "--multirun" in sys.argv):
             _print_failures(failed, total=len(statuses))
         sys.stdout.flush()
         print(error_line(err, log_path), file=sys.stderr)
