@@ -326,7 +326,7 @@ def _check_data(d: DataConfig) -> None:
         start + offsets["data.synthetic_freq"] * d.n_points
     except (ValueError, OverflowError) as exc:  # OutOfBoundsDatetime is a ValueError
         raise ConfigInvalid(f"data.start: {d.n_points} steps of {d.synthetic_freq} from {d.start} leave "
-                            f"pandas' timestamp range (1677-2262): {one_line(str(exc), 120)}") from None
+                            f"pandas' timestamp range: {one_line(str(exc), 120)}") from None
 
 
 def _offset(key: str, value: str):
