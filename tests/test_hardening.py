@@ -187,6 +187,46 @@ CONFIG_CASES: List[Case] = [
          ("+preset=airline", "training.epochs=1"), 5, "INPUT_INVALID", ("data.path is required", "airline"), base="none"),
     Case("config-csv-without-path", "config", "data=csv without data.path", ("data=csv", "training.epochs=1"), 5,
          "INPUT_INVALID", ("data.path is required",), base="none"),
+    # ranges, checked before anything is written
+    Case("config-seed-negative", "config", "seed=-1", ("seed=-1",), 2, "CONFIG_INVALID", ("seed", "2^32-1")),
+    Case("config-seed-2-32", "config", "seed=4294967296 (one past 2^32-1)", ("seed=4294967296",), 2,
+         "CONFIG_INVALID", ("seed", "4294967296")),
+    Case("config-synthetic-freq", "config", "data.synthetic_freq=foo", ("data.synthetic_freq=foo",), 2,
+         "CONFIG_INVALID", ("data.synthetic_freq", "'foo'")),
+    Case("config-freq-unknown", "config", "data.freq=fortnight", ("data.freq=fortnight",), 2, "CONFIG_INVALID",
+         ("data.freq", "'fortnight'")),
+    Case("config-start-unparseable", "config", "data.start=x", ("data.start=x",), 2, "CONFIG_INVALID",
+         ("data.start", "'x'")),
+    Case("config-noise-inf", "config", "data.noise=inf", ("data.noise=inf",), 2, "CONFIG_INVALID",
+         ("data.noise", "finite")),
+    Case("config-smoothing-lambda-inf", "config", "preprocess.smoothing_lambda=inf",
+         ("preprocess.smoothing=spline", "preprocess.smoothing_lambda=inf"), 2, "CONFIG_INVALID",
+         ("preprocess.smoothing_lambda", "finite")),
+    Case("config-learning-rate-inf", "config", "training.learning_rate=inf", ("training.learning_rate=inf",), 2,
+         "CONFIG_INVALID", ("training.learning_rate", "finite")),
+    Case("config-dropout-nan", "config", "model.dropout=nan", ("model.dropout=nan",), 2, "CONFIG_INVALID",
+         ("model.dropout", "finite")),
+    Case("config-n-points-huge", "config", "data.n_points=10^9", ("data.n_points=1000000000",), 2,
+         "CONFIG_INVALID", ("data.n_points", "10^8")),
+    Case("config-sweep-job-invalid", "config", "a sweep whose second job has seed=-1: refused before any job runs",
+         ("-m", "seed=1,-1"), 2, "CONFIG_INVALID", ("seed", "sweep job #1")),
+    # where Hydra writes is derived from paths.outputs_dir and run_id
+    Case("config-hydra-run-dir", "config", "hydra.run.dir=<another run's folder>",
+         (f"hydra.run.dir={{outputs}}/runs/{HEALTHY_RUN_ID}",), 2, "CONFIG_INVALID", ("hydra.run.dir",)),
+    Case("config-hydra-chdir", "config", "hydra.job.chdir=true with a relative paths.outputs_dir",
+         ("hydra.job.chdir=true", "paths.outputs_dir=hx-relative-outputs"), 2, "CONFIG_INVALID",
+         ("hydra.job.chdir",)),
+    Case("config-hydra-sweep-dir", "config", "-m hydra.sweep.dir=<another run's folder>",
+         ("-m", f"hydra.sweep.dir={{outputs}}/runs/{HEALTHY_RUN_ID}"), 2, "CONFIG_INVALID", ("hydra.sweep.dir",)),
+    Case("config-hydra-sweep-subdir", "config", "-m hydra.sweep.subdir=../../runs/<another run>",
+         ("-m", f"hydra.sweep.subdir=../../runs/{HEALTHY_RUN_ID}"), 2, "CONFIG_INVALID", ("hydra.sweep.subdir",)),
+    Case("config-hydra-output-subdir", "config", "hydra.output_subdir=<another run's .hydra>",
+         (f"hydra.output_subdir=../{HEALTHY_RUN_ID}/.hydra",), 2, "CONFIG_INVALID", ("hydra.output_subdir",)),
+    Case("config-hydra-log-file", "config", "the run log moved outside the run folder",
+         ("hydra.job_logging.handlers.file.filename={tmp}/elsewhere.log",), 2, "CONFIG_INVALID",
+         ("hydra.job_logging",)),
+    Case("config-hydra-no-containment", "config", "the containment callback removed",
+         ("~hydra.callbacks.containment",), 2, "CONFIG_INVALID", ("hydra.callbacks.containment",)),
 ]
 
 _RID = "RUN_ID_INVALID"
@@ -221,6 +261,9 @@ RUN_ID_CASES: List[Case] = [
          "on its missing data.path, exit 5, proving the run_id passed)",
          (f"run_id={HEALTHY_RUN_ID}", "data=csv", "data.path={tmp}/absent.csv"), 5, "INPUT_INVALID",
          ("absent.csv",), prep="quarantined", base="none"),
+    Case("run_id-sweep-duplicate", "run_id", "a joblib sweep giving one run_id to two jobs: refused before any "
+         "job runs, nothing written", ("-m", "run_id=hx-dup,hx-dup", "hydra/launcher=joblib"), 4,
+         "RUN_ID_CONFLICT", ("hx-dup", "#0 and #1")),
 ]
 
 STORAGE_CASES: List[Case] = [
@@ -234,6 +277,33 @@ STORAGE_CASES: List[Case] = [
     Case("storage-read-only", "storage", "paths.artifacts_dir read-only (holding a healthy run)",
          ("paths.artifacts_dir={tmp}/ro-artifacts",), 6, "STORAGE_ERROR", ("ro-artifacts",),
          prep="read-only-artifacts"),
+    Case("storage-outputs-empty", "storage", "paths.outputs_dir= (empty; once wrote /runs and /artifacts)",
+         ("paths.outputs_dir=",), 2, "CONFIG_INVALID", ("paths.outputs_dir", "must not be empty")),
+    Case("storage-outputs-root", "storage", "paths.outputs_dir=/ (the filesystem root)", ("paths.outputs_dir=/",), 2,
+         "CONFIG_INVALID", ("paths.outputs_dir", "filesystem root")),
+    Case("storage-outputs-proc", "storage", "paths.outputs_dir=/proc", ("paths.outputs_dir=/proc",), 6,
+         "STORAGE_ERROR", ("paths.outputs_dir", "/proc")),
+    Case("storage-outputs-dev", "storage", "paths.outputs_dir under /dev", ("paths.outputs_dir=/dev/hx-outputs",), 6,
+         "STORAGE_ERROR", ("paths.outputs_dir", "/dev")),
+    Case("storage-outputs-link-to-sys", "storage", "paths.outputs_dir a symlink to /sys/kernel",
+         ("paths.outputs_dir={tmp}/sys-link/out",), 6, "STORAGE_ERROR", ("sys-link", "/sys"), prep="sys-link"),
+    Case("storage-artifacts-empty", "storage", "paths.artifacts_dir= (empty)", ("paths.artifacts_dir=",), 2,
+         "CONFIG_INVALID", ("paths.artifacts_dir", "must not be empty")),
+    Case("storage-artifacts-proc", "storage", "paths.artifacts_dir under /proc",
+         ("paths.artifacts_dir=/proc/self/hx-artifacts",), 6, "STORAGE_ERROR", ("paths.artifacts_dir", "/proc")),
+    Case("storage-artifacts-in-run-folder", "storage", "paths.artifacts_dir inside another run's Hydra folder",
+         (f"paths.artifacts_dir={{outputs}}/runs/{HEALTHY_RUN_ID}/artifacts",), 2, "CONFIG_INVALID",
+         ("paths.artifacts_dir", "run folder")),
+    Case("storage-outputs-in-artifacts", "storage", "paths.outputs_dir inside paths.artifacts_dir",
+         ("paths.outputs_dir={outputs}/artifacts/metrics", "paths.artifacts_dir={outputs}/artifacts"), 2,
+         "CONFIG_INVALID", ("paths.outputs_dir", "inside paths.artifacts_dir")),
+    Case("storage-tracking-in-memory", "storage", "tracking.uri=sqlite:// (an in-memory store)",
+         ("tracking.uri=sqlite://",), 2, "CONFIG_INVALID", ("tracking.uri", "no database file")),
+    Case("storage-tracking-in-artifacts", "storage", "a SQLite store inside the artifacts tree",
+         ("tracking.uri=sqlite:///{outputs}/artifacts/metrics/mlflow.db",), 2, "CONFIG_INVALID",
+         ("tracking.uri", "artifacts tree")),
+    Case("storage-tracking-proc", "storage", "a SQLite store under /proc", ("tracking.uri=sqlite:////proc/mlflow.db",),
+         6, "STORAGE_ERROR", ("tracking.uri", "/proc")),
 ]
 
 TRACKING_CASES: List[Case] = [
@@ -673,6 +743,10 @@ def _prep_read_only_db(root: Path, outputs: Path) -> None:
     _lock(store)
 
 
+def _prep_sys_link(root: Path, outputs: Path) -> None:
+    (root / "sys-link").symlink_to("/sys/kernel", target_is_directory=True)
+
+
 def _prep_unreadable_input(root: Path, outputs: Path) -> None:
     (root / "input" / "unreadable.csv").chmod(0o000)
 
@@ -680,6 +754,7 @@ def _prep_unreadable_input(root: Path, outputs: Path) -> None:
 PREPS: Dict[str, Callable[[Path, Path], None]] = {
     "quarantined": _prep_quarantined, "afile": _prep_afile, "read-only-artifacts": _prep_read_only_artifacts,
     "not-a-db": _prep_not_a_db, "read-only-db": _prep_read_only_db, "unreadable-input": _prep_unreadable_input,
+    "sys-link": _prep_sys_link,
 }
 RESTRICTED_PREPS = {"read-only-artifacts", "read-only-db", "unreadable-input"}
 
@@ -695,6 +770,7 @@ class CaseResult:
     after: Dict[str, str] = field(default_factory=dict)
     skip: str = ""
     seconds: float = 0.0
+    escaped: List[str] = field(default_factory=list)  # new entries outside the case's folder
 
     @property
     def console(self) -> str:
@@ -788,7 +864,8 @@ class MatrixRunner:
         if not any(a.startswith("paths.outputs_dir=") for a in args):
             args.append(f"paths.outputs_dir={outputs}")
         run_id = next(a.split("=", 1)[1] for a in args if a.startswith("run_id="))
-        argv = [str(REPO / "launch.py"), *base, *args]
+        flags = [a for a in args if a == "-m"]  # a flag goes before every override (argparse)
+        argv = [str(REPO / "launch.py"), *flags, *base, *[a for a in args if a not in flags]]
         result = CaseResult(case, root, run_id, argv)
         if case.prep:
             PREPS[case.prep](root, outputs)
@@ -796,10 +873,29 @@ class MatrixRunner:
                 with self.lock:
                     self.unlock_after.append(root)
         result.before = snapshot(root)
+        outside = _outside_listing()
         result.proc = _spawn(argv, prefix, env={"HOME": str(root)}, timeout=600)
         result.after = snapshot(root)
+        result.escaped = sorted(set(_outside_listing()) - outside)
         result.seconds = time.perf_counter() - t0
         return result
+
+
+_OUTSIDE_WATCHED = (Path("/"), REPO, Path.cwd(), REPO / "conf", REPO / "spline_lstm")
+
+
+def _outside_listing() -> set:
+    """Entries of the places a run escaping its folder has written to (the filesystem
+    root, the repo, the cwd); a case's launch may add nothing there. Cases run a few
+    at a time: an entry added by any of them fails the case that saw it."""
+    found = set()
+    for folder in _OUTSIDE_WATCHED:
+        try:
+            found.update(str(folder / name) for name in os.listdir(folder)
+                         if name not in (".pytest_cache", "__pycache__", ".hypothesis"))
+        except OSError:
+            pass
+    return found
 
 
 def _collected_cases(request) -> List[Case]:
@@ -850,6 +946,7 @@ def test_matrix(case: Case, matrix: MatrixRunner):
     assert SECRET not in res.console, "a secret reached the console:\n" + res.describe()
     problems = res.unexpected_changes()
     assert not problems, "\n".join(problems) + "\n" + res.describe()
+    assert not res.escaped, f"written outside the case's folder: {res.escaped}\n" + res.describe()
     for path in res.new_files():
         if ".hydra" in path.parts:
             continue  # Hydra's own record of the overrides: see test_tracking_password_not_kept_by_hydra
