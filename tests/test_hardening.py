@@ -408,6 +408,27 @@ FAULT_CASES: List[Scenario] = [
              "bit-identical metrics and history, identical processed.npz; metadata records determinism"),
 ]
 
+OUTPUT_CASES: List[Scenario] = [
+    Scenario("predict-output-other-metrics", "predict", "--output = a run's metrics/<run_id>.json", 2,
+             "CONFIG_INVALID", "refused before the model loads; every file byte-identical"),
+    Scenario("predict-output-in-artifacts", "predict", "--output = a new file inside the artifacts tree", 2,
+             "CONFIG_INVALID", "nothing created"),
+    Scenario("predict-output-run-folder", "predict", "--output inside a run's Hydra folder", 2, "CONFIG_INVALID",
+             "nothing created"),
+    Scenario("predict-output-is-input", "predict", "--output = --input (with --overwrite)", 2, "CONFIG_INVALID",
+             "the input byte-identical"),
+    Scenario("predict-output-symlink-to-input", "predict", "--output a symlink to --input", 2, "CONFIG_INVALID",
+             "the input byte-identical"),
+    Scenario("predict-output-hardlink-to-input", "predict", "--output a hard link to --input", 2, "CONFIG_INVALID",
+             "the input byte-identical"),
+    Scenario("predict-output-existing", "predict", "--output an existing file, no --overwrite", 2, "CONFIG_INVALID",
+             "the file byte-identical"),
+    Scenario("predict-output-folder", "predict", "--output an existing folder", 2, "CONFIG_INVALID"),
+    Scenario("predict-output-proc", "predict", "--output under /proc", 6, "STORAGE_ERROR"),
+    Scenario("predict-output-overwrite", "predict", "--output an existing file with --overwrite", 0, "OK",
+             "replaced atomically by the forecast CSV"),
+]
+
 CLI_RUN_ID_CASES: List[Tuple[str, Tuple[str, ...]]] = [
     ("health-traversal", ("health", "../../etc")),
     ("quarantine-traversal", ("runs", "quarantine", "../artifacts")),
@@ -971,7 +992,7 @@ def test_tracking_password_not_kept_by_hydra(matrix: MatrixRunner):
 def test_case_ids_are_unique_and_codes_match_names():
     from spline_lstm.errors import EXIT_CODES
 
-    every = MATRIX + TOLERATED_CASES + TAMPER_CASES + FAULT_CASES
+    every = MATRIX + TOLERATED_CASES + TAMPER_CASES + FAULT_CASES + OUTPUT_CASES
     ids = [c.id for c in every]
     assert len(ids) == len(set(ids))
     for c in every:
@@ -987,7 +1008,7 @@ def test_reliability_table_lists_every_case():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     table = module.render()
-    for c in MATRIX + TOLERATED_CASES + TAMPER_CASES + FAULT_CASES:
+    for c in MATRIX + TOLERATED_CASES + TAMPER_CASES + FAULT_CASES + OUTPUT_CASES:
         assert f"| `{c.id}`" in table and f"{c.code} {c.name}" in table, c.id
     published = REPO / "docs" / "reliability.md"  # what the README links to
     assert published.read_text(encoding="utf-8") == table, \
@@ -1024,6 +1045,86 @@ def test_cli_refuses_run_ids_that_leave_the_artifacts_dir(args, tmp_path):
     assert last_line(proc.stderr).startswith("ERROR [RUN_ID_INVALID]")
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not any(tmp_path.rglob("*"))
+
+
+# =============================================================================
+# predict --output: never into a run's files, never over the input or an existing file
+# =============================================================================
+
+def _output_target(cid: str, run: Run, inp: Path, tmp: Path) -> Tuple[Path, List[str]]:
+    """Set up OUTPUT_CASES[cid]; returns the --output path and extra flags."""
+    if cid == "predict-output-other-metrics":
+        return run.path("metrics"), ["--overwrite"]
+    if cid == "predict-output-in-artifacts":
+        return run.artifacts / "forecasts" / "f.csv", []
+    if cid == "predict-output-run-folder":
+        return run.outputs / "runs" / run.run_id / "f.csv", []
+    if cid == "predict-output-is-input":
+        return inp, ["--overwrite"]
+    if cid == "predict-output-symlink-to-input":
+        (tmp / "link.csv").symlink_to(inp)
+        return tmp / "link.csv", ["--overwrite"]
+    if cid == "predict-output-hardlink-to-input":
+        os.link(inp, tmp / "hard.csv")
+        return tmp / "hard.csv", ["--overwrite"]
+    if cid in ("predict-output-existing", "predict-output-overwrite"):
+        (tmp / "old.csv").write_text("an operator's file\n")
+        return tmp / "old.csv", ["--overwrite"] if cid.endswith("overwrite") else []
+    if cid == "predict-output-folder":
+        (tmp / "folder").mkdir()
+        return tmp / "folder", []
+    if cid == "predict-output-proc":
+        return Path("/proc/hx-forecast.csv"), []
+    raise AssertionError(cid)
+
+
+@pytest.mark.parametrize("case", OUTPUT_CASES, ids=[c.id for c in OUTPUT_CASES])
+def test_predict_output_stays_out_of_runs_and_inputs(case: Scenario, fresh_run: Run, tmp_path: Path):
+    from tests.helpers.tamper import input_csv
+
+    work = tmp_path / "work"
+    work.mkdir()
+    inp = work / "recent.csv"
+    input_csv(fresh_run.path("processed"), inp)
+    target, flags = _output_target(case.id, fresh_run, inp, work)
+    watched = [fresh_run.outputs, work]
+    before = {str(w): snapshot(w) for w in watched}
+    outside = _outside_listing()
+    proc = cli("predict", fresh_run.run_id, "--input", str(inp), "--output", str(target), *flags,
+               "--outputs-dir", str(fresh_run.outputs))
+    assert proc.returncode == case.code, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not set(_outside_listing()) - outside
+    after = {str(w): snapshot(w) for w in watched}
+    if case.code:
+        assert last_line(proc.stderr).startswith(f"ERROR [{case.name}] --output"), proc.stderr
+        assert after == before, "a refused --output changed files"
+        return
+    assert pd.read_csv(target).columns.tolist() == ["timestamp", "forecast"]
+    changed = {rel for rel, d in after[str(work)].items() if before[str(work)].get(rel) != d}
+    assert changed == {target.name} and after[str(fresh_run.outputs)] == before[str(fresh_run.outputs)]
+
+
+def test_a_run_folder_lock_keeps_a_second_holder_out(tmp_path):
+    """What keeps a second launch (or sweep job) with one run_id out of a live run's folder."""
+    from spline_lstm.artifacts import hold_folder, is_held
+    from spline_lstm.errors import RunIdConflict
+
+    folder = tmp_path / "runs" / "r1"
+    assert not is_held(folder)
+    fd = hold_folder(folder, "r1")
+    try:
+        assert is_held(folder)
+        code = ("import sys; from pathlib import Path; from spline_lstm.artifacts import hold_folder\n"
+                f"hold_folder(Path({str(folder)!r}), 'r1')")
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO))
+        assert other.returncode != 0 and "RunIdConflict" in other.stderr
+        with pytest.raises(RunIdConflict, match="r1"):
+            hold_folder(folder, "r1")  # another descriptor in this process is refused too
+    finally:
+        os.close(fd)
+    assert not is_held(folder)
+    os.close(hold_folder(folder, "r1"))  # a dead holder's folder is free again
 
 
 # =============================================================================
