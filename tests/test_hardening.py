@@ -398,6 +398,9 @@ FAULT_CASES: List[Scenario] = [
     Scenario("disk-full-checkpoint", "storage", "tmpfs fills up while the checkpoint is written", 6,
              "STORAGE_ERROR", "no partial canonical file, staging removed; the line names the artifacts dir",
              slow=True),
+    Scenario("disk-full-log", "storage", "the outputs disk (run folder, log, artifacts) full from the start, 3-6 "
+             "pages left", 6, "STORAGE_ERROR", "no logging traceback on the console; nothing outside the disk",
+             slow=True),
     Scenario("env-secret", "secrets", "SECRET_TOKEN in the environment of a tracked run", 0, "OK",
              "the value is in no file, param, tag or log"),
     Scenario("mask-uri", "secrets", "mask_uri on URIs with user:password@", 0, "OK", "password replaced by ***"),
@@ -1627,6 +1630,34 @@ def test_disk_full_while_checkpointing(smoke_run: Run, tmp_path):
         assert not _canonical_files_are_whole(mnt / "artifacts", "hx-full")
         assert cli("health", "hx-full", "--artifacts-dir", str(mnt / "artifacts")).returncode == 9
         assert str(mnt) in line, f"the error line does not say where the disk is full: {line}"
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+        if os.path.ismount(mnt):
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_disk_full_under_the_log_fails_quietly_with_6(tmp_path):
+    """A run log on a full disk: the handler fails quietly (no '--- Logging error ---'
+    traceback), and the run fails with 6 through its own writes. A few sizes, so that
+    the disk fills at Hydra's records, in the log, and at the first artifact."""
+    mnt = tmp_path / "small"
+    why = _mount_tmpfs(mnt, 96 * 1024)
+    if why:
+        pytest.skip(why)
+    try:
+        for pages in (3, 4, 5, 6):
+            for entry in mnt.iterdir():
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            st = os.statvfs(mnt)
+            (mnt / "filler").write_bytes(b"x" * (st.f_bavail * st.f_frsize - pages * st.f_frsize))
+            outside = _outside_listing()
+            proc = launch(*SMOKE_FAST, "tracking=none", f"run_id=hx-full-{pages}", outputs=mnt / "out")
+            console = proc.stdout + proc.stderr
+            assert proc.returncode == 6, f"{pages} pages: {console[-3000:]}"
+            assert last_line(proc.stderr).startswith("ERROR [STORAGE_ERROR]"), console[-2000:]
+            assert "Traceback" not in console and "Logging error" not in console, console[-3000:]
+            assert not set(_outside_listing()) - outside
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
         if os.path.ismount(mnt):
