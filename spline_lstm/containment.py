@@ -48,8 +48,9 @@ DERIVED = {
     "output_subdir": ".hydra",
 }
 # command-line overrides of these hydra keys (or of the whole hydra config) are refused
-FIXED_HYDRA_KEYS = ("hydra.run", "hydra.sweep", "hydra.job.chdir", "hydra.output_subdir", "hydra.callbacks",
-                    "hydra.job_logging", "hydra.hydra_logging", "hydra.runtime")
+FIXED_HYDRA_KEYS = ("hydra.run", "hydra.sweep", "hydra.job.chdir", "hydra.output_subdir", "hydra.job_logging",
+                    "hydra.hydra_logging", "hydra.runtime", "hydra.callbacks.containment",
+                    "hydra.callbacks.tracking_store", "hydra.callbacks.health_gate")  # adding a callback is fine
 _LOG_FILE = re.compile(r"\$\{hydra\.runtime\.output_dir\}/[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
@@ -190,8 +191,9 @@ def check_hydra_settings(cfg: DictConfig) -> None:
 
 
 def check_overrides(args: List[str]) -> None:
-    """Command-line overrides that would move Hydra's writes, or drop this module's
-    callback, are refused before Hydra starts (a callback cannot check its own removal)."""
+    """Command-line overrides that would move Hydra's writes, or drop or change this
+    project's callbacks, are refused before Hydra starts (a callback cannot check its
+    own removal). Adding another callback is allowed."""
     for arg in args:
         if arg.startswith("-") or not ("=" in arg or arg.startswith("~")):
             continue  # a flag or a flag's value (--cfg hydra), not an override
@@ -199,7 +201,7 @@ def check_overrides(args: List[str]) -> None:
         if key == "hydra.job.chdir":
             raise ConfigInvalid("hydra.job.chdir: cannot be set: a run never changes its working directory "
                                 "(relative paths would land inside the run folder)")
-        if key == "hydra" or key.startswith(tuple(f"{k}." for k in FIXED_HYDRA_KEYS)) or key in FIXED_HYDRA_KEYS:
+        if key in ("hydra", "hydra.callbacks") or key.startswith(tuple(f"{k}." for k in FIXED_HYDRA_KEYS)) or key in FIXED_HYDRA_KEYS:
             raise ConfigInvalid(f"{key}: where Hydra writes is derived from paths.outputs_dir and run_id and "
                                 "cannot be set; set paths.outputs_dir or run_id instead")
 
