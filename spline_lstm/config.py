@@ -272,21 +272,21 @@ def _check_finite(app: AppConfig) -> None:
 
 def _check_ranges(app: AppConfig) -> None:
     d, p, m, t = app.data, app.preprocess, app.model, app.training
-    _require(0 <= app.seed <= SEED_MAX, "seed", f"must be in [0, 2^32-1], got {app.seed}")
-    _require(1 <= t.epochs <= 10**6, "training.epochs", f"must be in [1, 10^6], got {t.epochs}")
-    _require(1 <= t.batch_size <= MAX_POINTS, "training.batch_size", f"must be in [1, 10^8], got {t.batch_size}")
+    _require(0 <= app.seed <= SEED_MAX, "seed", f"must be >= 0 and <= 2^32-1, got {app.seed}")
+    _require(1 <= t.epochs <= 10**6, "training.epochs", f"must be >= 1 and <= 10^6, got {t.epochs}")
+    _require(1 <= t.batch_size <= MAX_POINTS, "training.batch_size", f"must be >= 1 and <= 10^8, got {t.batch_size}")
     # no upper bound: a huge rate diverges, which training reports (7)
     _require(t.learning_rate > 0, "training.learning_rate", f"must be > 0, got {t.learning_rate}")
-    _require(0 <= t.patience <= 10**6, "training.patience", f"must be in [0, 10^6], got {t.patience}")
-    _require(1 <= m.units <= MAX_UNITS, "model.units", f"must be in [1, {MAX_UNITS}], got {m.units}")
-    _require(1 <= m.layers <= 100, "model.layers", f"must be in [1, 100], got {m.layers}")
+    _require(0 <= t.patience <= 10**6, "training.patience", f"must be >= 0 and <= 10^6, got {t.patience}")
+    _require(1 <= m.units <= MAX_UNITS, "model.units", f"must be >= 1 and <= {MAX_UNITS}, got {m.units}")
+    _require(1 <= m.layers <= 100, "model.layers", f"must be >= 1 and <= 100, got {m.layers}")
     _require(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
-    _require(1 <= p.lookback <= MAX_STEPS, "preprocess.lookback", f"must be in [1, 10^7], got {p.lookback}")
-    _require(1 <= p.horizon <= MAX_STEPS, "preprocess.horizon", f"must be in [1, 10^7], got {p.horizon}")
+    _require(1 <= p.lookback <= MAX_STEPS, "preprocess.lookback", f"must be in [1, 10^7, got {p.lookback}")
+    _require(1 <= p.horizon <= MAX_STEPS, "preprocess.horizon", f"must be >= 1 and <= 10^7, got {p.horizon}")
     _require(0 <= p.max_missing_ratio < 1, "preprocess.max_missing_ratio",
              f"must be in [0, 1), got {p.max_missing_ratio}")
-    _require(0 <= p.difference <= MAX_STEPS, "preprocess.difference", f"must be in [0, 10^7], got {p.difference}")
-    _require(0 <= p.max_gap <= MAX_POINTS, "preprocess.max_gap", f"must be in [0, 10^8], got {p.max_gap}")
+    _require(0 <= p.difference <= MAX_STEPS, "preprocess.difference", f"must be in [0, 10^7, got {p.difference}")
+    _require(0 <= p.max_gap <= MAX_POINTS, "preprocess.max_gap", f"must be >= 0 and <= 10^8, got {p.max_gap}")
     _require(p.smoothing_lambda is None or p.smoothing_lambda > 0, "preprocess.smoothing_lambda",
              f"must be > 0 or null (GCV), got {p.smoothing_lambda}")
     r = p.split_ratios
@@ -298,11 +298,11 @@ def _check_ranges(app: AppConfig) -> None:
         _require(len(s) == 3 and 0 < s[0] < s[1] < s[2] <= MAX_POINTS, "preprocess.split_indices",
                  f"needs increasing [train_end, val_end, test_end] in [1, 10^8], got {list(s)}")
     _require(d.season is None or 1 <= d.season <= MAX_STEPS, "data.season",
-             f"must be in [1, 10^7] or null, got {d.season}")
-    _require(1 <= d.n_points <= MAX_POINTS, "data.n_points", f"must be in [1, 10^8], got {d.n_points}")
+             f"must be >= 1 and <= 10^7 or null, got {d.season}")
+    _require(1 <= d.n_points <= MAX_POINTS, "data.n_points", f"must be >= 1 and <= 10^8, got {d.n_points}")
     _require(0 <= d.gap_ratio < 1, "data.gap_ratio", f"must be in [0, 1), got {d.gap_ratio}")
     _require(0 <= d.gap_stretches <= d.n_points, "data.gap_stretches",
-             f"must be in [0, data.n_points], got {d.gap_stretches}")
+             f"must be in [0, data.n_points, got {d.gap_stretches}")
     _require(d.noise >= 0, "data.noise", f"must be >= 0, got {d.noise}")
     _require(bool(app.run_prefix), "run_prefix", "must not be empty")
 

@@ -201,7 +201,8 @@ def check_overrides(args: List[str]) -> None:
         if key == "hydra.job.chdir":
             raise ConfigInvalid("hydra.job.chdir: cannot be set: a run never changes its working directory "
                                 "(relative paths would land inside the run folder)")
-        if key in ("hydra", "hydra.callbacks") or key.startswith(tuple(f"{k}." for k in FIXED_HYDRA_KEYS)) or key in FIXED_HYDRA_KEYS:
+        fixed = key in ("hydra", "hydra.callbacks", *FIXED_HYDRA_KEYS)
+        if fixed or key.startswith(tuple(f"{k}." for k in FIXED_HYDRA_KEYS)):
             raise ConfigInvalid(f"{key}: where Hydra writes is derived from paths.outputs_dir and run_id and "
                                 "cannot be set; set paths.outputs_dir or run_id instead")
 
