@@ -165,6 +165,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> Dict[str, Any]:
     return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
+def atomic_write_new(path: Path, data: bytes) -> Dict[str, Any]:
+    """Like ``atomic_write_bytes``, but never replaces an existing file: the finished
+    temp file is hard-linked to its name, which fails if the name exists."""
+    tmp = _tmp_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        raise StorageError(f"cannot write {path}: it exists already (created meanwhile?); nothing replaced") \
+            from None
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        _unlink_quiet(tmp)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
 def atomic_write_json(path: Path, obj: Any) -> Dict[str, Any]:
     text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=True)
     return atomic_write_bytes(path, (text + "\n").encode("utf-8"))
@@ -250,38 +271,31 @@ def utc_stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
-_held_run_dirs: Dict[str, int] = {}
+def hold_folder(folder: Path, run_id: str) -> int:
+    """Create ``folder`` and take an exclusive lock on ``folder/.lock``; returns the
+    descriptor, which the caller keeps open for as long as the run lives.
 
-
-def hold_run_dir(run_dir: Path, run_id: str) -> None:
-    """Take an exclusive lock on ``run_dir/.lock`` for the life of this process.
-
-    Hydra writes its records and log lines into ``runs/<run_id>`` before the job
-    claims the run_id; of two launches given one run_id at once, the second stops
-    here with RunIdConflict before it writes anything into the first one's folder.
-    A dead process holds no lock, so a folder left by an attempt that failed before
-    its claim is reused. Where the lock cannot be taken for another reason (a
-    read-only or missing parent), the job's own claim reports the storage error."""
+    Taken before Hydra writes its records and log lines into a run folder: of two
+    launches given one run_id at once, the second stops here with RunIdConflict
+    before it writes anything into the first one's folder. A dead process holds no
+    lock, so a folder left by an attempt that failed before its claim is reused.
+    ``lock_held`` tells whether a live process runs in a folder."""
     import fcntl
 
-    key = str(run_dir.absolute())
-    if key in _held_run_dirs:
-        return
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError:
-        return
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StorageError(f"cannot create the run folder {folder}: {exc.strerror or exc}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise RunIdConflict(f"run_id '{run_id}' is being run by another process right now ({run_dir}); "
+        raise RunIdConflict(f"run_id '{run_id}' is being run by another process right now ({folder}); "
                             "choose another run_id") from None
-    except OSError:  # a file system without locks
-        os.close(fd)
-        return
-    _held_run_dirs[key] = fd
+    except OSError:  # a file system without locks: the atomic claim still decides
+        pass
+    return fd
 
 
 def iter_hydra_dirs(outputs_dir: Path, run_id: str) -> Iterator[Path]:
@@ -300,7 +314,7 @@ def iter_hydra_dirs(outputs_dir: Path, run_id: str) -> Iterator[Path]:
 
 
 def lock_held(folder: Path) -> bool:
-    """Whether a live process holds ``folder/.lock`` (see ``hold_run_dir``)."""
+    """Whether a live process holds ``folder/.lock`` (see ``hold_folder``)."""
     import fcntl
 
     try:

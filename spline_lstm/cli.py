@@ -71,13 +71,19 @@ def cmd_health(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from spline_lstm.artifacts import validate_run_id
+    from spline_lstm.containment import check_predict_output
     from spline_lstm.predict import forecast, write_forecast
 
-    _, artifacts = _dirs(args)
-    frame = forecast(artifacts, args.run_id, Path(args.input), verbose=args.verbose)
-    text = write_forecast(frame, Path(args.output) if args.output else None)
+    outputs, artifacts = _dirs(args)
+    validate_run_id(args.run_id)
+    target = None  # checked before the forecast: a refused --output costs no model load
     if args.output:
-        print(f"wrote {len(frame)} forecasts to {Path(args.output).absolute()}")
+        target = check_predict_output(args.output, args.input, outputs, artifacts, args.overwrite)
+    frame = forecast(artifacts, args.run_id, Path(args.input), verbose=args.verbose)
+    text = write_forecast(frame, target, overwrite=args.overwrite)
+    if target is not None:
+        print(f"wrote {len(frame)} forecasts to {target}")
     else:
         sys.stdout.write(text)
     return 0
@@ -231,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--input recent.csv --output forecast.csv")
     p.add_argument("run_id")
     p.add_argument("--input", required=True, help="CSV or Parquet with the run's columns")
-    p.add_argument("--output", help="CSV to write (default: print to stdout)")
+    p.add_argument("--output", help="CSV to write (default: print to stdout); never inside the artifacts "
+                                    "tree, never the input, not an existing file unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--verbose", action="store_true", help="show TensorFlow's own logs")
     common(p)
     p.set_defaults(fn=cmd_predict)

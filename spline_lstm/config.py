@@ -1,13 +1,15 @@
 """Typed configuration: one dataclass per Hydra group, registered in the ConfigStore.
 
 The schemas make OmegaConf reject unknown keys, wrong types and unknown enum
-values while Hydra composes the config; ``validate`` adds the range and
-cross-field rules a type cannot express. Both run before anything is written:
-``hydra.run.dir`` is computed by the ``held_run_dir`` resolver, which
-validates the whole config and the run_id first.
+values while Hydra composes the config; ``validate`` adds the ranges and
+cross-field rules a type cannot express (every float finite, seeds 0..2^32-1,
+bounded sizes, known frequencies, a parseable start date). Composition is pure:
+the resolvers below only compute names and paths. Validation, the run_id checks
+and the folder lock run in ``spline_lstm.containment`` before Hydra writes.
 """
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import time
@@ -19,7 +21,7 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from spline_lstm.errors import ConfigInvalid
+from spline_lstm.errors import ConfigInvalid, one_line
 
 
 class DataSource(str, Enum):
@@ -131,7 +133,8 @@ class AppConfig:
     paths: PathsConfig = MISSING
     tracking: TrackingConfig = MISSING
     run_prefix: str = "run"
-    run_id: str = "${run_id_default:${run_prefix}}"
+    # the job number keeps the ids of one sweep's jobs apart (see new_run_id)
+    run_id: str = "${run_id_default:${run_prefix},${oc.select:hydra.job.num,null}}"
     preset: Optional[str] = None
     seed: int = 42
     deterministic: bool = True
@@ -159,50 +162,59 @@ def register_configs() -> None:
 
 # --- run_id ---------------------------------------------------------------
 
-def new_run_id(prefix: str) -> str:
-    """``<prefix>-<YYYYmmdd-HHMMSS>-<4 hex>`` (CONTRACT §3)."""
+def new_run_id(prefix: str, salt: Optional[int] = None) -> str:
+    """``<prefix>-<YYYYmmdd-HHMMSS>-<4 hex>`` (CONTRACT §3). ``salt`` (Hydra's job
+    number) is added to a random base drawn once per process tree, so two jobs of one
+    sweep never get the same id, even in the same second."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
-    return f"{prefix}-{stamp}-{secrets.token_hex(2)}"
+    if salt is None:
+        return f"{prefix}-{stamp}-{secrets.token_hex(2)}"
+    base = int(current_sweep_id()[-4:], 16)
+    return f"{prefix}-{stamp}-{(base + salt) % 0x10000:04x}"
 
 
 def new_sweep_id() -> str:
     return new_run_id("sweep")
 
 
-def _checked_run_id(_root_: DictConfig) -> str:
-    """Validate config and run_id before Hydra creates the job directory."""
-    from spline_lstm.artifacts import ArtifactLayout, validate_run_id
-
-    app = validate(_root_)
-    validate_run_id(app.run_id)
-    ArtifactLayout(Path(app.paths.artifacts_dir)).ensure_unclaimed(app.run_id)
-    return app.run_id
+def current_sweep_id() -> str:
+    """One sweep id per process tree: launch.py sets it before Hydra starts; sweep
+    workers inherit it."""
+    return os.environ.setdefault("SPLINE_LSTM_SWEEP_ID", new_sweep_id())
 
 
-def _held_run_dir(outputs_dir: str, _root_: DictConfig) -> str:
-    """``hydra.run.dir``: runs/<run_id>, validated, then held against a second
-    launch with the same run_id (see artifacts.hold_run_dir)."""
-    from spline_lstm.artifacts import hold_run_dir
+def _run_id_default(prefix: str, job_num: Any = None) -> str:
+    return new_run_id(prefix, job_num if isinstance(job_num, int) else None)
 
-    run_id = _checked_run_id(_root_)
-    run_dir = f"{outputs_dir}/runs/{run_id}"
-    hold_run_dir(Path(run_dir), run_id)
-    return run_dir
+
+def _run_dir(outputs_dir: Any, run_id: Any) -> str:
+    """``hydra.run.dir``: <outputs_dir>/runs/<run_id>, absolute; computes only."""
+    from spline_lstm.artifacts import validate_run_id
+    from spline_lstm.containment import absolute_root
+
+    return str(absolute_root("paths.outputs_dir", outputs_dir) / "runs" / validate_run_id(run_id))
+
+
+def _sweep_dir(outputs_dir: Any) -> str:
+    from spline_lstm.containment import absolute_root
+
+    return str(absolute_root("paths.outputs_dir", outputs_dir) / "sweeps" / current_sweep_id())
+
+
+def _job_subdir(run_id: Any) -> str:
+    from spline_lstm.artifacts import validate_run_id
+
+    return validate_run_id(run_id)
 
 
 def _register_resolvers() -> None:
-    # Cached per config object: every later access in the same job sees the same
-    # id, while each sweep job (composed separately) gets its own.
-    if not OmegaConf.has_resolver("run_id_default"):
-        OmegaConf.register_new_resolver("run_id_default", new_run_id, use_cache=True)
-    if not OmegaConf.has_resolver("checked_run_id"):
-        OmegaConf.register_new_resolver("checked_run_id", _checked_run_id)
-    if not OmegaConf.has_resolver("held_run_dir"):
-        OmegaConf.register_new_resolver("held_run_dir", _held_run_dir)
-    if not OmegaConf.has_resolver("sweep_id"):
-        # launch.py fixes one sweep id per process tree so every job shares it.
-        OmegaConf.register_new_resolver(
-            "sweep_id", lambda: os.environ.setdefault("SPLINE_LSTM_SWEEP_ID", new_sweep_id()))
+    # run_id_default is cached per config object: every later access in the same job sees
+    # the same id, while each sweep job (composed separately) gets its own.
+    resolvers = {"run_id_default": (_run_id_default, True), "run_dir": (_run_dir, False),
+                 "sweep_dir": (_sweep_dir, False), "job_subdir": (_job_subdir, False)}
+    for name, (fn, cache) in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn, use_cache=cache)
 
 
 # --- validation -------------------------------------------------------------
@@ -234,20 +246,47 @@ def validate(cfg: DictConfig, resolve_run_id: bool = True) -> AppConfig:
     # Keep the interpolated run_id from the original (cached) config object.
     if resolve_run_id:
         app.run_id = str(cfg.run_id)
+    _check_finite(app)
+    _check_ranges(app)
+    _check_data(app.data)
+    from spline_lstm.containment import absolute_root
+
+    app.paths.outputs_dir = str(absolute_root("paths.outputs_dir", app.paths.outputs_dir))
+    app.paths.artifacts_dir = str(absolute_root("paths.artifacts_dir", app.paths.artifacts_dir))
+    return app
+
+
+SEED_MAX = 2**32 - 1  # numpy's and TensorFlow's seed range
+MAX_POINTS = 10**8  # a series longer than this would not fit in memory as float64 windows
+MAX_STEPS = 10**7  # lookback, horizon, season, difference, max_gap: steps of one series
+MAX_UNITS = 100_000
+
+
+def _check_finite(app: AppConfig) -> None:
+    """Every float of the config is a finite number (``inf`` / ``nan`` parse as floats)."""
+    for key, value in flatten(to_plain(app)).items():
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            _require(not isinstance(v, float) or math.isfinite(v), key, f"must be a finite number, got {v}")
+
+
+def _check_ranges(app: AppConfig) -> None:
     d, p, m, t = app.data, app.preprocess, app.model, app.training
-    _require(t.epochs >= 1, "training.epochs", f"must be >= 1, got {t.epochs}")
-    _require(t.batch_size >= 1, "training.batch_size", f"must be >= 1, got {t.batch_size}")
+    _require(0 <= app.seed <= SEED_MAX, "seed", f"must be >= 0 and <= 2^32-1, got {app.seed}")
+    _require(1 <= t.epochs <= 10**6, "training.epochs", f"must be >= 1 and <= 10^6, got {t.epochs}")
+    _require(1 <= t.batch_size <= MAX_POINTS, "training.batch_size", f"must be >= 1 and <= 10^8, got {t.batch_size}")
+    # no upper bound: a huge rate diverges, which training reports (7)
     _require(t.learning_rate > 0, "training.learning_rate", f"must be > 0, got {t.learning_rate}")
-    _require(t.patience >= 0, "training.patience", f"must be >= 0, got {t.patience}")
-    _require(m.units >= 1, "model.units", f"must be >= 1, got {m.units}")
-    _require(m.layers >= 1, "model.layers", f"must be >= 1, got {m.layers}")
+    _require(0 <= t.patience <= 10**6, "training.patience", f"must be >= 0 and <= 10^6, got {t.patience}")
+    _require(1 <= m.units <= MAX_UNITS, "model.units", f"must be >= 1 and <= {MAX_UNITS}, got {m.units}")
+    _require(1 <= m.layers <= 100, "model.layers", f"must be >= 1 and <= 100, got {m.layers}")
     _require(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
-    _require(p.lookback >= 1, "preprocess.lookback", f"must be >= 1, got {p.lookback}")
-    _require(p.horizon >= 1, "preprocess.horizon", f"must be >= 1, got {p.horizon}")
+    _require(1 <= p.lookback <= MAX_STEPS, "preprocess.lookback", f"must be in [1, 10^7, got {p.lookback}")
+    _require(1 <= p.horizon <= MAX_STEPS, "preprocess.horizon", f"must be >= 1 and <= 10^7, got {p.horizon}")
     _require(0 <= p.max_missing_ratio < 1, "preprocess.max_missing_ratio",
              f"must be in [0, 1), got {p.max_missing_ratio}")
-    _require(p.difference >= 0, "preprocess.difference", f"must be >= 0, got {p.difference}")
-    _require(p.max_gap >= 0, "preprocess.max_gap", f"must be >= 0, got {p.max_gap}")
+    _require(0 <= p.difference <= MAX_STEPS, "preprocess.difference", f"must be in [0, 10^7, got {p.difference}")
+    _require(0 <= p.max_gap <= MAX_POINTS, "preprocess.max_gap", f"must be >= 0 and <= 10^8, got {p.max_gap}")
     _require(p.smoothing_lambda is None or p.smoothing_lambda > 0, "preprocess.smoothing_lambda",
              f"must be > 0 or null (GCV), got {p.smoothing_lambda}")
     r = p.split_ratios
@@ -256,15 +295,51 @@ def validate(cfg: DictConfig, resolve_run_id: bool = True) -> AppConfig:
     _require(abs(sum(r) - 1.0) < 1e-6, "preprocess.split_ratios", f"must sum to 1, got {sum(r):g}")
     if p.split_indices is not None:
         s = p.split_indices
-        _require(len(s) == 3 and 0 < s[0] < s[1] < s[2], "preprocess.split_indices",
-                 f"needs increasing [train_end, val_end, test_end] > 0, got {list(s)}")
-    _require(d.season is None or d.season >= 1, "data.season", f"must be >= 1 or null, got {d.season}")
-    _require(d.n_points >= 1, "data.n_points", f"must be >= 1, got {d.n_points}")
+        _require(len(s) == 3 and 0 < s[0] < s[1] < s[2] <= MAX_POINTS, "preprocess.split_indices",
+                 f"needs increasing [train_end, val_end, test_end] in [1, 10^8], got {list(s)}")
+    _require(d.season is None or 1 <= d.season <= MAX_STEPS, "data.season",
+             f"must be >= 1 and <= 10^7 or null, got {d.season}")
+    _require(1 <= d.n_points <= MAX_POINTS, "data.n_points", f"must be >= 1 and <= 10^8, got {d.n_points}")
     _require(0 <= d.gap_ratio < 1, "data.gap_ratio", f"must be in [0, 1), got {d.gap_ratio}")
+    _require(0 <= d.gap_stretches <= d.n_points, "data.gap_stretches",
+             f"must be in [0, data.n_points, got {d.gap_stretches}")
+    _require(d.noise >= 0, "data.noise", f"must be >= 0, got {d.noise}")
     _require(bool(app.run_prefix), "run_prefix", "must not be empty")
-    app.paths.outputs_dir = str(Path(app.paths.outputs_dir).expanduser().absolute())
-    app.paths.artifacts_dir = str(Path(app.paths.artifacts_dir).expanduser().absolute())
-    return app
+
+
+def _check_data(d: DataConfig) -> None:
+    """Frequencies pandas knows, a start date it can parse, a synthetic grid that fits
+    in pandas' timestamp range."""
+    freqs = {"data.freq": d.freq, "data.synthetic_freq": d.synthetic_freq}
+    offsets = {key: _offset(key, value) for key, value in freqs.items() if value is not None}
+    if d.source != DataSource.synthetic:
+        return
+    import pandas as pd
+
+    try:
+        start = pd.Timestamp(d.start)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ConfigInvalid(f"data.start: {d.start!r} is not a date pandas can parse "
+                            f"(e.g. 2024-01-01): {one_line(str(exc), 120)}") from None
+    _require(start is not pd.NaT, "data.start", f"{d.start!r} is not a date (NaT)")
+    try:
+        pd.date_range(start, periods=2, freq=offsets["data.synthetic_freq"])
+        start + offsets["data.synthetic_freq"] * d.n_points
+    except (ValueError, OverflowError) as exc:  # OutOfBoundsDatetime is a ValueError
+        raise ConfigInvalid(f"data.start: {d.n_points} steps of {d.synthetic_freq} from {d.start} leave "
+                            f"pandas' timestamp range: {one_line(str(exc), 120)}") from None
+
+
+def _offset(key: str, value: str):
+    """A pandas offset alias with a positive step (``h``, ``15min``, ``MS``, ``W-MON``)."""
+    from pandas.tseries.frequencies import to_offset
+
+    try:
+        offset = to_offset(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigInvalid(f"{key}: {value!r} is not a pandas frequency (e.g. h, 15min, D, MS, W-MON)") from exc
+    _require(offset is not None and offset.n > 0, key, f"{value!r} must step forward in time")
+    return offset
 
 
 def to_plain(app: Any) -> Any:

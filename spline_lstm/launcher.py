@@ -2,11 +2,15 @@
 
 Hydra re-raises a failed job's exception when HYDRA_FULL_ERROR=1: after a single
 run at once, after a sweep once every job has run. Each job records its verdict
-in a status folder, so the end of a sweep can list every failed run_id.
+in a status folder, so the end of a sweep can list every failed run_id. The
+containment callback refuses a config before Hydra writes (``containment.Refused``,
+mapped here like any typed error); overrides that would move Hydra's writes are
+refused here, before Hydra starts.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -36,6 +40,7 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     from spline_lstm.hydra_app import task
 
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    logging.raiseExceptions = False  # a log handler on a full disk fails quietly; the run's own writes report it
     os.environ.setdefault("SPLINE_LSTM_SWEEP_ID", new_sweep_id())
     status_dir = Path(tempfile.mkdtemp(prefix="spline-lstm-status-"))
     os.environ["SPLINE_LSTM_STATUS_DIR"] = str(status_dir)
@@ -49,7 +54,7 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
         _list_groups_from_files(Path(config_path))
     main = hydra.main(config_path=config_path, config_name="config", version_base="1.3")(task)
     try:
-        _precheck_run_id(sys.argv[1:])
+        _precheck(sys.argv[1:])
         main()
         code = 0
         statuses = _statuses(status_dir)
@@ -70,7 +75,7 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
         failed = [s for s in statuses if not s.get("ok")]
         log_path = next((s.get("log") for s in failed if s.get("run_id") and s.get("name") == err.name), None)
         log_path = _keep_traceback(exc, err, log_path)
-        if len(statuses) > 1 or "-m" in sys.argv or "--multirun" in sys.argv:
+        if statuses and (len(statuses) > 1 or "-m" in sys.argv or "--multirun" in sys.argv):
             _print_failures(failed, total=len(statuses))
         sys.stdout.flush()
         print(error_line(err, log_path), file=sys.stderr)
@@ -94,11 +99,15 @@ def _list_groups_from_files(config_dir: Path) -> None:
     Hydra.format_config_groups = format_config_groups
 
 
-def _precheck_run_id(args: List[str]) -> None:
-    """Refuse a bad ``run_id=`` with RUN_ID_INVALID even where Hydra's override
-    lexer would reject it first as a syntax error (unicode, shell metacharacters)."""
+def _precheck(args: List[str]) -> None:
+    """Refuse overrides of where Hydra writes (containment.check_overrides), and a
+    bad ``run_id=`` with RUN_ID_INVALID even where Hydra's override lexer would
+    reject it first as a syntax error (unicode, shell metacharacters)."""
+    from spline_lstm.containment import check_overrides
+
+    check_overrides(args)
     if "-m" in args or "--multirun" in args:
-        return  # a sweep may list several run_ids; each is checked per job
+        return  # a sweep may list several run_ids; each job is checked before the sweep starts
     from spline_lstm.artifacts import validate_run_id
 
     for arg in args:

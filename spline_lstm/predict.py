@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from spline_lstm.artifacts import ArtifactLayout, atomic_write_bytes, safe_load_pickle
+from spline_lstm.artifacts import ArtifactLayout, atomic_write_bytes, atomic_write_new, safe_load_pickle
 from spline_lstm.config import DataConfig, DuplicatePolicy, Interpolation
 from spline_lstm.errors import UnsafeArtifact
 from spline_lstm.health import run_gate
@@ -64,10 +64,14 @@ def forecast(artifacts_dir: Path, run_id: str, input_path: Path, verbose: bool =
     return pd.DataFrame({"timestamp": future, "forecast": pred})
 
 
-def write_forecast(frame: pd.DataFrame, output: Optional[Path]) -> str:
+def write_forecast(frame: pd.DataFrame, output: Optional[Path], overwrite: bool = False) -> str:
+    """The forecast as CSV text, written atomically to ``output`` when given (checked
+    by containment.check_predict_output); without ``overwrite`` an existing file is
+    never replaced, even one created after the check."""
     buf = io.StringIO()
     frame.to_csv(buf, index=False)
     text = buf.getvalue()
     if output is not None:
-        atomic_write_bytes(Path(output), text.encode("utf-8"))
+        write = atomic_write_bytes if overwrite else atomic_write_new
+        write(Path(output), text.encode("utf-8"))
     return text

@@ -1,6 +1,7 @@
 """Config composition: presets, overrides winning in any order, schema errors."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -75,10 +76,96 @@ def test_schema_rejects_at_compose_time(override, key):
     ("preprocess.split_ratios=[0.5,0.3,0.3]", "preprocess.split_ratios"),
     ("preprocess.split_ratios=[1.0,0.0,0.0]", "preprocess.split_ratios"),
     ("model.dropout=1.5", "model.dropout"),
+    ("seed=-1", "seed"),
+    ("seed=4294967296", "seed"),
+    ("data.synthetic_freq=foo", "data.synthetic_freq"),
+    ("data.synthetic_freq=-1h", "data.synthetic_freq"),
+    ("data.freq=foo", "data.freq"),
+    ("data.start=x", "data.start"),
+    ("data.synthetic_freq=MS data.n_points=100000000", "data.start"),  # past pandas' last timestamp
+    ("data.noise=inf", "data.noise"),
+    ("data.noise=-1", "data.noise"),
+    ("data.gap_ratio=nan", "data.gap_ratio"),
+    ("data.n_points=100000001", "data.n_points"),
+    ("preprocess.smoothing_lambda=inf", "preprocess.smoothing_lambda"),
+    ("preprocess.split_ratios=[0.7,0.15,inf]", "preprocess.split_ratios"),
+    ("training.learning_rate=inf", "training.learning_rate"),
+    ("training.learning_rate=nan", "training.learning_rate"),
+    ("model.dropout=nan", "model.dropout"),
+    ("model.units=1000000", "model.units"),
 ])
 def test_ranges_rejected_by_validate(override, key):
     with pytest.raises(ConfigInvalid, match=key):
-        validate(_compose(override))
+        validate(_compose(*override.split()))
+
+
+@pytest.mark.parametrize("override", ["seed=0", "seed=4294967295", "data.synthetic_freq=15min",
+                                      "data.synthetic_freq=W-MON", "data.start=2024-03-01T06:00",
+                                      "data.freq=MS", "model.dropout=0.5"])
+def test_range_boundaries_accepted(override):
+    validate(_compose(override))
+
+
+@pytest.mark.parametrize("override,key", [
+    ("hydra.run.dir=/tmp/elsewhere", "hydra.run.dir"),
+    ("hydra.sweep.dir=/tmp/elsewhere", "hydra.sweep.dir"),
+    ("hydra.sweep.subdir=../x", "hydra.sweep.subdir"),
+    ("hydra.output_subdir=../other", "hydra.output_subdir"),
+    ("hydra.job.chdir=true", "hydra.job.chdir"),
+    ("hydra.job_logging.handlers.file.filename=/tmp/x.log", "hydra.job_logging.handlers.file.filename"),
+])
+def test_hydra_write_locations_cannot_be_set(override, key, tmp_path):
+    """The callback's check (for presets and config files); the command line is refused
+    earlier by containment.check_overrides, see the matrix."""
+    from spline_lstm.containment import check_overrides, plan_job
+
+    cfg = _compose_with_hydra(f"paths.outputs_dir={tmp_path / 'out'}", override)
+    with pytest.raises(ConfigInvalid, match=key.replace(".", r"\.")):
+        plan_job(cfg)
+    with pytest.raises(ConfigInvalid, match=key.split("=")[0].rsplit(".", 1)[0].replace(".", r"\.")):
+        check_overrides([override])
+    assert not any(tmp_path.iterdir())
+
+
+def _compose_with_hydra(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+def _listing(*dirs: Path) -> dict:
+    return {str(d): sorted(os.listdir(d)) for d in dirs}
+
+
+def test_composing_touches_no_disk(tmp_path, monkeypatch):
+    """Composition is pure: composing (with Hydra's own settings), resolving every
+    path and validating writes nothing: not in the outputs dir, the cwd, the repo or /."""
+    from spline_lstm.containment import plan_job
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    watched = (cwd, tmp_path, REPO, Path("/"))
+    before = _listing(*watched)
+    for overrides in (["+preset=smoke"], ["+preset=airline", "data.path=x.csv", "run_id=fixed"],
+                      ["paths.outputs_dir=rel-out", "model=gru", "tracking=none"]):
+        cfg = _compose_with_hydra(f"paths.outputs_dir={tmp_path / 'out'}", *overrides)
+        run_dir = Path(str(cfg.hydra.run.dir))
+        assert run_dir == Path(str(cfg.paths.outputs_dir)).absolute() / "runs" / str(cfg.run_id)
+        assert Path(str(cfg.hydra.sweep.dir)).parent == run_dir.parent.parent / "sweeps"
+        assert str(cfg.hydra.sweep.subdir) == str(cfg.run_id)
+        plan_job(cfg)  # every check of a launch, read only
+    assert _listing(*watched) == before
+    assert not (tmp_path / "out").exists() and not (cwd / "rel-out").exists()
+
+
+@pytest.mark.parametrize("cfg_type", ["job", "hydra", "all"])
+def test_cfg_flag_writes_nothing(tmp_path, cfg_type):
+    before = _listing(REPO, Path("/"))
+    proc = run_cmd([str(REPO / "launch.py"), "+preset=smoke", f"paths.outputs_dir={tmp_path / 'out'}",
+                    "--cfg", cfg_type])
+    assert proc.returncode == 0, proc.stderr
+    assert not any(tmp_path.iterdir()) and _listing(REPO, Path("/")) == before
 
 
 @pytest.mark.parametrize("override,key", [("training.epochs=abc", "training.epochs"),

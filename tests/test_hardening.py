@@ -202,6 +202,46 @@ CONFIG_CASES: List[Case] = [
          ("+preset=airline", "training.epochs=1"), 5, "INPUT_INVALID", ("data.path is required", "airline"), base="none"),
     Case("config-csv-without-path", "config", "data=csv without data.path", ("data=csv", "training.epochs=1"), 5,
          "INPUT_INVALID", ("data.path is required",), base="none"),
+    # ranges, checked before anything is written
+    Case("config-seed-negative", "config", "seed=-1", ("seed=-1",), 2, "CONFIG_INVALID", ("seed", "2^32-1")),
+    Case("config-seed-2-32", "config", "seed=4294967296 (one past 2^32-1)", ("seed=4294967296",), 2,
+         "CONFIG_INVALID", ("seed", "4294967296")),
+    Case("config-synthetic-freq", "config", "data.synthetic_freq=foo", ("data.synthetic_freq=foo",), 2,
+         "CONFIG_INVALID", ("data.synthetic_freq", "'foo'")),
+    Case("config-freq-unknown", "config", "data.freq=fortnight", ("data.freq=fortnight",), 2, "CONFIG_INVALID",
+         ("data.freq", "'fortnight'")),
+    Case("config-start-unparseable", "config", "data.start=x", ("data.start=x",), 2, "CONFIG_INVALID",
+         ("data.start", "'x'")),
+    Case("config-noise-inf", "config", "data.noise=inf", ("data.noise=inf",), 2, "CONFIG_INVALID",
+         ("data.noise", "finite")),
+    Case("config-smoothing-lambda-inf", "config", "preprocess.smoothing_lambda=inf",
+         ("preprocess.smoothing=spline", "preprocess.smoothing_lambda=inf"), 2, "CONFIG_INVALID",
+         ("preprocess.smoothing_lambda", "finite")),
+    Case("config-learning-rate-inf", "config", "training.learning_rate=inf", ("training.learning_rate=inf",), 2,
+         "CONFIG_INVALID", ("training.learning_rate", "finite")),
+    Case("config-dropout-nan", "config", "model.dropout=nan", ("model.dropout=nan",), 2, "CONFIG_INVALID",
+         ("model.dropout", "finite")),
+    Case("config-n-points-huge", "config", "data.n_points=10^9", ("data.n_points=1000000000",), 2,
+         "CONFIG_INVALID", ("data.n_points", "10^8")),
+    Case("config-sweep-job-invalid", "config", "a sweep whose second job has seed=-1: refused before any job runs",
+         ("-m", "seed=1,-1"), 2, "CONFIG_INVALID", ("seed", "sweep job #1")),
+    # where Hydra writes is derived from paths.outputs_dir and run_id
+    Case("config-hydra-run-dir", "config", "hydra.run.dir=<another run's folder>",
+         (f"hydra.run.dir={{outputs}}/runs/{HEALTHY_RUN_ID}",), 2, "CONFIG_INVALID", ("hydra.run.dir",)),
+    Case("config-hydra-chdir", "config", "hydra.job.chdir=true with a relative paths.outputs_dir",
+         ("hydra.job.chdir=true", "paths.outputs_dir=hx-relative-outputs"), 2, "CONFIG_INVALID",
+         ("hydra.job.chdir",)),
+    Case("config-hydra-sweep-dir", "config", "-m hydra.sweep.dir=<another run's folder>",
+         ("-m", f"hydra.sweep.dir={{outputs}}/runs/{HEALTHY_RUN_ID}"), 2, "CONFIG_INVALID", ("hydra.sweep.dir",)),
+    Case("config-hydra-sweep-subdir", "config", "-m hydra.sweep.subdir=../../runs/<another run>",
+         ("-m", f"hydra.sweep.subdir=../../runs/{HEALTHY_RUN_ID}"), 2, "CONFIG_INVALID", ("hydra.sweep.subdir",)),
+    Case("config-hydra-output-subdir", "config", "hydra.output_subdir=<another run's .hydra>",
+         (f"hydra.output_subdir=../{HEALTHY_RUN_ID}/.hydra",), 2, "CONFIG_INVALID", ("hydra.output_subdir",)),
+    Case("config-hydra-log-file", "config", "the run log moved outside the run folder",
+         ("hydra.job_logging.handlers.file.filename={tmp}/elsewhere.log",), 2, "CONFIG_INVALID",
+         ("hydra.job_logging",)),
+    Case("config-hydra-no-containment", "config", "the containment callback removed",
+         ("~hydra.callbacks.containment",), 2, "CONFIG_INVALID", ("hydra.callbacks.containment",)),
 ]
 
 _RID = "RUN_ID_INVALID"
@@ -236,6 +276,9 @@ RUN_ID_CASES: List[Case] = [
          "on its missing data.path, exit 5, proving the run_id passed)",
          (f"run_id={HEALTHY_RUN_ID}", "data=csv", "data.path={tmp}/absent.csv"), 5, "INPUT_INVALID",
          ("absent.csv",), prep="quarantined", base="none"),
+    Case("run_id-sweep-duplicate", "run_id", "a joblib sweep giving one run_id to two jobs: refused before any "
+         "job runs, nothing written", ("-m", "run_id=hx-dup,hx-dup", "hydra/launcher=joblib"), 4,
+         "RUN_ID_CONFLICT", ("hx-dup", "#0 and #1")),
 ]
 
 STORAGE_CASES: List[Case] = [
@@ -249,6 +292,33 @@ STORAGE_CASES: List[Case] = [
     Case("storage-read-only", "storage", "paths.artifacts_dir read-only (holding a healthy run)",
          ("paths.artifacts_dir={tmp}/ro-artifacts",), 6, "STORAGE_ERROR", ("ro-artifacts",),
          prep="read-only-artifacts"),
+    Case("storage-outputs-empty", "storage", "paths.outputs_dir= (empty; once wrote /runs and /artifacts)",
+         ("paths.outputs_dir=",), 2, "CONFIG_INVALID", ("paths.outputs_dir", "must not be empty")),
+    Case("storage-outputs-root", "storage", "paths.outputs_dir=/ (the filesystem root)", ("paths.outputs_dir=/",), 2,
+         "CONFIG_INVALID", ("paths.outputs_dir", "filesystem root")),
+    Case("storage-outputs-proc", "storage", "paths.outputs_dir=/proc", ("paths.outputs_dir=/proc",), 6,
+         "STORAGE_ERROR", ("paths.outputs_dir", "/proc")),
+    Case("storage-outputs-dev", "storage", "paths.outputs_dir under /dev", ("paths.outputs_dir=/dev/hx-outputs",), 6,
+         "STORAGE_ERROR", ("paths.outputs_dir", "/dev")),
+    Case("storage-outputs-link-to-sys", "storage", "paths.outputs_dir a symlink to /sys/kernel",
+         ("paths.outputs_dir={tmp}/sys-link/out",), 6, "STORAGE_ERROR", ("sys-link", "/sys"), prep="sys-link"),
+    Case("storage-artifacts-empty", "storage", "paths.artifacts_dir= (empty)", ("paths.artifacts_dir=",), 2,
+         "CONFIG_INVALID", ("paths.artifacts_dir", "must not be empty")),
+    Case("storage-artifacts-proc", "storage", "paths.artifacts_dir under /proc",
+         ("paths.artifacts_dir=/proc/self/hx-artifacts",), 6, "STORAGE_ERROR", ("paths.artifacts_dir", "/proc")),
+    Case("storage-artifacts-in-run-folder", "storage", "paths.artifacts_dir inside another run's Hydra folder",
+         (f"paths.artifacts_dir={{outputs}}/runs/{HEALTHY_RUN_ID}/artifacts",), 2, "CONFIG_INVALID",
+         ("paths.artifacts_dir", "run folder")),
+    Case("storage-outputs-in-artifacts", "storage", "paths.outputs_dir inside paths.artifacts_dir",
+         ("paths.outputs_dir={outputs}/artifacts/metrics", "paths.artifacts_dir={outputs}/artifacts"), 2,
+         "CONFIG_INVALID", ("paths.outputs_dir", "inside paths.artifacts_dir")),
+    Case("storage-tracking-in-memory", "storage", "tracking.uri=sqlite:// (an in-memory store)",
+         ("tracking.uri=sqlite://",), 2, "CONFIG_INVALID", ("tracking.uri", "no database file")),
+    Case("storage-tracking-in-artifacts", "storage", "a SQLite store inside the artifacts tree",
+         ("tracking.uri=sqlite:///{outputs}/artifacts/metrics/mlflow.db",), 2, "CONFIG_INVALID",
+         ("tracking.uri", "artifacts tree")),
+    Case("storage-tracking-proc", "storage", "a SQLite store under /proc", ("tracking.uri=sqlite:////proc/mlflow.db",),
+         6, "STORAGE_ERROR", ("tracking.uri", "/proc")),
 ]
 
 TRACKING_CASES: List[Case] = [
@@ -391,6 +461,9 @@ FAULT_CASES: List[Scenario] = [
     Scenario("disk-full-checkpoint", "storage", "tmpfs fills up while the checkpoint is written", 6,
              "STORAGE_ERROR", "no partial canonical file, staging removed; the line names the artifacts dir",
              slow=True),
+    Scenario("disk-full-log", "storage", "the outputs disk (run folder, log, artifacts) full from the start, 3-6 "
+             "pages left", 6, "STORAGE_ERROR", "no logging traceback on the console; nothing outside the disk",
+             slow=True),
     Scenario("env-secret", "secrets", "SECRET_TOKEN in the environment of a tracked run", 0, "OK",
              "the value is in no file, param, tag or log"),
     Scenario("mask-uri", "secrets", "mask_uri on URIs with user:password@", 0, "OK", "password replaced by ***"),
@@ -428,6 +501,27 @@ COMMIT_CASES: List[Scenario] = [
              "runs list shows FAIL (cache keyed on sizes + mtimes)"),
     Scenario("runs-list-hostile-record", "runs list", "health record that is a list, 100 000 deep, a 400-digit "
              "number", 0, "OK", "re-verified from the files; no traceback"),
+]
+
+OUTPUT_CASES: List[Scenario] = [
+    Scenario("predict-output-other-metrics", "predict", "--output = a run's metrics/<run_id>.json", 2,
+             "CONFIG_INVALID", "refused before the model loads; every file byte-identical"),
+    Scenario("predict-output-in-artifacts", "predict", "--output = a new file inside the artifacts tree", 2,
+             "CONFIG_INVALID", "nothing created"),
+    Scenario("predict-output-run-folder", "predict", "--output inside a run's Hydra folder", 2, "CONFIG_INVALID",
+             "nothing created"),
+    Scenario("predict-output-is-input", "predict", "--output = --input (with --overwrite)", 2, "CONFIG_INVALID",
+             "the input byte-identical"),
+    Scenario("predict-output-symlink-to-input", "predict", "--output a symlink to --input", 2, "CONFIG_INVALID",
+             "the input byte-identical"),
+    Scenario("predict-output-hardlink-to-input", "predict", "--output a hard link to --input", 2, "CONFIG_INVALID",
+             "the input byte-identical"),
+    Scenario("predict-output-existing", "predict", "--output an existing file, no --overwrite", 2, "CONFIG_INVALID",
+             "the file byte-identical"),
+    Scenario("predict-output-folder", "predict", "--output an existing folder", 2, "CONFIG_INVALID"),
+    Scenario("predict-output-proc", "predict", "--output under /proc", 6, "STORAGE_ERROR"),
+    Scenario("predict-output-overwrite", "predict", "--output an existing file with --overwrite", 0, "OK",
+             "replaced atomically by the forecast CSV"),
 ]
 
 CLI_RUN_ID_CASES: List[Tuple[str, Tuple[str, ...]]] = [
@@ -822,6 +916,10 @@ def _prep_read_only_db(root: Path, outputs: Path) -> None:
     _lock(store)
 
 
+def _prep_sys_link(root: Path, outputs: Path) -> None:
+    (root / "sys-link").symlink_to("/sys/kernel", target_is_directory=True)
+
+
 def _prep_unreadable_input(root: Path, outputs: Path) -> None:
     (root / "input" / "unreadable.csv").chmod(0o000)
 
@@ -829,6 +927,7 @@ def _prep_unreadable_input(root: Path, outputs: Path) -> None:
 PREPS: Dict[str, Callable[[Path, Path], None]] = {
     "quarantined": _prep_quarantined, "afile": _prep_afile, "read-only-artifacts": _prep_read_only_artifacts,
     "not-a-db": _prep_not_a_db, "read-only-db": _prep_read_only_db, "unreadable-input": _prep_unreadable_input,
+    "sys-link": _prep_sys_link,
 }
 RESTRICTED_PREPS = {"read-only-artifacts", "read-only-db", "unreadable-input"}
 
@@ -844,6 +943,7 @@ class CaseResult:
     after: Dict[str, str] = field(default_factory=dict)
     skip: str = ""
     seconds: float = 0.0
+    escaped: List[str] = field(default_factory=list)  # new entries outside the case's folder
 
     @property
     def console(self) -> str:
@@ -937,7 +1037,8 @@ class MatrixRunner:
         if not any(a.startswith("paths.outputs_dir=") for a in args):
             args.append(f"paths.outputs_dir={outputs}")
         run_id = next(a.split("=", 1)[1] for a in args if a.startswith("run_id="))
-        argv = [str(REPO / "launch.py"), *base, *args]
+        flags = [a for a in args if a == "-m"]  # a flag goes before every override (argparse)
+        argv = [str(REPO / "launch.py"), *flags, *base, *[a for a in args if a not in flags]]
         result = CaseResult(case, root, run_id, argv)
         if case.prep:
             PREPS[case.prep](root, outputs)
@@ -945,10 +1046,29 @@ class MatrixRunner:
                 with self.lock:
                     self.unlock_after.append(root)
         result.before = snapshot(root)
+        outside = _outside_listing()
         result.proc = _spawn(argv, prefix, env={"HOME": str(root)}, timeout=600)
         result.after = snapshot(root)
+        result.escaped = sorted(set(_outside_listing()) - outside)
         result.seconds = time.perf_counter() - t0
         return result
+
+
+_OUTSIDE_WATCHED = (Path("/"), REPO, Path.cwd(), REPO / "conf", REPO / "spline_lstm")
+
+
+def _outside_listing() -> set:
+    """Entries of the places a run escaping its folder has written to (the filesystem
+    root, the repo, the cwd); a case's launch may add nothing there. Cases run a few
+    at a time: an entry added by any of them fails the case that saw it."""
+    found = set()
+    for folder in _OUTSIDE_WATCHED:
+        try:
+            found.update(str(folder / name) for name in os.listdir(folder)
+                         if name not in (".pytest_cache", "__pycache__", ".hypothesis"))
+        except OSError:
+            pass
+    return found
 
 
 def _collected_cases(request) -> List[Case]:
@@ -999,6 +1119,7 @@ def test_matrix(case: Case, matrix: MatrixRunner):
     assert SECRET not in res.console, "a secret reached the console:\n" + res.describe()
     problems = res.unexpected_changes()
     assert not problems, "\n".join(problems) + "\n" + res.describe()
+    assert not res.escaped, f"written outside the case's folder: {res.escaped}\n" + res.describe()
     for path in res.new_files():
         if ".hydra" in path.parts:
             continue  # Hydra's own record of the overrides: see test_tracking_password_not_kept_by_hydra
@@ -1023,7 +1144,7 @@ def test_tracking_password_not_kept_by_hydra(matrix: MatrixRunner):
 def test_case_ids_are_unique_and_codes_match_names():
     from spline_lstm.errors import EXIT_CODES
 
-    every = MATRIX + TOLERATED_CASES + TAMPER_CASES + FAULT_CASES + COMMIT_CASES
+    every = MATRIX + TOLERATED_CASES + PREDICT_INPUT_CASES + TAMPER_CASES + FAULT_CASES + COMMIT_CASES + OUTPUT_CASES
     ids = [c.id for c in every]
     assert len(ids) == len(set(ids))
     for c in every:
@@ -1039,7 +1160,7 @@ def test_reliability_table_lists_every_case():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     table = module.render()
-    for c in MATRIX + TOLERATED_CASES + PREDICT_INPUT_CASES + TAMPER_CASES + FAULT_CASES + COMMIT_CASES:
+    for c in MATRIX + TOLERATED_CASES + PREDICT_INPUT_CASES + TAMPER_CASES + FAULT_CASES + COMMIT_CASES + OUTPUT_CASES:
         assert f"| `{c.id}`" in table and f"{c.code} {c.name}" in table, c.id
     published = REPO / "docs" / "reliability.md"  # what the README links to
     assert published.read_text(encoding="utf-8") == table, \
@@ -1076,6 +1197,86 @@ def test_cli_refuses_run_ids_that_leave_the_artifacts_dir(args, tmp_path):
     assert last_line(proc.stderr).startswith("ERROR [RUN_ID_INVALID]")
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not any(tmp_path.rglob("*"))
+
+
+# =============================================================================
+# predict --output: never into a run's files, never over the input or an existing file
+# =============================================================================
+
+def _output_target(cid: str, run: Run, inp: Path, tmp: Path) -> Tuple[Path, List[str]]:
+    """Set up OUTPUT_CASES[cid]; returns the --output path and extra flags."""
+    if cid == "predict-output-other-metrics":
+        return run.path("metrics"), ["--overwrite"]
+    if cid == "predict-output-in-artifacts":
+        return run.artifacts / "forecasts" / "f.csv", []
+    if cid == "predict-output-run-folder":
+        return run.outputs / "runs" / run.run_id / "f.csv", []
+    if cid == "predict-output-is-input":
+        return inp, ["--overwrite"]
+    if cid == "predict-output-symlink-to-input":
+        (tmp / "link.csv").symlink_to(inp)
+        return tmp / "link.csv", ["--overwrite"]
+    if cid == "predict-output-hardlink-to-input":
+        os.link(inp, tmp / "hard.csv")
+        return tmp / "hard.csv", ["--overwrite"]
+    if cid in ("predict-output-existing", "predict-output-overwrite"):
+        (tmp / "old.csv").write_text("an operator's file\n")
+        return tmp / "old.csv", ["--overwrite"] if cid.endswith("overwrite") else []
+    if cid == "predict-output-folder":
+        (tmp / "folder").mkdir()
+        return tmp / "folder", []
+    if cid == "predict-output-proc":
+        return Path("/proc/hx-forecast.csv"), []
+    raise AssertionError(cid)
+
+
+@pytest.mark.parametrize("case", OUTPUT_CASES, ids=[c.id for c in OUTPUT_CASES])
+def test_predict_output_stays_out_of_runs_and_inputs(case: Scenario, fresh_run: Run, tmp_path: Path):
+    from tests.helpers.tamper import input_csv
+
+    work = tmp_path / "work"
+    work.mkdir()
+    inp = work / "recent.csv"
+    input_csv(fresh_run.path("processed"), inp)
+    target, flags = _output_target(case.id, fresh_run, inp, work)
+    watched = [fresh_run.outputs, work]
+    before = {str(w): snapshot(w) for w in watched}
+    outside = _outside_listing()
+    proc = cli("predict", fresh_run.run_id, "--input", str(inp), "--output", str(target), *flags,
+               "--outputs-dir", str(fresh_run.outputs))
+    assert proc.returncode == case.code, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not set(_outside_listing()) - outside
+    after = {str(w): snapshot(w) for w in watched}
+    if case.code:
+        assert last_line(proc.stderr).startswith(f"ERROR [{case.name}] --output"), proc.stderr
+        assert after == before, "a refused --output changed files"
+        return
+    assert pd.read_csv(target).columns.tolist() == ["timestamp", "forecast"]
+    changed = {rel for rel, d in after[str(work)].items() if before[str(work)].get(rel) != d}
+    assert changed == {target.name} and after[str(fresh_run.outputs)] == before[str(fresh_run.outputs)]
+
+
+def test_a_run_folder_lock_keeps_a_second_holder_out(tmp_path):
+    """What keeps a second launch (or sweep job) with one run_id out of a live run's folder."""
+    from spline_lstm.artifacts import hold_folder, lock_held
+    from spline_lstm.errors import RunIdConflict
+
+    folder = tmp_path / "runs" / "r1"
+    assert not lock_held(folder)
+    fd = hold_folder(folder, "r1")
+    try:
+        assert lock_held(folder)
+        code = ("import sys; from pathlib import Path; from spline_lstm.artifacts import hold_folder\n"
+                f"hold_folder(Path({str(folder)!r}), 'r1')")
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO))
+        assert other.returncode != 0 and "RunIdConflict" in other.stderr
+        with pytest.raises(RunIdConflict, match="r1"):
+            hold_folder(folder, "r1")  # another descriptor in this process is refused too
+    finally:
+        os.close(fd)
+    assert not lock_held(folder)
+    os.close(hold_folder(folder, "r1"))  # a dead holder's folder is free again
 
 
 # =============================================================================
@@ -1632,6 +1833,34 @@ def test_disk_full_while_checkpointing(smoke_run: Run, tmp_path):
         assert not _canonical_files_are_whole(mnt / "artifacts", "hx-full")
         assert cli("health", "hx-full", "--artifacts-dir", str(mnt / "artifacts")).returncode == 9
         assert str(mnt) in line, f"the error line does not say where the disk is full: {line}"
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+        if os.path.ismount(mnt):
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_disk_full_under_the_log_fails_quietly_with_6(tmp_path):
+    """A run log on a full disk: the handler fails quietly (no '--- Logging error ---'
+    traceback), and the run fails with 6 through its own writes. A few sizes, so that
+    the disk fills at Hydra's records, in the log, and at the first artifact."""
+    mnt = tmp_path / "small"
+    why = _mount_tmpfs(mnt, 96 * 1024)
+    if why:
+        pytest.skip(why)
+    try:
+        for pages in (3, 4, 5, 6):
+            for entry in mnt.iterdir():
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            st = os.statvfs(mnt)
+            (mnt / "filler").write_bytes(b"x" * (st.f_bavail * st.f_frsize - pages * st.f_frsize))
+            outside = _outside_listing()
+            proc = launch(*SMOKE_FAST, "tracking=none", f"run_id=hx-full-{pages}", outputs=mnt / "out")
+            console = proc.stdout + proc.stderr
+            assert proc.returncode == 6, f"{pages} pages: {console[-3000:]}"
+            assert last_line(proc.stderr).startswith("ERROR [STORAGE_ERROR]"), console[-2000:]
+            assert "Traceback" not in console and "Logging error" not in console, console[-3000:]
+            assert not set(_outside_listing()) - outside
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
         if os.path.ismount(mnt):
