@@ -73,6 +73,7 @@ def resolve_store(tracking: TrackingConfig, paths: PathsConfig) -> Store:
     if not (tracking.experiment or "").strip():
         raise ConfigInvalid("tracking.experiment: must not be empty (default: spline-lstm)")
     outputs = Path(paths.outputs_dir).absolute()
+    from_env = not tracking.uri and bool(os.environ.get(URI_ENV))
     uri = tracking.uri or os.environ.get(URI_ENV) or f"sqlite:///{outputs / 'mlflow.db'}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         rel = uri[len("sqlite:///"):]
@@ -81,7 +82,7 @@ def resolve_store(tracking: TrackingConfig, paths: PathsConfig) -> Store:
         raise TrackingFailed(f"tracking.uri {mask_uri(uri)!r} is not a URI (file stores are not "
                              "supported); use sqlite:///path/mlflow.db or http://host:port")
     uri, user = take_credentials(uri)
-    if os.environ.get(URI_ENV):
+    if from_env:
         os.environ[URI_ENV] = uri  # the helper and MLflow inherit it without the password
     loc = tracking.artifact_location or str(outputs / "mlartifacts")
     if "://" not in loc:
@@ -313,7 +314,7 @@ class Tracker:
         while view:
             left = deadline - time.monotonic()
             if left <= 0:
-                self._lose(f"the tracking helper (pid {self._proc.pid}) took no request for {WAIT_S:.0f} s")
+                self._lose(f"the tracking helper (pid {self._proc.pid}) stopped taking requests")
             if not select.select([], [fd], [], left)[1]:
                 continue
             try:
@@ -362,7 +363,7 @@ class Tracker:
             self._failure = self._failure or f"MLflow {op} failed on {self.store.display_uri}: {self._lost}"
             return
         self._write((json.dumps({"op": op, **args}, default=str) + "\n").encode(),
-                    time.monotonic() + WAIT_S)
+                    time.monotonic() + (WAIT_S if timeout is None else timeout))
         self._pending += 1
         self._collect(timeout)
 

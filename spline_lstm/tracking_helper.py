@@ -148,7 +148,11 @@ def serve(requests=None, replies=None) -> None:
     quiet_mlflow()
     run: Optional[MlflowRun] = None
     for line in requests:
-        run, reply = _handle(run, json.loads(line))
+        try:
+            msg = json.loads(line)
+        except ValueError:  # a request cut short by a signal in the launcher
+            msg = {"op": "malformed"}
+        run, reply = _handle(run, msg)
         replies.write(json.dumps(reply) + "\n")
         replies.flush()
     if run is not None and not run.ended:
