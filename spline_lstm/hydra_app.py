@@ -36,7 +36,6 @@ log = logging.getLogger("spline_lstm")
 def task(cfg: DictConfig) -> dict:
     """The Hydra task: one full pipeline run."""
     from spline_lstm import pipeline
-
     from spline_lstm.secrets import mask_logs
 
     mask_logs(logging.getLogger(), logging.getLogger("spline_lstm.trace"))  # Hydra has set up the run log

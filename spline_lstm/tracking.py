@@ -279,6 +279,7 @@ class Tracker:
     def __init__(self, store: Store, log_path: Optional[Path] = None):
         self.store = store
         self.run_id: Optional[str] = None
+        self._tags: Dict[str, str] = {}
         self.experiment_id: Optional[str] = None
         self.mlflow_run_id: Optional[str] = None
         self._pending = 0
@@ -379,7 +380,7 @@ class Tracker:
     # --- the run ---------------------------------------------------------------------------
 
     def start(self, run_id: str, tags: Dict[str, str], params: Dict[str, object]) -> None:
-        self.run_id = run_id
+        self.run_id, self._tags = run_id, tags
         self._send("start", store=asdict(self.store), run_id=run_id, tags=tags, params=params)
 
     def log_metrics(self, metrics: Dict[str, float], step: int = 0) -> None:
@@ -438,7 +439,7 @@ class Tracker:
         if self._lost:
             self._kill()
             try:
-                end_runs(self.store, self.run_id, self.mlflow_run_id, status)
+                end_run_directly(self.store, self.run_id, self.mlflow_run_id, self._tags, status)
             except Exception as exc:  # noqa: BLE001 - the store itself may be what failed
                 log.warning("could not end the MLflow run %s (%s) directly: %s", self.run_id, status,
                             " ".join(str(exc).split())[:200])
@@ -494,22 +495,29 @@ class NullTracker:
         return {"tracking_uri": None, "experiment": None, "experiment_id": None, "mlflow_run_id": None}
 
 
-def end_runs(store: Store, run_id: str, mlflow_run_id: Optional[str], status: str) -> int:
-    """End a run's MLflow run(s) from this process (the helper is gone); returns how many.
+def end_run_directly(store: Store, run_id: str, mlflow_run_id: Optional[str], tags: Dict[str, str],
+                     status: str) -> None:
+    """Make the store say how the run ended, from this process (the helper is gone).
 
-    Without the MLflow id (the helper died before answering ``start``), every run
-    tagged with ``run_id`` that is still RUNNING. A health=PASS tag turns FAIL."""
+    Without the MLflow id (the helper died before answering ``start``): the runs tagged
+    ``run_id`` that are still RUNNING, or, when the helper never created one, a new run
+    with the run's tags, so a claimed run always has its MLflow record. A health=PASS
+    tag turns FAIL."""
     quiet_mlflow()
     from mlflow.tracking import MlflowClient
 
+    experiment_id = ensure_store(store)
     client = MlflowClient(tracking_uri=store.uri)
-    runs = [client.get_run(mlflow_run_id)] if mlflow_run_id else \
-        [r for r in find_runs(store, run_id) if r.info.status == "RUNNING"]
+    if mlflow_run_id:
+        runs = [client.get_run(mlflow_run_id)]
+    else:
+        runs = [r for r in client.search_runs([experiment_id], filter_string=f"tags.run_id = '{run_id}'")
+                if r.info.status == "RUNNING"]
+        runs = runs or [client.create_run(experiment_id, run_name=run_id, tags={**tags, "run_id": run_id})]
     for run in runs:
         if run.data.tags.get("health") == "PASS":
             client.set_tag(run.info.run_id, "health", "FAIL")
         client.set_terminated(run.info.run_id, status)
-    return len(runs)
 
 
 def find_runs(store: Store, run_id: str) -> list:

@@ -105,6 +105,21 @@ def test_a_stopped_helper_is_killed_and_the_run_ended_directly(tmp_path):
     assert [s for s, _ in store_runs(db, "stopped")] == ["KILLED"]
 
 
+def test_a_helper_stopped_before_it_created_the_run_still_leaves_a_killed_record(tmp_path):
+    """Interrupted while the helper still imports MLflow: the claimed run gets its record."""
+    from spline_lstm.tracking import Tracker
+
+    store, db = _store(tmp_path)
+    tracker = Tracker(store)
+    tracker.start("early", {"preset": "smoke"}, {})
+    os.kill(tracker._proc.pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    tracker.abort("KILLED")
+    assert time.monotonic() - t0 < 10
+    [(status, tags)] = store_runs(db, "early")
+    assert status == "KILLED" and tags["preset"] == "smoke"
+
+
 # --- store initialisation -----------------------------------------------------------------
 
 def test_a_half_migrated_store_is_repaired_under_the_lock(tmp_path):
