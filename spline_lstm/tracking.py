@@ -286,6 +286,7 @@ class Tracker:
         self._failure: Optional[str] = None  # first error reported: raised at the next call
         self._lost: Optional[str] = None  # why the helper can no longer be used
         self._ended: Optional[str] = None  # the terminal state the store confirmed last
+        self._last_ok = False  # whether the latest reply was a success
         self._buf = b""
         package_root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root,
@@ -352,6 +353,7 @@ class Tracker:
                 return
             self._pending -= 1
             reply = json.loads(line)
+            self._last_ok = bool(reply["ok"])
             if not reply["ok"]:
                 self._failure = self._failure or reply["error"]
             else:
@@ -430,7 +432,7 @@ class Tracker:
             self._request("end", timeout, status=status)
         except _HelperLost:
             pass
-        ended = self._failure is None
+        ended = not self._lost and self._pending == 0 and self._last_ok
         self._failure = failure or self._failure
         if ended:
             self._ended = status
