@@ -36,12 +36,20 @@ def _store(tmp_path: Path):
 
 
 def _watched_training(run_id: str, outputs: Path) -> Watched:
+    """A launch once it trains and its MLflow run exists (the helper has set the store up)."""
     w = Watched([*LONG, f"run_id={run_id}"], outputs)
-    if not w.wait_for(epochs_logged(3)):
-        w.proc.kill()
-        w.finish()
-        pytest.fail(f"training never started:\n{w.out[-3000:]}\n{w.stderr[-3000:]}")
-    return w
+    started = w.wait_for(epochs_logged(3))
+    deadline = time.time() + 120
+    while started and time.time() < deadline:
+        try:
+            if store_runs(outputs / "mlflow.db", run_id):
+                return w
+        except sqlite3.OperationalError:
+            pass  # no store, or no schema yet
+        time.sleep(0.2)
+    w.proc.kill()
+    w.finish()
+    pytest.fail(f"training or its MLflow run never started:\n{w.out[-3000:]}\n{w.stderr[-3000:]}")
 
 
 def _assert_one_error_line(w: Watched, name: str) -> str:
