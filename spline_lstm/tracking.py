@@ -422,6 +422,8 @@ class Tracker:
 
         Through the helper if it answers in time; otherwise the helper is killed (a
         stopped one too) and the run is ended here with a fresh MlflowClient. Never raises."""
+        if self.run_id is None:  # nothing was started: the helper holds nothing worth waiting for
+            self._kill()
         if self.run_id is None or self._proc is None or self._ended == status:
             self.close()
             return
