@@ -48,7 +48,7 @@ def _install():
     _wrap(pipeline, "run", "pipeline.run")
     _wrap(hydra_app.HealthGateCallback, "_on_job_end", "gate callback (gate + mlflow tag + summary)")
     _wrap(health, "run_gate", "gate checks")
-    _wrap(tracking.Tracker, "mark_health", "mlflow health tag")
+    _wrap(tracking.Tracker, "finish", "mlflow health tag")
 
 
 def _dump(path):

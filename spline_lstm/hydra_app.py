@@ -1,9 +1,12 @@
 """Hydra glue: the task function and the two callbacks.
 
 - ``TrackingStoreCallback`` creates a sweep's MLflow schema and experiment once,
-  in the parent process, before any job starts (parallel jobs never race on a
-  fresh SQLite file); a single run creates them in its tracking helper.
-- ``HealthGateCallback`` runs the gate after every job. Hydra swallows exceptions
+  in the parent process, before any job starts, so the jobs find it ready (every
+  process goes through the same locked ``tracking.ensure_store``).
+- ``HealthGateCallback`` runs the gate after every job. The task's return value
+  carries the job's ``Tracker``, the owner of its MLflow run: the gate records its
+  verdict through it and closes it, then leaves plain data in the ``JobReturn``
+  (pickled back from joblib workers). Hydra swallows exceptions
   raised in callbacks, so a failing gate instead marks the ``JobReturn`` FAILED
   with a typed error as its value: Hydra re-raises it after a single run, and the
   sweeper after every job of a sweep has run; ``launch.py`` maps it to the exit code.
@@ -33,7 +36,9 @@ log = logging.getLogger("spline_lstm")
 def task(cfg: DictConfig) -> dict:
     """The Hydra task: one full pipeline run."""
     from spline_lstm import pipeline
+    from spline_lstm.secrets import mask_logs
 
+    mask_logs(logging.getLogger(), logging.getLogger("spline_lstm.trace"))  # Hydra has set up the run log
     app = validate(cfg)
     hc = HydraConfig.get()
     sweep_id = os.environ.get("SPLINE_LSTM_SWEEP_ID") if hc.mode == RunMode.MULTIRUN else None
@@ -48,8 +53,8 @@ def task(cfg: DictConfig) -> dict:
 
 
 class TrackingStoreCallback(Callback):
-    # A single run creates its store in its tracking helper (pipeline.Tracker), off the
-    # critical path; a sweep creates it once here, before parallel jobs could race on it.
+    # A single run creates its store in its tracking helper, off the critical path; a
+    # sweep creates it once here so its jobs do not queue on the store's init lock.
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._init_store(config)
 
@@ -70,8 +75,12 @@ class HealthGateCallback(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Hydra has just recorded the config in .hydra/ (and multirun.yaml): mask any
         tracking password a config file held before the run can upload those records."""
-        from spline_lstm.tracking import mask_uri
+        from spline_lstm.secrets import hide_passwords, mask_text
 
+        try:  # learn the password of a resolved ${oc.env:...} too, so it is masked wherever it lands
+            hide_passwords([str(config.tracking.uri), os.environ.get("MLFLOW_TRACKING_URI", "")])
+        except Exception:
+            pass  # an unresolvable value is the job's to report
         records = []
         if config.hydra.output_subdir is not None:
             subdir = Path(str(config.hydra.runtime.output_dir)) / str(config.hydra.output_subdir)
@@ -81,14 +90,15 @@ class HealthGateCallback(Callback):
         for path in records:
             try:
                 text = path.read_text(encoding="utf-8")
-                if mask_uri(text) != text:
-                    atomic_write_bytes(path, mask_uri(text).encode("utf-8"))
+                if mask_text(text) != text:
+                    atomic_write_bytes(path, mask_text(text).encode("utf-8"))
             except (OSError, StorageError):
                 pass  # nothing recorded there, or a read-only run folder the job itself will report
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        tracker = _take_tracker(job_return)
         try:
-            self._on_job_end(config, job_return)
+            self._on_job_end(config, job_return, tracker)
         except Exception as exc:  # never let the gate itself pass silently
             logging.getLogger("spline_lstm.trace").exception("health gate crashed")
             err = classify(exc)
@@ -100,8 +110,15 @@ class HealthGateCallback(Callback):
                 _record_status(str(config.run_id), err, log_path)
             except Exception:
                 pass
+        except BaseException:  # interrupted during the gate: the run ends KILLED, the job 130
+            tracker.abort("KILLED")
+            raise
+        finally:
+            if job_return.status != JobStatus.COMPLETED:
+                tracker.abort("FAILED")  # a failure after the verdict replaces a recorded PASS
+            tracker.close()
 
-    def _on_job_end(self, config: DictConfig, job_return: JobReturn) -> None:
+    def _on_job_end(self, config: DictConfig, job_return: JobReturn, tracker) -> None:
         run_id = str(config.run_id)
         run_dir = Path(config.hydra.runtime.output_dir)
         log_path = run_dir / "run.log"
@@ -120,7 +137,7 @@ class HealthGateCallback(Callback):
         elapsed = time.perf_counter() - t0
         err = result.error()
         try:
-            _tag_mlflow(run_id, err is None)
+            _tag_mlflow(tracker, err is None)
         except Exception as exc:  # the gate's own verdict stays the primary error
             logging.getLogger("spline_lstm.trace").exception("could not record the gate verdict in MLflow")
             if err is None:
@@ -154,20 +171,21 @@ def _record_status(run_id: str, err: Optional[Exception], log_path: Path) -> Non
         pass
 
 
-def _tag_mlflow(run_id: str, passed: bool) -> None:
-    """health=PASS|FAIL on the MLflow run; a failed gate also turns it FAILED.
+def _take_tracker(job_return: JobReturn):
+    """The job's run owner out of its return value, which keeps only plain data (joblib
+    pickles it back to the sweep's parent); a no-op tracker when there is none."""
+    from spline_lstm.tracking import NullTracker
 
-    Goes through the job's own tracker, which ``pipeline.run`` leaves open for the gate
-    (a no-op tracker with tracking=none)."""
-    from spline_lstm.tracking import take_open
+    value = job_return._return_value
+    if job_return.status == JobStatus.COMPLETED and isinstance(value, dict):
+        return value.pop("tracker", None) or NullTracker()
+    return NullTracker()
 
-    tracker = take_open(run_id)
-    if tracker is None:
-        return
-    try:
-        tracker.mark_health(passed)
-    finally:
-        tracker.close()
+
+def _tag_mlflow(tracker, passed: bool) -> None:
+    """health=PASS and FINISHED, or health=FAIL and FAILED, confirmed by the store before
+    the gate goes on (a no-op tracker with tracking=none)."""
+    tracker.finish(passed)
 
 
 def _print_summary(artifacts_dir: Path, run_id: str, passed: bool, record: Path, elapsed: float,

@@ -47,7 +47,7 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupt_on_signal)
     register_configs()
-    from spline_lstm.tracking import hide_passwords
+    from spline_lstm.secrets import hide_passwords
 
     sys.argv = [sys.argv[0], *hide_passwords(sys.argv[1:] if argv is None else argv)]
     if "--help" in sys.argv or "-h" in sys.argv:

@@ -27,7 +27,8 @@ from spline_lstm.artifacts import (ArtifactLayout, atomic_move_in, atomic_write_
                                    dump_plain_pickle)
 from spline_lstm.config import AppConfig, Smoothing, flatten, to_plain
 from spline_lstm.errors import Interrupted, StorageError, classify, signals_deferred
-from spline_lstm.tracking import NullTracker, Tracker, keep_open, mask_uri, preflight, resolve_store
+from spline_lstm.secrets import mask_obj
+from spline_lstm.tracking import NullTracker, Tracker, preflight, resolve_store
 
 log = logging.getLogger("spline_lstm")
 trace_log = logging.getLogger("spline_lstm.trace")  # file only: tracebacks stay off the console
@@ -97,7 +98,10 @@ def versions() -> Dict[str, Optional[str]]:
 
 def run(ctx: RunContext) -> dict:
     """Execute every stage; on any failure end the MLflow run FAILED/KILLED, write
-    the traceback to the run log, and re-raise a typed error."""
+    the traceback to the run log, and re-raise a typed error.
+
+    On success the MLflow run is still open: the result carries its owner (``tracker``)
+    to the health gate, which records the verdict, ends the run and closes it."""
     started = time.time()
     pid, _, launched = os.environ.get("SPLINE_LSTM_STARTED", "").partition(":")
     if pid == str(os.getpid()):  # this process is launch.py itself, not a sweep worker
@@ -118,18 +122,12 @@ def run(ctx: RunContext) -> dict:
         log.info("run_id %s -> %s", ctx.run_id, ctx.layout.root)
         result = _train_and_write(ctx, prepared, started)
         with ctx.stage("mlflow"):
-            ctx.tracker.end("FINISHED")
-        keep_open(ctx.run_id, ctx.tracker)  # the health gate tags its verdict, then closes it
-        return result
+            ctx.tracker.info()  # every queued call confirmed before the gate
+        return {**result, "tracker": ctx.tracker}
     except BaseException as exc:
         interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted))
         trace_log.error("run %s failed:\n%s", ctx.run_id, traceback.format_exc())
-        try:
-            ctx.tracker.end("KILLED" if interrupted else "FAILED")
-        except Exception:  # the store itself may be what failed
-            trace_log.error("could not end the MLflow run:\n%s", traceback.format_exc())
-        finally:
-            ctx.tracker.close()
+        ctx.tracker.abort("KILLED" if interrupted else "FAILED")  # bounded; never raises
         if interrupted:
             raise
         err = classify(exc)
@@ -146,14 +144,11 @@ def _tags(ctx: RunContext) -> Dict[str, str]:
             "git_commit": git_commit(Path.cwd()) or "none", "spline_lstm_version": __version__}
     if ctx.sweep_id:
         tags["sweep_id"] = ctx.sweep_id
-    return tags
+    return mask_obj(tags)
 
 
 def _params(app: AppConfig) -> Dict[str, object]:
-    plain = to_plain(app)
-    if plain["tracking"].get("uri"):
-        plain["tracking"]["uri"] = mask_uri(plain["tracking"]["uri"])
-    return flatten(plain)
+    return mask_obj(flatten(to_plain(app)))
 
 
 @dataclass
@@ -231,7 +226,7 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
         "history": history,
     }
     with ctx.stage("report", "artifacts"):
-        config_plain = to_plain(app)
+        config_plain = mask_obj(to_plain(app))  # the report shows it too
         plot_dir = ctx.layout.plot_dir(ctx.run_id)
         pngs = report.plots(timestamps.to_numpy(), values, filled, bounds, history,
                             timestamps.to_numpy()[ev.test.starts], ev.actual[:, 0], ev.pred[:, 0],
@@ -354,8 +349,6 @@ def _write_preprocessing(ctx, timestamps, values, filled, scaled, bounds, scaler
 
 def _write_metadata(ctx, config_plain, bounds, summary, series, determinism, started) -> None:
     app = ctx.app
-    if config_plain["tracking"].get("uri"):
-        config_plain["tracking"]["uri"] = mask_uri(config_plain["tracking"]["uri"])
     root = ctx.layout.root
     record = {kind: {"path": str(Path(os.path.relpath(ctx.paths[kind], root))), **h}
               for kind, h in ctx.hashes.items() if not kind.startswith("plot:")}
@@ -377,7 +370,7 @@ def _write_metadata(ctx, config_plain, bounds, summary, series, determinism, sta
         "timings_s": dict(ctx.timings),
         "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }
-    ctx.write_json("metadata", doc)
+    ctx.write_json("metadata", mask_obj(doc))
 
 
 def _log_mlflow_artifacts(ctx: RunContext, plot_dir: Path) -> None:

@@ -1,31 +1,45 @@
-"""MLflow tracking: one MLflow run per pipeline run, named and tagged with run_id.
+"""MLflow tracking, launcher side: the store, its one-time set-up, and the run's owner.
 
-The default store is embedded (SQLite under outputs_dir), probed before
-training so an unreachable or read-only store fails fast (TRACKING_FAILED) with
-nothing written. MLflow itself runs in a helper process per run (``Tracker``);
-a sweep creates the store once, in its parent, before any job starts. ``tracking.enabled=false`` (``tracking=none``) swaps in a no-op tracker
-and never imports MLflow.
+The default store is embedded (SQLite under outputs_dir), probed before training
+so an unreachable or read-only store fails fast (TRACKING_FAILED) with nothing
+written. Every process that touches a store creates or migrates it through
+``ensure_store``, under an inter-process file lock beside it, so runs and sweeps
+started together never race on a fresh schema. MLflow itself runs in a helper
+process per run (``spline_lstm.tracking_helper``); ``Tracker`` is the one object
+that owns the run, from ``start`` to the gate's verdict, and ends it itself if
+the helper dies or hangs. ``tracking.enabled=false`` (``tracking=none``) swaps in
+a no-op tracker and never imports MLflow. Credentials: ``spline_lstm.secrets``.
 """
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
-import re
+import select
 import sqlite3
+import subprocess
+import sys
+import time
 import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, Optional
 
-from spline_lstm.errors import TrackingFailed
+from spline_lstm.errors import ConfigInvalid, TrackingFailed
+from spline_lstm.secrets import PASSWORD_ENV, URI_ENV, mask_uri, take_credentials
 
 if TYPE_CHECKING:
     from spline_lstm.config import PathsConfig, TrackingConfig
 
 log = logging.getLogger(__name__)
 
-MAX_PARAM_LENGTH = 6000
+WAIT_S = 90.0  # the longest the launcher waits for one reply of a live helper
+FAIL_WAIT_S = 30.0  # ending a failed run: the helper may first wait out SQLite's 20 s busy timeout
+INTERRUPT_WAIT_S = 2.0  # ending an interrupted run: SIGTERM -> exit 130 within 10 s
+INIT_LOCK_WAIT_S = 120.0  # another process creating or migrating the same store
+RUNBOOK_REPAIR = ("back up the store, then run `mlflow db upgrade URI` or move it aside "
+                  "(runbook: 'Tracking store half-migrated')")
 
 
 @dataclass(frozen=True)
@@ -42,66 +56,41 @@ class Store:
         scheme, rest = self.uri.split("://", 1)
         return f"{scheme}://{self.user}:***@{rest}"
 
-
-MASKED = "***"
-_USERINFO = re.compile(r"(?<=://)([^/:@\s]+):([^/@\s]*)@")
-
-
-def mask_uri(uri: str) -> str:
-    """Hide the password of ``scheme://user:pass@host`` URIs."""
-    return _USERINFO.sub(rf"\1:{MASKED}@", uri)
-
-
-def hide_passwords(args: List[str]) -> List[str]:
-    """Move a URI password out of command-line overrides into MLFLOW_TRACKING_PASSWORD.
-
-    Called before Hydra sees the command line, so the password never reaches the
-    composed config, Hydra's .hydra/ records, sweep logs, params or metadata."""
-    hidden = []
-    for arg in args:
-        match = _USERINFO.search(arg)
-        if match and match.group(2) != MASKED:
-            os.environ["MLFLOW_TRACKING_USERNAME"] = match.group(1)
-            os.environ["MLFLOW_TRACKING_PASSWORD"] = match.group(2)
-            arg = mask_uri(arg)
-        hidden.append(arg)
-    return hidden
-
-
-def _take_credentials(uri: str) -> tuple:
-    """``(uri without user:pass@, user)``; a password is handed to MLflow via the environment."""
-    match = _USERINFO.search(uri)
-    if not match:
-        return uri, None
-    user, password = match.group(1), match.group(2)
-    if password == MASKED:
-        if not os.environ.get("MLFLOW_TRACKING_PASSWORD"):
-            raise TrackingFailed(f"tracking.uri {mask_uri(uri)!r} has a masked password and "
-                                 "MLFLOW_TRACKING_PASSWORD is not set; export it or put the password in the URI")
-    else:
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
-    os.environ["MLFLOW_TRACKING_USERNAME"] = user
-    return _USERINFO.sub("", uri, count=1), user
+    @property
+    def sqlite_path(self) -> Optional[Path]:
+        if not self.uri.startswith("sqlite:"):
+            return None
+        if self.uri.startswith("sqlite:////"):
+            return Path("/" + self.uri[len("sqlite:////"):])
+        return Path(urllib.parse.urlparse(self.uri).path)
 
 
 def resolve_store(tracking: TrackingConfig, paths: PathsConfig) -> Store:
-    """Absolute URIs so the UI and sweep workers may start from any directory."""
+    """Absolute URIs so the UI and sweep workers may start from any directory.
+
+    ``tracking.uri`` null falls back to ``MLFLOW_TRACKING_URI``, then to the embedded
+    store. A password in the URI moves to the environment, the URI keeps none."""
+    if not (tracking.experiment or "").strip():
+        raise ConfigInvalid("tracking.experiment: must not be empty (default: spline-lstm)")
     outputs = Path(paths.outputs_dir).absolute()
-    uri = tracking.uri or f"sqlite:///{outputs / 'mlflow.db'}"
+    from_env = not tracking.uri and bool(os.environ.get(URI_ENV))
+    uri = tracking.uri or os.environ.get(URI_ENV) or f"sqlite:///{outputs / 'mlflow.db'}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         rel = uri[len("sqlite:///"):]
         uri = f"sqlite:///{Path(rel).absolute()}"
     if "://" not in uri:
         raise TrackingFailed(f"tracking.uri {mask_uri(uri)!r} is not a URI (file stores are not "
                              "supported); use sqlite:///path/mlflow.db or http://host:port")
-    uri, user = _take_credentials(uri)
+    uri, user = take_credentials(uri)
+    if from_env:
+        os.environ[URI_ENV] = uri  # the helper and MLflow inherit it without the password
     loc = tracking.artifact_location or str(outputs / "mlartifacts")
     if "://" not in loc:
         loc = Path(loc).absolute().as_uri()
     return Store(uri, loc, tracking.experiment, user)
 
 
-def _quiet_mlflow() -> None:
+def quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -114,10 +103,8 @@ def _quiet_mlflow() -> None:
 def preflight(store: Store) -> None:
     """Find an unreachable / unwritable store before any work, without MLflow."""
     uri = store.uri
-    if uri.startswith("sqlite:"):
-        path = Path(urllib.parse.urlparse(uri).path)
-        if uri.startswith("sqlite:////"):
-            path = Path("/" + uri[len("sqlite:////"):])
+    path = store.sqlite_path
+    if path is not None:
         where = f"tracking store {store.display_uri}"
         if path.exists():
             if not path.is_file():
@@ -147,7 +134,7 @@ def preflight(store: Store) -> None:
 
         probe = Request(uri.rstrip("/") + "/health")
         if store.user:
-            token = f"{store.user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+            token = f"{store.user}:{os.environ.get(PASSWORD_ENV, '')}".encode()
             probe.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
         try:
             urlopen(probe, timeout=5).read(64)
@@ -158,28 +145,94 @@ def preflight(store: Store) -> None:
             raise TrackingFailed(f"tracking server {store.display_uri} is unreachable: {reason}") from exc
 
 
-def ensure_store(store: Store) -> str:
-    """Create the schema and the experiment if missing; returns the experiment id.
-
-    Called by the tracking helper, and once in a sweep's parent (Hydra on_multirun_start)
-    so parallel jobs never race to create a fresh SQLite schema."""
-    preflight(store)
-    _quiet_mlflow()
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
+def half_migrated(path: Path) -> list:
+    """Leftover ``_alembic_tmp_*`` tables of a migration that died half-way (none: healthy)."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
-        client = MlflowClient(tracking_uri=store.uri)
-        exp = client.get_experiment_by_name(store.experiment)
-        if exp is not None:
-            return exp.experiment_id
-        try:
-            return client.create_experiment(store.experiment, artifact_location=store.artifact_location)
-        except MlflowException:
-            exp = client.get_experiment_by_name(store.experiment)  # created concurrently
-            if exp is None:
-                raise
-            return exp.experiment_id
+        return [r[0] for r in con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\\_alembic\\_tmp\\_%' ESCAPE '\\'")]
+    finally:
+        con.close()
+
+
+def _repair_sqlite(store: Store) -> None:
+    """Under the init lock: finish what a dead migration left behind, or refuse (8).
+
+    A leftover ``_alembic_tmp_<table>`` is dropped when ``<table>`` still exists (the
+    copy never replaced it) or renamed back when it does not; then a schema behind
+    MLflow's head is migrated again."""
+    path = store.sqlite_path
+    if path is None or not path.exists() or path.stat().st_size == 0:
+        return
+    leftovers = half_migrated(path)
+    where = f"tracking store {store.display_uri}"
+    con = sqlite3.connect(str(path), timeout=30)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for tmp in leftovers:
+            original = tmp[len("_alembic_tmp_"):]
+            log.warning("%s: a migration died half-way (%s left); repairing", where, tmp)
+            sql = f'DROP TABLE "{tmp}"' if original in tables else f'ALTER TABLE "{tmp}" RENAME TO "{original}"'
+            con.execute(sql)
+        con.commit()
+        if not tables - set(leftovers) - {"alembic_version"}:
+            return  # empty: MLflow creates the schema
+        version = (con.execute("SELECT version_num FROM alembic_version").fetchone() or [None])[0] \
+            if "alembic_version" in tables else None
+    except sqlite3.DatabaseError as exc:
+        raise TrackingFailed(f"{where} is half-migrated and cannot be repaired ({exc}); "
+                             f"{RUNBOOK_REPAIR.replace('URI', store.display_uri)}") from exc
+    finally:
+        con.close()
+    from mlflow.store.db.utils import _get_latest_schema_revision, _upgrade_db
+
+    if version == _get_latest_schema_revision():
+        return
+    import sqlalchemy
+
+    log.warning("%s: schema version %s is not MLflow's %s; migrating", where, version,
+                _get_latest_schema_revision())
+    engine = sqlalchemy.create_engine(store.uri)
+    try:
+        if version is None:
+            raise RuntimeError("MLflow tables without a schema version")
+        _upgrade_db(engine)
+    except Exception as exc:
+        raise TrackingFailed(f"{where} is half-migrated (schema version {version}) and the migration "
+                             f"failed: {' '.join(str(exc).split())[:160]}; "
+                             f"{RUNBOOK_REPAIR.replace('URI', store.display_uri)}") from exc
+    finally:
+        engine.dispose()
+
+
+def _init_lock(store: Store):
+    """An inter-process lock beside a SQLite store (``<db>.init.lock``); servers migrate themselves."""
+    from contextlib import nullcontext
+
+    from filelock import FileLock
+
+    path = store.sqlite_path
+    return nullcontext() if path is None else FileLock(f"{path}.init.lock", timeout=INIT_LOCK_WAIT_S)
+
+
+def ensure_store(store: Store) -> str:
+    """Create or migrate the schema and create the experiment if missing; returns its id.
+
+    Every process that opens a store comes through here (the tracking helper of every
+    run, a sweep's parent), under one file lock, so two runs or two sweeps started
+    together on a fresh store never race on its migration."""
+    from filelock import Timeout
+
+    preflight(store)
+    quiet_mlflow()
+    try:
+        with _init_lock(store):
+            _repair_sqlite(store)
+            return _experiment_id(store)
+    except Timeout as exc:
+        raise TrackingFailed(f"tracking store {store.display_uri}: another process held {exc.lock_file} "
+                             f"for over {INIT_LOCK_WAIT_S:.0f} s while creating the store; retry, or remove "
+                             "the lock file if no run is alive") from exc
     except TrackingFailed:
         raise
     except Exception as exc:
@@ -187,190 +240,149 @@ def ensure_store(store: Store) -> str:
         raise TrackingFailed(f"tracking store {store.display_uri} failed: {msg}") from exc
 
 
-class MlflowRun:
-    """One MLflow run through MlflowClient: every call batched and failure-typed.
+def _experiment_id(store: Store) -> str:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
 
-    Lives in the tracking helper process (see ``Tracker``)."""
-
-    def __init__(self, store: Store):
-        self.store = store
-        self.experiment_id: Optional[str] = None
-        self.mlflow_run_id: Optional[str] = None
-        self.ended = False
-        self._client = None
-
-    def _call(self, what: str, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            msg = " ".join(str(exc).split())[:200]
-            raise TrackingFailed(f"MLflow {what} failed on {self.store.display_uri}: {msg}") from exc
-
-    def start(self, run_id: str, tags: Dict[str, str], params: Dict[str, object]) -> None:
-        self.experiment_id = ensure_store(self.store)
-        from mlflow.entities import Param
-        from mlflow.tracking import MlflowClient
-
-        self._client = MlflowClient(tracking_uri=self.store.uri)
-        run = self._call("create_run", self._client.create_run, self.experiment_id,
-                         run_name=run_id, tags={"run_id": run_id, **tags})
-        self.mlflow_run_id = run.info.run_id
-        items = []
-        for key, value in params.items():
-            text = str(value)
-            if len(text) > MAX_PARAM_LENGTH:
-                log.warning("param %s is %d characters; truncated to MLflow's limit of %d",
-                            key, len(text), MAX_PARAM_LENGTH)
-                text = text[:MAX_PARAM_LENGTH]
-            items.append(Param(key, text))
-        for i in range(0, len(items), 100):
-            self._call("log_batch", self._client.log_batch, self.mlflow_run_id, params=items[i:i + 100])
-
-    def log_metrics(self, metrics: Dict[str, float], step: int = 0) -> None:
-        import math
-        import time
-
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                 if v is not None and math.isfinite(float(v))]
-        for i in range(0, len(items), 1000):
-            self._call("log_batch", self._client.log_batch, self.mlflow_run_id, metrics=items[i:i + 1000])
-
-    def log_artifacts(self, files: Iterable[tuple]) -> None:
-        """``files``: (local path, artifact sub-folder or None)."""
-        for path, sub in files:
-            path = Path(path)
-            if path.is_dir():
-                self._call("log_artifacts", self._client.log_artifacts, self.mlflow_run_id, str(path), sub)
-            elif path.exists():
-                self._call("log_artifact", self._client.log_artifact, self.mlflow_run_id, str(path), sub)
-
-    def end(self, status: str) -> None:
-        if self._client is not None and self.mlflow_run_id is not None and not self.ended:
-            self._call("set_terminated", self._client.set_terminated, self.mlflow_run_id, status)
-            self.ended = True
-
-    def mark_health(self, passed: bool) -> None:
-        if self._client is not None and self.mlflow_run_id is not None:
-            self._call("set_tag", self._client.set_tag, self.mlflow_run_id, "health", "PASS" if passed else "FAIL")
-            if not passed:
-                self._call("set_terminated", self._client.set_terminated, self.mlflow_run_id, "FAILED")
+    client = MlflowClient(tracking_uri=store.uri)
+    exp = client.get_experiment_by_name(store.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(store.experiment, artifact_location=store.artifact_location)
+    except MlflowException:
+        exp = client.get_experiment_by_name(store.experiment)  # created by a server's other client
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
-def serve(requests=None, replies=None) -> None:
-    """The tracking helper: one JSON request per line in, one JSON reply per line out.
-
-    Ignores terminal signals (the launch process decides how a run ends); if the
-    launch process vanishes (EOF) while its run is open, the run ends KILLED."""
-    import json
-    import signal
-    import sys
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    requests = requests or sys.stdin
-    replies = replies or sys.stdout
-    logging.basicConfig(level=logging.WARNING, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
-    _quiet_mlflow()
-    run: Optional[MlflowRun] = None
-    for line in requests:
-        msg = json.loads(line)
-        op, reply = msg.pop("op"), {"ok": True}
-        try:
-            if op == "start":
-                run = MlflowRun(Store(**msg.pop("store")))
-                run.start(**msg)
-            elif run is None:
-                raise TrackingFailed(f"MLflow {op} before the run was created")
-            else:
-                getattr(run, op)(**msg)
-            reply.update(experiment_id=run.experiment_id, mlflow_run_id=run.mlflow_run_id)
-        except Exception as exc:  # noqa: BLE001 - every failure goes back to the launch process
-            log.debug("tracking %s failed", op, exc_info=True)
-            reply = {"ok": False, "error": str(exc) if isinstance(exc, TrackingFailed)
-                     else f"MLflow {op} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
-        replies.write(json.dumps(reply) + "\n")
-        replies.flush()
-    if run is not None and not run.ended:
-        try:
-            run.end("KILLED")
-        except TrackingFailed:
-            pass
+class _HelperLost(Exception):
+    """The helper exited or stopped answering: its run must be ended from here."""
 
 
 class Tracker:
-    """The pipeline's handle on its MLflow run, kept in a helper process.
+    """The one owner of a run's MLflow run, from ``start`` to the gate's verdict.
 
     MLflow's import and store set-up (1-2 s of Python imports, ~90 MB) happen in a
-    child process started right after the preflight, in parallel with preprocessing
+    helper process started right after the preflight, in parallel with preprocessing
     and the TensorFlow import; the training process never imports MLflow. Calls are
-    queued without waiting; a failure surfaces as TrackingFailed at the next call,
-    and ``end``/``info``/``mark_health`` wait for every queued call."""
+    queued without waiting; a failure surfaces as TrackingFailed at the next call.
+    Every wait has a deadline. ``pipeline.run`` creates it and hands it, inside the
+    task's return value, to the health gate, which records the verdict (``finish``)
+    and closes it; any failure in between ends the run with ``abort``. If the helper
+    is gone or hung, ``abort`` kills it and ends the run with a fresh in-process
+    MlflowClient (the only place the launcher imports MLflow)."""
 
     enabled = True
 
     def __init__(self, store: Store, log_path: Optional[Path] = None):
-        import subprocess
-        import sys
-
         self.store = store
+        self.run_id: Optional[str] = None
+        self._tags: Dict[str, str] = {}
         self.experiment_id: Optional[str] = None
         self.mlflow_run_id: Optional[str] = None
         self._pending = 0
-        self._failure: Optional[str] = None
+        self._failure: Optional[str] = None  # first error reported: raised at the next call
+        self._lost: Optional[str] = None  # why the helper can no longer be used
+        self._ended: Optional[str] = None  # the terminal state the store confirmed last
+        self._last_ok = False  # whether the latest reply was a success
+        self._buf = b""
         package_root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root,
                                                                           os.environ.get("PYTHONPATH")])))
         err = open(log_path, "ab") if log_path else subprocess.DEVNULL  # its warnings join the run log
         try:
-            self._proc = subprocess.Popen([sys.executable, "-m", "spline_lstm.tracking"], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=err, env=env, start_new_session=True)
+            self._proc: Optional[subprocess.Popen] = subprocess.Popen(
+                [sys.executable, "-m", "spline_lstm.tracking_helper"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=err, env=env, start_new_session=True, bufsize=0)
         except OSError as exc:
             raise TrackingFailed(f"cannot start the tracking helper: {exc.strerror or exc}") from exc
         finally:
             if log_path:
                 err.close()
+        os.set_blocking(self._proc.stdin.fileno(), False)
 
-    def _send(self, op: str, wait: bool = False, **args) -> None:
-        import json
+    # --- the pipe, every operation bounded -------------------------------------------------
 
-        if self._failure is None:
+    def _lose(self, why: str) -> None:
+        self._lost = self._lost or why
+        self._failure = self._failure or f"MLflow tracking on {self.store.display_uri} failed: {why}"
+        raise _HelperLost(why)
+
+    def _write(self, data: bytes, deadline: float) -> None:
+        fd = self._proc.stdin.fileno()
+        view = memoryview(data)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._lose(f"the tracking helper (pid {self._proc.pid}) stopped taking requests")
+            if not select.select([], [fd], [], left)[1]:
+                continue
             try:
-                self._proc.stdin.write((json.dumps({"op": op, **args}, default=str) + "\n").encode())
-                self._proc.stdin.flush()
-                self._pending += 1
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                continue
             except OSError:
-                self._failure = f"MLflow {op} failed on {self.store.display_uri}: the tracking helper exited"
-        self._collect(block=wait)
-        if self._failure is not None:
-            raise TrackingFailed(self._failure)
+                self._lose("the tracking helper exited (see the run log)")
 
-    def _collect(self, block: bool) -> None:
-        """Read the replies that are in (all of them if ``block``)."""
-        import json
-        import select
+    def _read_line(self, deadline: Optional[float]) -> Optional[bytes]:
+        """One reply line; None if none is in yet and ``deadline`` is None (do not wait)."""
+        fd = self._proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = 0.0 if deadline is None else deadline - time.monotonic()
+            if deadline is not None and left <= 0:
+                self._lose(f"the tracking helper (pid {self._proc.pid}) did not answer within the time limit")
+            if not select.select([fd], [], [], left)[0]:
+                if deadline is None:
+                    return None
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self._lose("the tracking helper exited (see the run log)")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
 
+    def _collect(self, timeout: Optional[float]) -> None:
+        """Take the replies that are in; with ``timeout``, wait for all of them."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while self._pending:
-            if not block and not select.select([self._proc.stdout], [], [], 0)[0]:
-                return
-            line = self._proc.stdout.readline()
-            if not line:
-                self._pending = 0
-                self._failure = self._failure or (f"MLflow tracking on {self.store.display_uri} failed: "
-                                                  "the tracking helper exited (see the run log)")
+            line = self._read_line(deadline)
+            if line is None:
                 return
             self._pending -= 1
             reply = json.loads(line)
+            self._last_ok = bool(reply["ok"])
             if not reply["ok"]:
                 self._failure = self._failure or reply["error"]
             else:
                 self.experiment_id = reply.get("experiment_id") or self.experiment_id
                 self.mlflow_run_id = reply.get("mlflow_run_id") or self.mlflow_run_id
 
+    def _request(self, op: str, timeout: Optional[float], **args) -> None:
+        """Queue ``op``; with ``timeout``, wait until it and everything before it was answered."""
+        if self._proc is None or self._lost:
+            self._failure = self._failure or f"MLflow {op} failed on {self.store.display_uri}: {self._lost}"
+            return
+        self._write((json.dumps({"op": op, **args}, default=str) + "\n").encode(),
+                    time.monotonic() + (WAIT_S if timeout is None else timeout))
+        self._pending += 1
+        self._collect(timeout)
+
+    def _send(self, op: str, timeout: Optional[float] = None, **args) -> None:
+        if self._failure is None:
+            try:
+                self._request(op, timeout, **args)
+            except _HelperLost:
+                pass
+        if self._failure is not None:
+            raise TrackingFailed(self._failure)
+
+    # --- the run ---------------------------------------------------------------------------
+
     def start(self, run_id: str, tags: Dict[str, str], params: Dict[str, object]) -> None:
+        self.run_id, self._tags = run_id, tags
         self._send("start", store=asdict(self.store), run_id=run_id, tags=tags, params=params)
 
     def log_metrics(self, metrics: Dict[str, float], step: int = 0) -> None:
@@ -379,28 +391,84 @@ class Tracker:
     def log_artifacts(self, files: Iterable[tuple]) -> None:
         self._send("log_artifacts", files=[(str(path), sub) for path, sub in files])
 
-    def end(self, status: str) -> None:
-        self._send("end", wait=True, status=status)
-
-    def mark_health(self, passed: bool) -> None:
-        self._send("mark_health", wait=True, passed=passed)
-
     def info(self) -> Dict[str, Optional[str]]:
-        self._collect(block=True)
+        """The run's ids, once every queued call was answered (TrackingFailed if one failed)."""
+        self._wait_all()
         return {"tracking_uri": self.store.display_uri, "experiment": self.store.experiment,
                 "experiment_id": self.experiment_id, "mlflow_run_id": self.mlflow_run_id}
 
-    def close(self) -> None:
-        """Let the helper finish what is queued and exit."""
+    def _wait_all(self) -> None:
+        if self._failure is None and self._proc is not None:
+            try:
+                self._collect(WAIT_S)
+            except _HelperLost:
+                pass
+        if self._failure is not None:
+            raise TrackingFailed(self._failure)
+
+    def finish(self, passed: bool) -> None:
+        """The gate's verdict: health tag and FINISHED (or FAILED), confirmed by the store.
+
+        Raises TrackingFailed once the run was ended FAILED another way."""
         try:
-            self._proc.stdin.close()
-        except OSError:
+            self._send("verdict", timeout=WAIT_S, passed=passed)
+        except TrackingFailed:
+            self.abort("FAILED")
+            raise
+        self._ended = "FINISHED" if passed else "FAILED"
+
+    def abort(self, status: str) -> None:
+        """End the run FAILED or KILLED, whatever state was queued or recorded before.
+
+        Through the helper if it answers in time; otherwise the helper is killed (a
+        stopped one too) and the run is ended here with a fresh MlflowClient. Never raises."""
+        if self.run_id is None:  # nothing was started: the helper holds nothing worth waiting for
+            self._kill()
+        if self.run_id is None or self._proc is None or self._ended == status:
+            self.close()
+            return
+        timeout = INTERRUPT_WAIT_S if status == "KILLED" else FAIL_WAIT_S
+        failure = self._failure
+        self._failure = None  # earlier errors do not stop the terminal state from being sent
+        try:
+            self._request("end", timeout, status=status)
+        except _HelperLost:
             pass
+        ended = not self._lost and self._pending == 0 and self._last_ok
+        self._failure = failure or self._failure
+        if ended:
+            self._ended = status
+        else:
+            log.warning("could not end the MLflow run %s through the helper: %s", self.run_id, self._failure)
+        if self._lost:
+            self._kill()
+            try:
+                end_run_directly(self.store, self.run_id, self.mlflow_run_id, self._tags, status)
+            except Exception as exc:  # noqa: BLE001 - the store itself may be what failed
+                log.warning("could not end the MLflow run %s (%s) directly: %s", self.run_id, status,
+                            " ".join(str(exc).split())[:200])
+        self.close(timeout)
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()  # SIGKILL also ends a stopped process, and its SQLite lock with it
+            self._proc.wait()
+
+    def close(self, timeout: float = WAIT_S) -> None:
+        """Let the helper finish what is queued and exit; kill it after ``timeout``."""
+        if self._proc is None:
+            return
+        proc, self._proc = self._proc, None
+        for pipe in (proc.stdin, proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
         try:
-            self._proc.wait(timeout=120)
-        except Exception:  # noqa: BLE001 - never hang the launch on a stuck helper
-            self._proc.kill()
-        self._proc.stdout.close()
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class NullTracker:
@@ -418,22 +486,47 @@ class NullTracker:
     def log_artifacts(self, files):
         pass
 
-    def end(self, status):
+    def finish(self, passed):
         pass
 
-    def mark_health(self, passed):
+    def abort(self, status):
         pass
 
-    def close(self):
+    def close(self, timeout=None):
         pass
 
     def info(self):
         return {"tracking_uri": None, "experiment": None, "experiment_id": None, "mlflow_run_id": None}
 
 
+def end_run_directly(store: Store, run_id: str, mlflow_run_id: Optional[str], tags: Dict[str, str],
+                     status: str) -> None:
+    """Make the store say how the run ended, from this process (the helper is gone).
+
+    Without the MLflow id (the helper died before answering ``start``): the runs tagged
+    ``run_id`` that are still RUNNING, or, when the helper never created one, a new run
+    with the run's tags, so a claimed run always has its MLflow record. A health=PASS
+    tag turns FAIL."""
+    quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    experiment_id = ensure_store(store)
+    client = MlflowClient(tracking_uri=store.uri)
+    if mlflow_run_id:
+        runs = [client.get_run(mlflow_run_id)]
+    else:
+        runs = [r for r in client.search_runs([experiment_id], filter_string=f"tags.run_id = '{run_id}'")
+                if r.info.status == "RUNNING"]
+        runs = runs or [client.create_run(experiment_id, run_name=run_id, tags={**tags, "run_id": run_id})]
+    for run in runs:
+        if run.data.tags.get("health") == "PASS":
+            client.set_tag(run.info.run_id, "health", "FAIL")
+        client.set_terminated(run.info.run_id, status)
+
+
 def find_runs(store: Store, run_id: str) -> list:
     """MLflow runs tagged with our run_id."""
-    _quiet_mlflow()
+    quiet_mlflow()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=store.uri)
@@ -453,23 +546,3 @@ def tag_runs(store: Store, run_id: str, tags: Dict[str, str]) -> int:
         for k, v in tags.items():
             client.set_tag(run.info.run_id, k, str(v))
     return len(runs)
-
-
-# Opened by the pipeline, closed by the health gate after it tagged the verdict.
-_OPEN: Dict[str, "Tracker"] = {}
-
-
-def keep_open(run_id: str, tracker: "Tracker") -> None:
-    _OPEN[run_id] = tracker
-
-
-def take_open(run_id: str) -> Optional["Tracker"]:
-    return _OPEN.pop(run_id, None)
-
-
-if __name__ == "__main__":
-    import sys
-
-    serve()
-    sys.stdout.flush()
-    os._exit(0)  # every reply is out: skip tearing down MLflow and SQLAlchemy (~0.4 s)

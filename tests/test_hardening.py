@@ -337,6 +337,8 @@ TRACKING_CASES: List[Case] = [
          ("tracking.uri=sqlite:///{tmp}/afile/mlflow.db",), 8, "TRACKING_FAILED", ("afile",), prep="afile"),
     Case("tracking-not-a-uri", "tracking", "tracking.uri=a plain path (file stores unsupported)",
          ("tracking.uri={tmp}/mlruns",), 8, "TRACKING_FAILED", ("not a URI",)),
+    Case("tracking-experiment-empty", "tracking", "tracking.experiment= (empty)",
+         ("tracking.experiment=",), 2, "CONFIG_INVALID", ("tracking.experiment",)),
 ]
 
 MATRIX: List[Case] = INPUT_CASES + CONFIG_CASES + RUN_ID_CASES + STORAGE_CASES + TRACKING_CASES
@@ -472,6 +474,27 @@ FAULT_CASES: List[Scenario] = [
              slow=True),
     Scenario("determinism", "determinism", "the same config twice", 0, "OK",
              "bit-identical metrics and history, identical processed.npz; metadata records determinism"),
+    # tests/test_tracking_lifecycle.py: the MLflow run's owner, the store's init lock, secrets
+    Scenario("tracking-helper-killed", "tracking", "SIGKILL of the tracking helper mid-training", 8,
+             "TRACKING_FAILED", "MLflow run FAILED, not RUNNING; health refuses", slow=True),
+    Scenario("tracking-helper-stopped-sigterm", "tracking", "tracking helper stopped (SIGSTOP), then SIGTERM "
+             "to the launch", 130, "INTERRUPTED", "exit within 10 s; MLflow run KILLED; health refuses", slow=True),
+    Scenario("tracking-store-locked", "tracking", "SQLite store held with BEGIN EXCLUSIVE for 25 s mid-training",
+             8, "TRACKING_FAILED", "MLflow run FAILED, never FINISHED; health refuses", slow=True),
+    Scenario("tracking-later-state-wins", "tracking", "FINISHED with health=PASS queued, then KILLED", 0, "OK",
+             "the run ends KILLED with health=FAIL"),
+    Scenario("store-two-runs-fresh", "concurrency", "two plain runs started together on a fresh outputs dir", 0,
+             "OK", "both pass; store integrity ok, no _alembic_tmp_* table, one schema version"),
+    Scenario("store-two-sweeps-fresh", "concurrency", "two 2-job joblib sweeps started together on a fresh "
+             "outputs dir", 0, "OK", "4 FINISHED runs; store integrity ok, no _alembic_tmp_* table", slow=True),
+    Scenario("store-half-migrated", "tracking", "a leftover _alembic_tmp_runs table in the store", 0, "OK",
+             "repaired under the init lock; the store works"),
+    Scenario("store-unmigratable", "tracking", "a schema version MLflow does not know", 8, "TRACKING_FAILED",
+             "refused, naming the runbook action"),
+    *[Scenario(f"tracking-password-{way}", "secrets", f"a password-protected MLflow server, URI with password "
+               f"{how}", 0, "OK", "the password is in no file of the outputs dir or the server's store", slow=True)
+      for way, how in [("override", "as an override"), ("yaml", "in a YAML config file"),
+                       ("oc-env", "via tracking.uri=${oc.env:VAR}"), ("environment", "in MLFLOW_TRACKING_URI")]],
 ]
 
 # Issue 11: the commit protocol (tests/test_commit_protocol.py) and quarantine (tests/test_cli.py).

@@ -1,0 +1,168 @@
+"""The tracking helper process: MLflow lives here, never in the training process.
+
+Protocol (``python -m spline_lstm.tracking_helper``): one JSON request per line on
+stdin, one JSON reply per line on stdout, in order. Requests are ``start``,
+``log_metrics``, ``log_artifacts``, ``verdict`` (the gate's health tag and terminal
+state) and ``end`` (a terminal state). Every terminal state is applied in the
+order it arrives, so a later FAILED/KILLED always replaces an earlier FINISHED.
+The launcher side is ``spline_lstm.tracking.Tracker``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Iterable, Optional
+
+from spline_lstm.errors import TrackingFailed
+from spline_lstm.secrets import mask_logs, mask_text
+from spline_lstm.tracking import Store, ensure_store, quiet_mlflow
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_LENGTH = 6000
+
+
+class MlflowRun:
+    """One MLflow run through MlflowClient: every call batched and failure-typed."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.experiment_id: Optional[str] = None
+        self.mlflow_run_id: Optional[str] = None
+        self.ended = False  # a terminal state was recorded (the EOF rule leaves it alone)
+        self._passed = False  # health=PASS was recorded: a later failure must turn it FAIL
+        self._client = None
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            msg = mask_text(" ".join(str(exc).split())[:200])
+            raise TrackingFailed(f"MLflow {what} failed on {self.store.display_uri}: {msg}") from exc
+
+    def start(self, run_id: str, tags: Dict[str, str], params: Dict[str, object]) -> None:
+        self.experiment_id = ensure_store(self.store)
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        self._client = MlflowClient(tracking_uri=self.store.uri)
+        run = self._call("create_run", self._client.create_run, self.experiment_id,
+                         run_name=run_id, tags={"run_id": run_id, **tags})
+        self.mlflow_run_id = run.info.run_id
+        items = []
+        for key, value in params.items():
+            text = str(value)
+            if len(text) > MAX_PARAM_LENGTH:
+                log.warning("param %s is %d characters; truncated to MLflow's limit of %d",
+                            key, len(text), MAX_PARAM_LENGTH)
+                text = text[:MAX_PARAM_LENGTH]
+            items.append(Param(key, text))
+        for i in range(0, len(items), 100):
+            self._call("log_batch", self._client.log_batch, self.mlflow_run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: Dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if v is not None and math.isfinite(float(v))]
+        for i in range(0, len(items), 1000):
+            self._call("log_batch", self._client.log_batch, self.mlflow_run_id, metrics=items[i:i + 1000])
+
+    def log_artifacts(self, files: Iterable[tuple]) -> None:
+        """``files``: (local path, artifact sub-folder or None)."""
+        for path, sub in files:
+            path = Path(path)
+            if path.is_dir():
+                self._call("log_artifacts", self._client.log_artifacts, self.mlflow_run_id, str(path), sub)
+            elif path.exists():
+                self._call("log_artifact", self._client.log_artifact, self.mlflow_run_id, str(path), sub)
+
+    def end(self, status: str) -> None:
+        """Any terminal state, always applied: the last one sent is the one MLflow keeps."""
+        if self._client is None or self.mlflow_run_id is None:
+            return
+        if status != "FINISHED" and self._passed:
+            self._call("set_tag", self._client.set_tag, self.mlflow_run_id, "health", "FAIL")
+            self._passed = False
+        self._call("set_terminated", self._client.set_terminated, self.mlflow_run_id, status)
+        self.ended = True
+
+    def verdict(self, passed: bool) -> None:
+        """The gate's verdict: health tag, then FINISHED (PASS) or FAILED; a half-recorded
+        PASS is taken back (health=FAIL, FAILED) before the failure is reported."""
+        if self._client is None or self.mlflow_run_id is None:
+            return
+        try:
+            self._call("set_tag", self._client.set_tag, self.mlflow_run_id, "health", "PASS" if passed else "FAIL")
+            self._passed = passed
+            self.end("FINISHED" if passed else "FAILED")
+        except TrackingFailed:
+            if passed:
+                try:
+                    self.end("FAILED")
+                except TrackingFailed:
+                    pass
+            raise
+
+
+def _handle(run: Optional[MlflowRun], msg: dict) -> tuple:
+    """One request -> (the run, its JSON reply)."""
+    op, reply = msg.pop("op"), {"ok": True}
+    try:
+        if op == "start":
+            run = MlflowRun(Store(**msg.pop("store")))
+            run.start(**msg)
+        elif run is None:
+            raise TrackingFailed(f"MLflow {op} before the run was created")
+        elif op in ("log_metrics", "log_artifacts", "end", "verdict"):
+            getattr(run, op)(**msg)
+        else:
+            raise TrackingFailed(f"unknown tracking request {op!r}")
+        reply.update(experiment_id=run.experiment_id, mlflow_run_id=run.mlflow_run_id)
+    except Exception as exc:  # noqa: BLE001 - every failure goes back to the launch process
+        log.debug("tracking %s failed", op, exc_info=True)
+        reply = {"ok": False, "error": mask_text(str(exc)) if isinstance(exc, TrackingFailed) else
+                 mask_text(f"MLflow {op} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")}
+    return run, reply
+
+
+def serve(requests=None, replies=None) -> None:
+    """Answer requests until EOF.
+
+    Ignores terminal signals (the launch process decides how a run ends); if the
+    launch process vanishes (EOF) while its run has no terminal state, it ends KILLED."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    requests = requests or sys.stdin
+    replies = replies or sys.stdout
+    logging.basicConfig(level=logging.WARNING, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    mask_logs()  # its stderr joins the run log
+    quiet_mlflow()
+    run: Optional[MlflowRun] = None
+    for line in requests:
+        try:
+            msg = json.loads(line)
+        except ValueError:  # a request cut short by a signal in the launcher
+            msg = {"op": "malformed"}
+        run, reply = _handle(run, msg)
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+    if run is not None and not run.ended:
+        try:
+            run.end("KILLED")
+        except TrackingFailed:
+            pass
+
+
+if __name__ == "__main__":
+    serve()
+    sys.stdout.flush()
+    os._exit(0)  # every reply is out: skip tearing down MLflow and SQLAlchemy (~0.4 s)
