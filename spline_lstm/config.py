@@ -118,8 +118,12 @@ class PathsConfig:
 class TrackingConfig:
     enabled: bool = True
     uri: Optional[str] = None  # None = sqlite:///<outputs_dir>/mlflow.db (absolute)
-    artifact_location: Optional[str] = None  # None = <outputs_dir>/mlartifacts
+    artifact_location: Optional[str] = None  # None = <outputs_dir>/mlartifacts; a server's own store for http(s)
     experiment: str = "spline-lstm"
+    # http(s) servers only (tracking=server); None = fail fast (15 s timeout, no retry)
+    http_timeout_s: Optional[int] = None  # per request
+    http_retries: Optional[int] = None  # per request, with exponential backoff (also the preflight)
+    http_backoff_factor: Optional[int] = None  # retry n waits factor * 2**(n-1) s
 
 
 @dataclass
@@ -262,6 +266,9 @@ def validate(cfg: DictConfig, resolve_run_id: bool = True) -> AppConfig:
     _require(d.n_points >= 1, "data.n_points", f"must be >= 1, got {d.n_points}")
     _require(0 <= d.gap_ratio < 1, "data.gap_ratio", f"must be in [0, 1), got {d.gap_ratio}")
     _require(bool(app.run_prefix), "run_prefix", "must not be empty")
+    from spline_lstm.tracking_server import check_http_settings
+
+    check_http_settings(app.tracking)
     app.paths.outputs_dir = str(Path(app.paths.outputs_dir).expanduser().absolute())
     app.paths.artifacts_dir = str(Path(app.paths.artifacts_dir).expanduser().absolute())
     return app

@@ -8,7 +8,6 @@ and never imports MLflow.
 """
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import re
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
 
 from spline_lstm.errors import TrackingFailed
+from spline_lstm.tracking_server import drop_duplicate_runs, http_env, is_http
+from spline_lstm.tracking_server import preflight as preflight_server
 
 if TYPE_CHECKING:
     from spline_lstm.config import PathsConfig, TrackingConfig
@@ -31,7 +32,7 @@ MAX_PARAM_LENGTH = 6000
 @dataclass(frozen=True)
 class Store:
     uri: str  # without credentials: MLflow reads them from MLFLOW_TRACKING_USERNAME/PASSWORD
-    artifact_location: str
+    artifact_location: Optional[str]  # None: the server's (mlflow-artifacts:/ with --serve-artifacts)
     experiment: str
     user: Optional[str] = None
 
@@ -96,7 +97,10 @@ def resolve_store(tracking: TrackingConfig, paths: PathsConfig) -> Store:
                              "supported); use sqlite:///path/mlflow.db or http://host:port")
     uri, user = _take_credentials(uri)
     loc = tracking.artifact_location or str(outputs / "mlartifacts")
-    if "://" not in loc:
+    if is_http(uri):  # MLflow's timeouts/retries for the tracking helper; artifacts via the server by default
+        os.environ.update(http_env(tracking))
+        loc = tracking.artifact_location
+    if loc and "://" not in loc:
         loc = Path(loc).absolute().as_uri()
     return Store(uri, loc, tracking.experiment, user)
 
@@ -141,21 +145,8 @@ def preflight(store: Store) -> None:
                 raise TrackingFailed(f"{where}: cannot create {path.parent}: {exc.strerror}") from exc
             if not os.access(path.parent, os.W_OK):
                 raise TrackingFailed(f"{where}: {path.parent} is not writable")
-    elif uri.startswith(("http://", "https://")):
-        from urllib.error import HTTPError, URLError
-        from urllib.request import Request, urlopen
-
-        probe = Request(uri.rstrip("/") + "/health")
-        if store.user:
-            token = f"{store.user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
-            probe.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
-        try:
-            urlopen(probe, timeout=5).read(64)
-        except HTTPError:
-            pass  # the server answered: reachable
-        except (URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise TrackingFailed(f"tracking server {store.display_uri} is unreachable: {reason}") from exc
+    elif is_http(uri):
+        preflight_server(store)
 
 
 def ensure_store(store: Store) -> str:
@@ -215,6 +206,8 @@ class MlflowRun:
         run = self._call("create_run", self._client.create_run, self.experiment_id,
                          run_name=run_id, tags={"run_id": run_id, **tags})
         self.mlflow_run_id = run.info.run_id
+        if is_http(self.store.uri):  # a create_run retried across a server restart may exist twice
+            self._call("search_runs", drop_duplicate_runs, self._client, self.experiment_id, run)
         items = []
         for key, value in params.items():
             text = str(value)
