@@ -178,8 +178,7 @@ def stale_runs(client, experiment: str, run_id: Optional[str] = None) -> list:
     return client.search_runs([exp.experiment_id], filter_string=query, order_by=["attributes.start_time ASC"])
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m spline_lstm.tracking_server stale``: list (and with --end, end FAILED) RUNNING runs."""
+def build_parser():
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -193,6 +192,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     stale.add_argument("--experiment", default="spline-lstm")
     stale.add_argument("--run-id", help="only the MLflow runs tagged with this run_id")
     stale.add_argument("--end", action="store_true", help="set them FAILED (only for jobs you know are dead)")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m spline_lstm.tracking_server stale``: list (and with --end, end FAILED) RUNNING runs."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

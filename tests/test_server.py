@@ -250,3 +250,13 @@ def test_a_create_run_twin_from_a_retried_request_is_removed(server):
     assert client.get_run(twin.info.run_id).info.lifecycle_stage == "deleted"
     assert client.get_run(twin.info.run_id).info.status == "KILLED"
     assert client.get_run(other.info.run_id).info.lifecycle_stage == "active"
+
+
+def test_the_runbooks_stale_run_commands_parse():
+    from spline_lstm.tracking_server import build_parser
+    from tests.test_runbook import commands, text
+
+    argvs = commands(text(), "python -m spline_lstm.tracking_server")
+    assert len(argvs) >= 2 and any("--end" in a for a in argvs)
+    for argv in argvs:
+        build_parser().parse_args(argv[3:])

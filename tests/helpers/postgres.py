@@ -144,7 +144,7 @@ class Postgres:
 
     def sql(self, query: str) -> str:
         """One query through psql (tests and bench read pg_stat_activity with it)."""
-        psql = shutil.which("psql") or str(self.bin / "psql")
+        psql = str(self.bin / "psql") if (self.bin / "psql").exists() else (shutil.which("psql") or "psql")
         out = self._run(psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", DB_USER, "-d", DB_NAME,
                         "-At", "-c", query)
         if out.returncode != 0:
