@@ -15,7 +15,7 @@ import os
 import ssl
 import sys
 import time
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from spline_lstm.errors import ConfigInvalid, TrackingFailed
 
@@ -91,29 +91,36 @@ def _tls() -> Optional[ssl.SSLContext]:
     return ssl.create_default_context(cafile=cafile) if cafile else None
 
 
-def _get(url: str, headers: Dict[str, str], timeout: float) -> int:
-    """HTTP status of a GET (an HTTP error status is an answer too); raises OSError when unreachable."""
+def _get(url: str, headers: Dict[str, str], timeout: float) -> Tuple[int, str]:
+    """Status and the start of the body of a GET (an HTTP error is an answer too);
+    raises OSError when nothing answers."""
     from urllib.error import HTTPError
     from urllib.request import Request, urlopen
 
     try:
         with urlopen(Request(url, headers=headers), timeout=timeout, context=_tls()) as reply:
-            reply.read(256)
-            return reply.status
+            return reply.status, reply.read(256).decode(errors="replace")
     except HTTPError as exc:
-        return exc.code
+        return exc.code, exc.read(512).decode(errors="replace")
 
 
-def with_retries(probe: Callable[[], int], retries: int, factor: int,
-                 sleep: Callable[[float], None] = time.sleep) -> int:
-    """Run ``probe`` until it answers with a status that is not transient, waiting
-    ``retry_delays`` in between; the last OSError propagates once the retries are spent."""
+def _transient(answer: Tuple[int, str]) -> bool:
+    """Worth a retry: a proxy's 502/503/504 while the server restarts, but not MLflow's own
+    503 for a server started with --no-serve-artifacts (that one is final)."""
+    status, body = answer
+    return status in RETRY_STATUSES and "serve-artifacts" not in body
+
+
+def with_retries(probe: Callable[[], Any], retries: int, factor: int, transient: Callable[[Any], bool],
+                 sleep: Callable[[float], None] = time.sleep) -> Any:
+    """Run ``probe`` until its answer is not ``transient``, waiting ``retry_delays`` in
+    between; the last answer, or the last OSError, once the retries are spent."""
     delays = retry_delays(retries, factor)
     for attempt in range(retries + 1):
         try:
-            status = probe()
-            if status not in RETRY_STATUSES or attempt == retries:
-                return status
+            answer = probe()
+            if not transient(answer) or attempt == retries:
+                return answer
         except OSError:
             if attempt == retries:
                 raise
@@ -131,9 +138,10 @@ def preflight(store: Store) -> None:
     headers = _headers(store)
     where = f"tracking server {store.display_uri}"
     try:
-        status = with_retries(lambda: _get(base + "/health", headers, timeout), retries, factor)
+        status, _ = with_retries(lambda: _get(base + "/health", headers, timeout), retries, factor, _transient)
         if status not in (401, 403) and store.artifact_location is None:
-            status = with_retries(lambda: _get(base + ARTIFACTS_PROBE, headers, timeout), retries, factor)
+            status, _ = with_retries(lambda: _get(base + ARTIFACTS_PROBE, headers, timeout), retries, factor,
+                                     _transient)
             if status in (404, 501, 503):
                 raise TrackingFailed(f"{where} does not serve artifacts (HTTP {status}): start it with "
                                      "`mlflow server --serve-artifacts --artifacts-destination DIR_OR_URI`, or set "

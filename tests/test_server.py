@@ -139,7 +139,8 @@ def test_the_preflight_retries_a_refused_connection_on_mlflows_schedule():
     waits: List[float] = []
     url = f"http://127.0.0.1:{free_port()}/health"
     with pytest.raises(OSError):
-        with_retries(lambda: urllib.request.urlopen(url, timeout=2).status, 3, 1, sleep=waits.append)
+        with_retries(lambda: urllib.request.urlopen(url, timeout=2).status, 3, 1, lambda status: status == 503,
+                     sleep=waits.append)
     assert waits == [0, 2, 4]
 
 
@@ -260,3 +261,24 @@ def test_the_runbooks_stale_run_commands_parse():
     assert len(argvs) >= 2 and any("--end" in a for a in argvs)
     for argv in argvs:
         build_parser().parse_args(argv[3:])
+
+
+@pytest.mark.slow
+def test_a_server_that_does_not_serve_artifacts_is_refused_before_any_work(server, tmp_path):
+    from tests.helpers.postgres import MlflowServer
+
+    pg, _ = server
+    bare = MlflowServer(pg.uri, tmp_path / "unused", tmp_path / "bare.log", workers=1, serve_artifacts=False)
+    bare.start()
+    try:
+        t0 = time.time()
+        proc = launch(*TINY, "tracking=server", f"tracking.uri={bare.url}", outputs=tmp_path / "out")
+        took = time.time() - t0
+    finally:
+        bare.stop()
+    assert proc.returncode == 8, proc.stderr[-2000:]
+    assert "does not serve artifacts (HTTP 503): start it with `mlflow server --serve-artifacts" in \
+        last_line(proc.stderr)
+    assert not (tmp_path / "out" / "artifacts").exists()
+    assert took < sum(retry_delays(SERVER_RETRIES, 1)), "MLflow's 503 for --no-serve-artifacts is final, not retried"
+    assert bare.proc.poll() is not None

@@ -172,6 +172,7 @@ class MlflowServer:
     artifacts: Path
     log: Path
     workers: int = 2
+    serve_artifacts: bool = True  # False: the misconfiguration the preflight must refuse
     port: int = field(default_factory=free_port)
     proc: Optional[subprocess.Popen] = None
     starts: List[float] = field(default_factory=list)  # seconds each start took to answer /health
@@ -181,10 +182,10 @@ class MlflowServer:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> List[str]:
-        return [str(Path(sys.executable).with_name("mlflow")), "server",
-                "--backend-store-uri", self.backend_uri, "--serve-artifacts",
-                "--artifacts-destination", str(self.artifacts),
-                "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
+        artifacts = (["--serve-artifacts", "--artifacts-destination", str(self.artifacts)] if self.serve_artifacts
+                     else ["--no-serve-artifacts"])
+        return [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", self.backend_uri,
+                *artifacts, "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
 
     def start(self, timeout: float = 180) -> "MlflowServer":
         t0 = time.time()
@@ -213,7 +214,7 @@ class MlflowServer:
         _stop(self.proc, signal.SIGKILL, 30)
 
     def stop(self) -> None:
-        _stop(self.proc, signal.SIGTERM, 20)
+        _stop(self.proc, signal.SIGTERM, 5)  # uvicorn would wait for idle keep-alive clients
 
 
 @contextmanager
