@@ -15,6 +15,7 @@ import os
 import ssl
 import sys
 import time
+import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from spline_lstm.errors import ConfigInvalid, TrackingFailed
@@ -138,10 +139,10 @@ def preflight(store: Store) -> None:
     headers = _headers(store)
     where = f"tracking server {store.display_uri}"
     try:
-        status, _ = with_retries(lambda: _get(base + "/health", headers, timeout), retries, factor, _transient)
+        status, body = with_retries(lambda: _get(base + "/health", headers, timeout), retries, factor, _transient)
         if status not in (401, 403) and store.artifact_location is None:
-            status, _ = with_retries(lambda: _get(base + ARTIFACTS_PROBE, headers, timeout), retries, factor,
-                                     _transient)
+            status, body = with_retries(lambda: _get(base + ARTIFACTS_PROBE, headers, timeout), retries, factor,
+                                        _transient)
             if status in (404, 501, 503):
                 raise TrackingFailed(f"{where} does not serve artifacts (HTTP {status}): start it with "
                                      "`mlflow server --serve-artifacts --artifacts-destination DIR_OR_URI`, or set "
@@ -150,6 +151,10 @@ def preflight(store: Store) -> None:
         reason = getattr(exc, "reason", exc)
         tried = f" (tried {retries + 1} times over {sum(retry_delays(retries, factor)):.0f} s)" if retries else ""
         raise TrackingFailed(f"{where} is unreachable{tried}: {reason}") from exc
+    if status == 403 and "Invalid Host header" in body:  # MLflow's DNS-rebinding guard, not an auth failure
+        host = urllib.parse.urlparse(store.uri).netloc.rsplit("@", 1)[-1]
+        raise TrackingFailed(f"{where} refuses requests addressed to {host} (HTTP 403, Invalid Host header): "
+                             f"start it with `mlflow server --allowed-hosts {host} ...`")
     if status in (401, 403):
         raise TrackingFailed(f"{where} refused the credentials (HTTP {status}): export MLFLOW_TRACKING_USERNAME "
                              "and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")

@@ -348,6 +348,10 @@ FAULT_CASES: List[Scenario] = [
              "retries (tests/test_server.py)", 8, "TRACKING_FAILED", "its run stays RUNNING; "
              "`python -m spline_lstm.tracking_server stale --run-id ... --end` finds it and ends it FAILED",
              slow=True),
+    Scenario("server-misconfigured", "tracking", "tracking=server against a server without --serve-artifacts, "
+             "and at an address missing from its --allowed-hosts (tests/test_server.py)", 8, "TRACKING_FAILED",
+             "refused in the preflight, before any file, with the server option that fixes it; not retried",
+             slow=True),
     Scenario("server-create-run-twin", "tracking", "a create_run retried after the server committed it "
              "(tests/test_server.py)", 0, "OK", "the twin (same run_id, same start time) is ended and deleted",
              slow=True),

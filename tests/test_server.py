@@ -264,21 +264,30 @@ def test_the_runbooks_stale_run_commands_parse():
 
 
 @pytest.mark.slow
-def test_a_server_that_does_not_serve_artifacts_is_refused_before_any_work(server, tmp_path):
+def test_a_misconfigured_server_is_refused_before_any_work(server, tmp_path):
+    """Two mistakes in setting up the server, each named with its fix before any work:
+    no --serve-artifacts (MLflow's 503, final: not retried), and an address missing from
+    --allowed-hosts (MLflow's 403 against DNS rebinding, not a credentials problem)."""
     from tests.helpers.postgres import MlflowServer
 
     pg, _ = server
     bare = MlflowServer(pg.uri, tmp_path / "unused", tmp_path / "bare.log", workers=1, serve_artifacts=False)
+    bare.allowed_hosts = f"127.0.0.1:{bare.port}"
     bare.start()
     try:
         t0 = time.time()
-        proc = launch(*TINY, "tracking=server", f"tracking.uri={bare.url}", outputs=tmp_path / "out")
+        no_artifacts = launch(*TINY, "tracking=server", f"tracking.uri={bare.url}", outputs=tmp_path / "a")
         took = time.time() - t0
+        other_name = launch(*TINY, "tracking=server", f"tracking.uri=http://localhost:{bare.port}",
+                            outputs=tmp_path / "b")
     finally:
         bare.stop()
-    assert proc.returncode == 8, proc.stderr[-2000:]
+    assert no_artifacts.returncode == 8, no_artifacts.stderr[-2000:]
     assert "does not serve artifacts (HTTP 503): start it with `mlflow server --serve-artifacts" in \
-        last_line(proc.stderr)
-    assert not (tmp_path / "out" / "artifacts").exists()
+        last_line(no_artifacts.stderr)
     assert took < sum(retry_delays(SERVER_RETRIES, 1)), "MLflow's 503 for --no-serve-artifacts is final, not retried"
+    assert other_name.returncode == 8, other_name.stderr[-2000:]
+    assert (f"refuses requests addressed to localhost:{bare.port} (HTTP 403, Invalid Host header): start it with "
+            f"`mlflow server --allowed-hosts localhost:{bare.port} ...`") in last_line(other_name.stderr)
+    assert not (tmp_path / "a" / "artifacts").exists() and not (tmp_path / "b" / "artifacts").exists()
     assert bare.proc.poll() is not None

@@ -172,7 +172,8 @@ class MlflowServer:
     artifacts: Path
     log: Path
     workers: int = 2
-    serve_artifacts: bool = True  # False: the misconfiguration the preflight must refuse
+    serve_artifacts: bool = True  # False, or allowed_hosts: misconfigurations the preflight must refuse
+    allowed_hosts: Optional[str] = None  # mlflow server --allowed-hosts (default: localhost, private IPs)
     port: int = field(default_factory=free_port)
     proc: Optional[subprocess.Popen] = None
     starts: List[float] = field(default_factory=list)  # seconds each start took to answer /health
@@ -185,7 +186,8 @@ class MlflowServer:
         artifacts = (["--serve-artifacts", "--artifacts-destination", str(self.artifacts)] if self.serve_artifacts
                      else ["--no-serve-artifacts"])
         return [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", self.backend_uri,
-                *artifacts, "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
+                *artifacts, "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+                *(["--allowed-hosts", self.allowed_hosts] if self.allowed_hosts else [])]
 
     def start(self, timeout: float = 180) -> "MlflowServer":
         t0 = time.time()
