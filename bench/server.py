@@ -13,7 +13,7 @@
    into SQLite.
 
 PostgreSQL and the server come from tests/helpers/postgres.py (loopback ports, temp
-folders, stopped by pid). Writes bench/results/<date>-<host>-server.json and .md.
+folders, stopped by pid). Writes bench/results/<date>-<host>-server[-sweeps].json and .md.
 """
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def main() -> None:
              f"connections during the server sweeps: {results['peak_db_connections']}; total {results['total_s']} s\n")
     print(text)
     stamp = time.strftime("%Y-%m-%d")
-    out = BENCH / "results" / f"{stamp}-{platform.node()}-server"
+    out = BENCH / "results" / f"{stamp}-{platform.node()}-server{'-sweeps' if args.skip_logging else ''}"
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     out.with_suffix(".md").write_text(text)
     print(f"wrote {out}.json and .md")
