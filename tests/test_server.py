@@ -156,6 +156,40 @@ def test_server_unreachable_past_the_retries_exits_8_before_anything_is_written(
     assert not (tmp_path / "out" / "artifacts").exists()
 
 
+def test_credentials_come_from_the_environment_and_a_refusal_exits_8(tmp_path):
+    """A stand-in server that answers 401 to everything: the preflight sends the
+    environment's credentials (nothing on the command line) and names the refusal."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: List[str] = []
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(401)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        proc = launch(*TINY, "tracking=server", f"tracking.uri=http://127.0.0.1:{httpd.server_port}",
+                      outputs=tmp_path / "out", env={"MLFLOW_TRACKING_USERNAME": "alice",
+                                                     "MLFLOW_TRACKING_PASSWORD": "s3cret-from-env"})
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert proc.returncode == 8, proc.stderr[-2000:]
+    assert "refused the credentials (HTTP 401): export MLFLOW_TRACKING_USERNAME" in last_line(proc.stderr)
+    assert seen == ["Basic " + base64.b64encode(b"alice:s3cret-from-env").decode()]
+    assert "s3cret-from-env" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "out" / "artifacts").exists()
+
+
 def test_tracking_server_needs_its_uri(tmp_path):
     proc = launch(*TINY, "tracking=server", outputs=tmp_path / "out")
     assert proc.returncode == 2 and "tracking.uri: tracking=server needs the server's address" in proc.stderr
