@@ -120,8 +120,12 @@ class PathsConfig:
 class TrackingConfig:
     enabled: bool = True
     uri: Optional[str] = None  # None = sqlite:///<outputs_dir>/mlflow.db (absolute)
-    artifact_location: Optional[str] = None  # None = <outputs_dir>/mlartifacts
+    artifact_location: Optional[str] = None  # None = <outputs_dir>/mlartifacts; a server's own store for http(s)
     experiment: str = "spline-lstm"
+    # http(s) servers only (tracking=server); None = fail fast (15 s timeout, no retry)
+    http_timeout_s: Optional[int] = None  # per request
+    http_retries: Optional[int] = None  # per request, with exponential backoff (also the preflight)
+    http_backoff_factor: Optional[int] = None  # retry n waits factor * 2**(n-1) s
 
 
 @dataclass
@@ -250,6 +254,9 @@ def validate(cfg: DictConfig, resolve_run_id: bool = True) -> AppConfig:
     _check_ranges(app)
     _check_data(app.data)
     from spline_lstm.containment import absolute_root
+    from spline_lstm.tracking_server import check_http_settings
+
+    check_http_settings(app.tracking)
 
     app.paths.outputs_dir = str(absolute_root("paths.outputs_dir", app.paths.outputs_dir))
     app.paths.artifacts_dir = str(absolute_root("paths.artifacts_dir", app.paths.artifacts_dir))

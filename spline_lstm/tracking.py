@@ -12,7 +12,6 @@ a no-op tracker and never imports MLflow. Credentials: ``spline_lstm.secrets``.
 """
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -28,6 +27,8 @@ from typing import TYPE_CHECKING, Dict, Iterable, Optional
 
 from spline_lstm.errors import ConfigInvalid, TrackingFailed
 from spline_lstm.secrets import PASSWORD_ENV, URI_ENV, mask_uri, take_credentials
+from spline_lstm.tracking_server import http_env, is_http
+from spline_lstm.tracking_server import preflight as preflight_server
 
 if TYPE_CHECKING:
     from spline_lstm.config import PathsConfig, TrackingConfig
@@ -45,7 +46,7 @@ RUNBOOK_REPAIR = ("back up the store, then run `mlflow db upgrade URI` or move i
 @dataclass(frozen=True)
 class Store:
     uri: str  # without credentials: MLflow reads them from MLFLOW_TRACKING_USERNAME/PASSWORD
-    artifact_location: str
+    artifact_location: Optional[str]  # None: the server's (mlflow-artifacts:/ with --serve-artifacts)
     experiment: str
     user: Optional[str] = None
 
@@ -85,7 +86,10 @@ def resolve_store(tracking: TrackingConfig, paths: PathsConfig) -> Store:
     if from_env:
         os.environ[URI_ENV] = uri  # the helper and MLflow inherit it without the password
     loc = tracking.artifact_location or str(outputs / "mlartifacts")
-    if "://" not in loc:
+    if is_http(uri):  # MLflow's timeouts/retries for the tracking helper; artifacts via the server by default
+        os.environ.update(http_env(tracking))
+        loc = tracking.artifact_location
+    if loc and "://" not in loc:
         loc = Path(loc).absolute().as_uri()
     return Store(uri, loc, tracking.experiment, user)
 
@@ -128,21 +132,8 @@ def preflight(store: Store) -> None:
                 raise TrackingFailed(f"{where}: cannot create {path.parent}: {exc.strerror}") from exc
             if not os.access(path.parent, os.W_OK):
                 raise TrackingFailed(f"{where}: {path.parent} is not writable")
-    elif uri.startswith(("http://", "https://")):
-        from urllib.error import HTTPError, URLError
-        from urllib.request import Request, urlopen
-
-        probe = Request(uri.rstrip("/") + "/health")
-        if store.user:
-            token = f"{store.user}:{os.environ.get(PASSWORD_ENV, '')}".encode()
-            probe.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
-        try:
-            urlopen(probe, timeout=5).read(64)
-        except HTTPError:
-            pass  # the server answered: reachable
-        except (URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise TrackingFailed(f"tracking server {store.display_uri} is unreachable: {reason}") from exc
+    elif is_http(uri):
+        preflight_server(store)
 
 
 def half_migrated(path: Path) -> list:

@@ -22,6 +22,7 @@ from typing import Dict, Iterable, Optional
 from spline_lstm.errors import TrackingFailed
 from spline_lstm.secrets import mask_logs, mask_text
 from spline_lstm.tracking import Store, ensure_store, quiet_mlflow
+from spline_lstm.tracking_server import drop_duplicate_runs, is_http
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class MlflowRun:
         run = self._call("create_run", self._client.create_run, self.experiment_id,
                          run_name=run_id, tags={"run_id": run_id, **tags})
         self.mlflow_run_id = run.info.run_id
+        if is_http(self.store.uri):  # a create_run retried across a server restart may exist twice
+            self._call("search_runs", drop_duplicate_runs, self._client, self.experiment_id, run)
         items = []
         for key, value in params.items():
             text = str(value)

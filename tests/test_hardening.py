@@ -333,6 +333,12 @@ TRACKING_CASES: List[Case] = [
          prep="read-only-db"),
     Case("tracking-sqlite-directory", "tracking", "sqlite URI naming a directory",
          ("tracking.uri=sqlite:///{tmp}",), 8, "TRACKING_FAILED", ("not a file",)),
+    Case("tracking-server-no-uri", "tracking", "tracking=server without tracking.uri",
+         ("tracking=server",), 2, "CONFIG_INVALID", ("tracking.uri",)),
+    Case("tracking-server-refused", "tracking", "tracking=server at a closed port, past its retries "
+         "(http_retries=2: waits 0 + 2 s)", ("tracking=server", "tracking.uri=http://127.0.0.1:{port}",
+                                               "tracking.http_retries=2"), 8, "TRACKING_FAILED",
+         ("127.0.0.1:{port} is unreachable (tried 3 times over 2 s)",)),
     Case("tracking-sqlite-parent-file", "tracking", "sqlite URI under a regular file",
          ("tracking.uri=sqlite:///{tmp}/afile/mlflow.db",), 8, "TRACKING_FAILED", ("afile",), prep="afile"),
     Case("tracking-not-a-uri", "tracking", "tracking.uri=a plain path (file stores unsupported)",
@@ -471,6 +477,21 @@ FAULT_CASES: List[Scenario] = [
     Scenario("mask-uri", "secrets", "mask_uri on URIs with user:password@", 0, "OK", "password replaced by ***"),
     Scenario("tracking-password-server", "secrets", "a tracked run against a live MLflow server with "
              "user:password@ in tracking.uri", 0, "OK", "the password is in no file, param, tag or log",
+             slow=True),
+    Scenario("server-restart-mid-sweep", "tracking", "tracking=server (PostgreSQL): the MLflow server SIGKILLed "
+             "and restarted during an 8-job joblib sweep (tests/test_server.py)", 0, "OK",
+             "requests retried; 8 FINISHED runs with tags, params, metrics, artifacts; none RUNNING, lost or "
+             "duplicated", slow=True),
+    Scenario("server-outage-past-retries", "tracking", "tracking=server: the server stays down longer than the "
+             "retries (tests/test_server.py)", 8, "TRACKING_FAILED", "its run stays RUNNING; "
+             "`python -m spline_lstm.tracking_server stale --run-id ... --end` finds it and ends it FAILED",
+             slow=True),
+    Scenario("server-misconfigured", "tracking", "tracking=server against a server without --serve-artifacts, "
+             "and at an address missing from its --allowed-hosts (tests/test_server.py)", 8, "TRACKING_FAILED",
+             "refused in the preflight, before any file, with the server option that fixes it; not retried",
+             slow=True),
+    Scenario("server-create-run-twin", "tracking", "a create_run retried after the server committed it "
+             "(tests/test_server.py)", 0, "OK", "the twin (same run_id, same start time) is ended and deleted",
              slow=True),
     Scenario("determinism", "determinism", "the same config twice", 0, "OK",
              "bit-identical metrics and history, identical processed.npz; metadata records determinism"),
