@@ -9,6 +9,7 @@ and the folder lock run in ``spline_lstm.containment`` before Hydra writes.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import secrets
@@ -182,9 +183,16 @@ def new_sweep_id() -> str:
 
 
 def current_sweep_id() -> str:
-    """One sweep id per process tree: launch.py sets it before Hydra starts; sweep
-    workers inherit it."""
-    return os.environ.setdefault("SPLINE_LSTM_SWEEP_ID", new_sweep_id())
+    """One sweep id per process tree: launch.py sets it before Hydra starts and sweep
+    workers inherit it. Composing a config elsewhere (tests, ``--cfg``) only reads it:
+    without one, a fixed id for this process, never written to the environment (a
+    child process started later must not inherit a sweep id it did not launch)."""
+    return os.environ.get("SPLINE_LSTM_SWEEP_ID") or _process_sweep_id()
+
+
+@functools.lru_cache(maxsize=None)
+def _process_sweep_id() -> str:
+    return new_sweep_id()
 
 
 def _run_id_default(prefix: str, job_num: Any = None) -> str:

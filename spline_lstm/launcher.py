@@ -41,7 +41,7 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
 
     os.environ["HYDRA_FULL_ERROR"] = "1"
     logging.raiseExceptions = False  # a log handler on a full disk fails quietly; the run's own writes report it
-    os.environ.setdefault("SPLINE_LSTM_SWEEP_ID", new_sweep_id())
+    os.environ["SPLINE_LSTM_SWEEP_ID"] = new_sweep_id()  # fresh per launch, never inherited
     status_dir = Path(tempfile.mkdtemp(prefix="spline-lstm-status-"))
     os.environ["SPLINE_LSTM_STATUS_DIR"] = str(status_dir)
     for sig in (signal.SIGINT, signal.SIGTERM):
