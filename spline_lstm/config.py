@@ -296,11 +296,11 @@ def _check_ranges(app: AppConfig) -> None:
     _require(1 <= m.units <= MAX_UNITS, "model.units", f"must be >= 1 and <= {MAX_UNITS}, got {m.units}")
     _require(1 <= m.layers <= 100, "model.layers", f"must be >= 1 and <= 100, got {m.layers}")
     _require(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
-    _require(1 <= p.lookback <= MAX_STEPS, "preprocess.lookback", f"must be in [1, 10^7, got {p.lookback}")
+    _require(1 <= p.lookback <= MAX_STEPS, "preprocess.lookback", f"must be >= 1 and <= 10^7, got {p.lookback}")
     _require(1 <= p.horizon <= MAX_STEPS, "preprocess.horizon", f"must be >= 1 and <= 10^7, got {p.horizon}")
     _require(0 <= p.max_missing_ratio < 1, "preprocess.max_missing_ratio",
              f"must be in [0, 1), got {p.max_missing_ratio}")
-    _require(0 <= p.difference <= MAX_STEPS, "preprocess.difference", f"must be in [0, 10^7, got {p.difference}")
+    _require(0 <= p.difference <= MAX_STEPS, "preprocess.difference", f"must be >= 0 and <= 10^7, got {p.difference}")
     _require(0 <= p.max_gap <= MAX_POINTS, "preprocess.max_gap", f"must be >= 0 and <= 10^8, got {p.max_gap}")
     _require(p.smoothing_lambda is None or p.smoothing_lambda > 0, "preprocess.smoothing_lambda",
              f"must be > 0 or null (GCV), got {p.smoothing_lambda}")
@@ -316,6 +316,8 @@ def _check_ranges(app: AppConfig) -> None:
              f"must be >= 1 and <= 10^7 or null, got {d.season}")
     _require(1 <= d.n_points <= MAX_POINTS, "data.n_points", f"must be >= 1 and <= 10^8, got {d.n_points}")
     _require(0 <= d.gap_ratio < 1, "data.gap_ratio", f"must be in [0, 1), got {d.gap_ratio}")
+    _require(not app.tracking.enabled or bool(app.tracking.experiment.strip()), "tracking.experiment",
+             "must not be empty (default: spline-lstm)")
     _require(0 <= d.gap_stretches <= d.n_points, "data.gap_stretches",
              f"must be in [0, data.n_points, got {d.gap_stretches}")
     _require(d.noise >= 0, "data.noise", f"must be >= 0, got {d.noise}")
