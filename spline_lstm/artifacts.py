@@ -146,15 +146,20 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def _write_synced(tmp: Path, data: bytes) -> None:
+    """The temp file of an atomic write, on disk before it gets its name."""
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Dict[str, Any]:
     """Write via temp file + fsync + rename; return {sha256, size} of what was written."""
     tmp = _tmp_name(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_synced(tmp, data)
         os.replace(tmp, path)
     except OSError as exc:
         _unlink_quiet(tmp)
@@ -170,11 +175,7 @@ def atomic_write_new(path: Path, data: bytes) -> Dict[str, Any]:
     temp file is hard-linked to its name, which fails if the name exists."""
     tmp = _tmp_name(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_synced(tmp, data)
         os.link(tmp, path)
     except FileExistsError:
         raise StorageError(f"cannot write {path}: it exists already (created meanwhile?); nothing replaced") \

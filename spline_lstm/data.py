@@ -185,7 +185,7 @@ def _check_text(path: Path) -> None:
             line += block.count(b"\n")
         try:
             decoder.decode(b"", final=True)
-        except UnicodeDecodeError as exc:
+        except UnicodeDecodeError:
             raise InputInvalid(f"input file {path} is not valid UTF-8 text (truncated character at "
                                f"the end of the file); save it as UTF-8") from None
 

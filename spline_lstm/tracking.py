@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, Optional
 
 from spline_lstm.errors import ConfigInvalid, TrackingFailed
-from spline_lstm.secrets import PASSWORD_ENV, URI_ENV, mask_uri, take_credentials
+from spline_lstm.secrets import URI_ENV, mask_uri, take_credentials
 from spline_lstm.tracking_server import http_env, is_http
 from spline_lstm.tracking_server import preflight as preflight_server
 

@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import pickle
-import queue
 import re
 import secrets
 import shutil
@@ -55,6 +54,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO, SMOKE_FAST, Run, cli, last_line, launch
+from tests.helpers.processes import Watched
 from tests.helpers.tamper import relocate_mlflow
 
 SECRET = "hx-secret-" + secrets.token_hex(8)  # in every launch's environment; must never be written
@@ -1585,55 +1585,11 @@ def test_same_config_twice_is_bit_identical(smoke_run: Run, twin_run):
 # Slow: interrupts, races, disk full, sweeps, a live tracking server
 # =============================================================================
 
-class _Watched:
-    """A launch.py whose stdout is read line by line while it runs."""
+class _Watched(Watched):
+    """A launch.py read line by line while it runs, with the matrix's secret in its environment."""
 
     def __init__(self, args: List[str], outputs: Path, env: Optional[Dict[str, str]] = None):
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args,
-                                      f"paths.outputs_dir={outputs}"], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=_env(env), cwd=str(REPO))
-        self.lines: "queue.Queue[str]" = queue.Queue()
-        self.stdout: List[str] = []
-        self.stderr = ""
-        self._out = threading.Thread(target=self._pump, daemon=True)
-        self._out.start()
-        self._err = threading.Thread(target=self._pump_err, daemon=True)
-        self._err.start()
-
-    def _pump(self):
-        for line in self.proc.stdout:
-            self.stdout.append(line)
-            self.lines.put(line)
-
-    def _pump_err(self):
-        self.stderr = self.proc.stderr.read()
-
-    def wait_for(self, predicate, timeout: float = 240) -> bool:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                line = self.lines.get(timeout=0.5)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    return False
-                continue
-            if predicate(line):
-                return True
-        return False
-
-    def finish(self, timeout: float = 120) -> int:
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._out.join(10)
-        self._err.join(10)
-        return code
-
-    @property
-    def out(self) -> str:
-        return "".join(self.stdout)
+        super().__init__(args, outputs, {"SECRET_TOKEN": SECRET, **(env or {})})
 
 
 LONG_TRAINING = ["+preset=smoke", "data.n_points=400", "training.epochs=400", "training.patience=0"]
