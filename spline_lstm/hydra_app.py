@@ -178,8 +178,11 @@ class HealthGateCallback(Callback):
 
 
 def _task_overrides(config: DictConfig) -> list:
+    """The job's command-line overrides, passwords masked: they reach the sweep's table."""
+    from spline_lstm.secrets import mask_text
+
     try:
-        return [str(o) for o in config.hydra.overrides.task]
+        return [mask_text(str(o)) for o in config.hydra.overrides.task]
     except Exception:
         return []
 

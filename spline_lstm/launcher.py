@@ -90,7 +90,10 @@ def _end_sweep(status_dir: Path, statuses: List[dict], code: int) -> None:
     """A sweep's ranked table on stdout, its summary files and parent run ended (spline_lstm.sweep)."""
     from spline_lstm.sweep import finish
 
-    text = finish(status_dir, statuses, code)
+    try:
+        text = finish(status_dir, statuses, code)
+    except Exception as exc:  # noqa: BLE001 - display only: the exit code and error line stand
+        text = f"sweep table unavailable: {type(exc).__name__}: {exc}"
     if text:
         print(text, flush=True)
 

@@ -8,14 +8,19 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 
 from spline_lstm import sweep
-from tests.conftest import launch, last_line
+from tests.conftest import REPO, launch, last_line
 
 TINY = ["+preset=smoke", "training.epochs=1", "data.n_points=300"]
 JOB_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\]\[([A-Za-z0-9._-]+)\]\[(INFO|WARNING|ERROR)\] ")
@@ -197,3 +202,33 @@ def test_a_sweep_without_tracking_still_ends_with_its_table(tmp_path):
     assert sorted(r["seed"] for r in rows) == ["1", "2"]
     assert "mlflow     parent run" not in proc.stdout and not (outputs / "mlflow.db").exists()
     assert len(_table(proc.stdout)) == 3
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_ends_its_parent_killed_and_still_prints_its_table(tmp_path):
+    outputs = tmp_path / "outputs"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "launch.py"), "-m", "+preset=smoke", "data.n_points=300",
+                             "training.epochs=400", "training.patience=0", "model.units=8,16",
+                             f"paths.outputs_dir={outputs}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=REPO, start_new_session=True)
+    seen = []
+    try:
+        deadline = time.time() + 240
+        while not any("epoch 2/400" in ln for ln in seen):  # the first job is training
+            line = proc.stdout.readline()
+            assert line and time.time() < deadline, "".join(seen)[-2000:]
+            seen.append(line)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = "".join(seen) + out
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert last_line(err).startswith("ERROR [INTERRUPTED]") and "Traceback" not in out + err
+    rows = _summary(outputs)
+    assert [(r["gate"], r["exit"], r["error"]) for r in rows] == [("FAIL", "130", "INTERRUPTED")]
+    _, (parent,), children = _mlflow(outputs)
+    assert parent.info.status == "KILLED" and [c.info.status for c in children] == ["KILLED"]
+    assert children[0].data.tags["mlflow.parentRunId"] == parent.info.run_id
