@@ -148,9 +148,11 @@ def end_parent(store_doc: dict, mlflow_run_id: str, status: str, files: List[Pat
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=Store(**store_doc).uri)
-    for path in files:
-        client.log_artifact(mlflow_run_id, str(path), "summary")
-    client.set_terminated(mlflow_run_id, status)
+    try:
+        for path in files:
+            client.log_artifact(mlflow_run_id, str(path), "summary")
+    finally:  # ended even when the upload fails
+        client.set_terminated(mlflow_run_id, status)
 
 
 def finish(status_dir: Path, statuses: List[dict], code: int) -> Optional[str]:
