@@ -163,8 +163,9 @@ def finish(status_dir: Path, statuses: List[dict], code: int) -> Optional[str]:
     if record is None:
         return None
     columns, rows = rank(statuses)
-    lines = [f"sweep {record['sweep_id']}: {len(rows)} jobs, ranked by validation rmse "
-             "(passed jobs first)", table_text(columns, rows)]
+    jobs = f"{len(rows)} job{'' if len(rows) == 1 else 's'}"
+    lines = [f"sweep {record['sweep_id']}: {jobs}, ranked by validation rmse (passed jobs first)",
+             table_text(columns, rows)]
     files: List[Path] = []
     try:
         files = write_summary(Path(record["sweep_dir"]), columns, rows)
