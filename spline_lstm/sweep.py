@@ -141,7 +141,9 @@ def write_summary(sweep_dir: Path, columns: List[str], rows: List[dict]) -> List
     return [csv_path, json_path]
 
 
-def end_parent(store_doc: dict, mlflow_run_id: str, status: str, files: List[Path]) -> None:
+def end_parent(store_doc: dict, mlflow_run_id: str, status: str, files: List[Path], best: Optional[dict]) -> None:
+    """Upload the summary files, name the best job that passed (tag ``best_run_id``, metrics
+    ``best/...``), end the run."""
     from spline_lstm.tracking import Store, quiet_mlflow
 
     quiet_mlflow()
@@ -149,6 +151,11 @@ def end_parent(store_doc: dict, mlflow_run_id: str, status: str, files: List[Pat
 
     client = MlflowClient(tracking_uri=Store(**store_doc).uri)
     try:
+        if best is not None:
+            client.set_tag(mlflow_run_id, "best_run_id", best["run_id"])
+            for name in METRIC_COLUMNS:
+                if isinstance(best.get(name), (int, float)):
+                    client.log_metric(mlflow_run_id, f"best/{name}", best[name])
         for path in files:
             client.log_artifact(mlflow_run_id, str(path), "summary")
     finally:  # ended even when the upload fails
@@ -177,7 +184,8 @@ def finish(status_dir: Path, statuses: List[dict], code: int) -> Optional[str]:
         passed = code == 0 and bool(rows) and all(r["gate"] == "PASS" for r in rows)
         status = "FINISHED" if passed else "KILLED" if code == 130 else "FAILED"
         try:
-            end_parent(record["store"], record["mlflow_run_id"], status, files)
+            best = rows[0] if rows and rows[0]["gate"] == "PASS" else None
+            end_parent(record["store"], record["mlflow_run_id"], status, files, best)
             lines.append(f"mlflow     parent run {record['mlflow_run_id']} {status}")
         except Exception as exc:  # noqa: BLE001
             trace.exception("could not end the sweep's parent MLflow run")

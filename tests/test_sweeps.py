@@ -162,6 +162,8 @@ def test_a_sweep_logs_by_run_id_ends_with_a_ranked_table_and_a_finished_parent_r
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "summary")} == {
         "summary/summary.csv", "summary/summary.json"}
     assert f"parent run {parent.info.run_id} FINISHED" in proc.stdout
+    assert parent.data.tags["best_run_id"] == rows[0]["run_id"]
+    assert math.isclose(parent.data.metrics["best/val_rmse_scaled"], float(rows[0]["val_rmse_scaled"]), rel_tol=1e-9)
 
 
 @pytest.mark.slow
