@@ -1,8 +1,9 @@
-"""Hydra glue: the task function and the two callbacks.
+"""Hydra glue: the task function, the console log format and the two callbacks.
 
 - ``TrackingStoreCallback`` creates a sweep's MLflow schema and experiment once,
   in the parent process, before any job starts, so the jobs find it ready (every
-  process goes through the same locked ``tracking.ensure_store``).
+  process goes through the same locked ``tracking.ensure_store``), and the sweep's
+  parent MLflow run (``spline_lstm.sweep``).
 - ``HealthGateCallback`` runs the gate after every job. The task's return value
   carries the job's ``Tracker``, the owner of its MLflow run: the gate records its
   verdict through it and closes it, then leaves plain data in the ``JobReturn``

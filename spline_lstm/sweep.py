@@ -165,7 +165,8 @@ def end_parent(store_doc: dict, mlflow_run_id: str, status: str, files: List[Pat
 def finish(status_dir: Path, statuses: List[dict], code: int) -> Optional[str]:
     """The end of a sweep (None for a single run): the ranked table as text, after writing
     the summary files and ending the parent run (FINISHED when every job passed, KILLED
-    when interrupted, FAILED otherwise). Never raises: problems become notes under the table."""
+    when interrupted, FAILED otherwise). A summary file or parent run that cannot be written
+    becomes a note under the table, never an error: the jobs' verdicts stand."""
     record = read_record(status_dir)
     if record is None:
         return None
