@@ -1,8 +1,9 @@
-"""Hydra glue: the task function and the two callbacks.
+"""Hydra glue: the task function, the console log format and the two callbacks.
 
 - ``TrackingStoreCallback`` creates a sweep's MLflow schema and experiment once,
   in the parent process, before any job starts, so the jobs find it ready (every
-  process goes through the same locked ``tracking.ensure_store``).
+  process goes through the same locked ``tracking.ensure_store``), and the sweep's
+  parent MLflow run (``spline_lstm.sweep``).
 - ``HealthGateCallback`` runs the gate after every job. The task's return value
   carries the job's ``Tracker``, the owner of its MLflow run: the gate records its
   verdict through it and closes it, then leaves plain data in the ``JobReturn``
@@ -27,8 +28,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from spline_lstm.artifacts import ArtifactLayout, atomic_write_bytes, atomic_write_json
-from spline_lstm.config import validate
+from spline_lstm.config import current_sweep_id, validate
 from spline_lstm.errors import StorageError, TrackingFailed, classify, error_line, one_line
+from spline_lstm.sweep import PARENT_ENV
 
 log = logging.getLogger("spline_lstm")
 
@@ -41,34 +43,53 @@ def task(cfg: DictConfig) -> dict:
     mask_logs(logging.getLogger(), logging.getLogger("spline_lstm.trace"))  # Hydra has set up the run log
     app = validate(cfg)
     hc = HydraConfig.get()
-    sweep_id = os.environ.get("SPLINE_LSTM_SWEEP_ID") if hc.mode == RunMode.MULTIRUN else None
+    multirun = hc.mode == RunMode.MULTIRUN
     ctx = pipeline.RunContext(app=app, layout=ArtifactLayout(Path(app.paths.artifacts_dir)),
                               run_dir=Path(hc.runtime.output_dir), overrides=list(hc.overrides.task),
-                              sweep_id=sweep_id)
+                              sweep_id=os.environ.get("SPLINE_LSTM_SWEEP_ID") if multirun else None,
+                              parent_run_id=os.environ.get(PARENT_ENV) if multirun else None)
     try:
         return pipeline.run(ctx)
     except KeyboardInterrupt as exc:  # skips Hydra's job end and the gate: record where its log is
-        _record_status(ctx.run_id, classify(exc), ctx.log_path)
+        _record_status(ctx.run_id, classify(exc), ctx.log_path, ctx.overrides)
         raise
+
+
+def console_formatter(fmt: str, sweep_fmt: str, job_num: Optional[int] = None,
+                      datefmt: Optional[str] = None) -> logging.Formatter:
+    """The console format of conf/hydra/default.yaml: a sweep job's (``job_num`` set)
+    carries its run_id, so interleaved jobs stay apart; a single run's stays short."""
+    return logging.Formatter(sweep_fmt if job_num is not None else fmt, datefmt)
 
 
 class TrackingStoreCallback(Callback):
     # A single run creates its store in its tracking helper, off the critical path; a
-    # sweep creates it once here so its jobs do not queue on the store's init lock.
+    # sweep creates it once here so its jobs do not queue on the store's init lock, and
+    # its parent MLflow run (spline_lstm.sweep), which the launcher ends after the last job.
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._init_store(config)
+        from spline_lstm import sweep
+
+        os.environ.pop(PARENT_ENV, None)  # never a parent from an outer shell
+        parent = sweep.begin(os.environ.get("SPLINE_LSTM_STATUS_DIR"), current_sweep_id(),
+                             Path(str(config.hydra.sweep.dir)), self._store(config))
+        if parent:
+            os.environ[PARENT_ENV] = parent  # the jobs' runs become its children
 
     @staticmethod
-    def _init_store(config: DictConfig) -> None:
-        # Errors are left for the job, which reports them with exit code 8.
+    def _store(config: DictConfig):
+        """The sweep's store, created (schema, experiment); None with tracking=none or when
+        it fails: errors are left for the jobs, which report them with exit code 8."""
         try:
             app = validate(config, resolve_run_id=False)
             if app.tracking.enabled:
                 from spline_lstm.tracking import ensure_store, resolve_store
 
-                ensure_store(resolve_store(app.tracking, app.paths))
+                store = resolve_store(app.tracking, app.paths)
+                ensure_store(store)
+                return store
         except Exception:
             pass
+        return None
 
 
 class HealthGateCallback(Callback):
@@ -107,7 +128,7 @@ class HealthGateCallback(Callback):
             try:  # the sweep summary must still list this job
                 log_path = Path(str(config.hydra.runtime.output_dir)) / "run.log"
                 log.error("%s", error_line(err, str(log_path)))
-                _record_status(str(config.run_id), err, log_path)
+                _record_status(str(config.run_id), err, log_path, _task_overrides(config))
             except Exception:
                 pass
         except BaseException:  # interrupted during the gate: the run ends KILLED, the job 130
@@ -126,7 +147,7 @@ class HealthGateCallback(Callback):
         if job_return.status != JobStatus.COMPLETED:
             err = classify(job_return._return_value)
             job_return.return_value = err
-            _record_status(run_id, err, log_path)
+            _record_status(run_id, err, log_path, _task_overrides(config), _job_metrics(artifacts_dir, run_id))
             log.error("%s", error_line(err, str(log_path)))
             return
         from spline_lstm import health
@@ -154,15 +175,39 @@ class HealthGateCallback(Callback):
             job_return.status = JobStatus.FAILED
             job_return.return_value = err
             log.error("%s", error_line(err, str(log_path)))
-        _record_status(run_id, err, log_path)
+        _record_status(run_id, err, log_path, _task_overrides(config), _job_metrics(artifacts_dir, run_id))
 
 
-def _record_status(run_id: str, err: Optional[Exception], log_path: Path) -> None:
-    """Per-job verdict for launch.py's end-of-sweep summary (workers may be other processes)."""
+def _task_overrides(config: DictConfig) -> list:
+    """The job's command-line overrides, passwords masked: they reach the sweep's table."""
+    from spline_lstm.secrets import mask_text
+
+    try:
+        return [mask_text(str(o)) for o in config.hydra.overrides.task]
+    except Exception:
+        return []
+
+
+def _job_metrics(artifacts_dir: Path, run_id: str) -> dict:
+    """The sweep table's metrics, from the run's own metrics JSON (empty when it has none)."""
+    from spline_lstm.jsonio import read_json
+    from spline_lstm.sweep import job_metrics
+
+    try:
+        return job_metrics(read_json(ArtifactLayout(artifacts_dir).paths(run_id)["metrics"]))
+    except Exception:
+        return {}
+
+
+def _record_status(run_id: str, err: Optional[Exception], log_path: Path, overrides: list = (),
+                   metrics: Optional[dict] = None) -> None:
+    """Per-job verdict, overrides and metrics for launch.py's end-of-sweep table (workers
+    may be other processes)."""
     status_dir = os.environ.get("SPLINE_LSTM_STATUS_DIR")
     if not status_dir:
         return
-    doc = {"run_id": run_id, "ok": err is None, "log": str(log_path)}
+    doc = {"run_id": run_id, "ok": err is None, "log": str(log_path), "overrides": list(overrides),
+           **(metrics or {})}
     if err is not None:
         doc.update(code=getattr(err, "code", 1), name=getattr(err, "name", "UNEXPECTED"), message=str(err))
     try:

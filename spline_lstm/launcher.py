@@ -56,11 +56,11 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     try:
         _precheck(sys.argv[1:])
         main()
-        code = 0
         statuses = _statuses(status_dir)
         failed = [s for s in statuses if not s.get("ok")]
-        if failed:  # defensive: a job failed without Hydra re-raising
-            code = failed[0].get("code", 1)
+        code = failed[0].get("code", 1) if failed else 0  # defensive: a job failed without Hydra re-raising
+        _end_sweep(status_dir, statuses, code)
+        if failed:
             _print_failures(failed)
         elif len(statuses) > 1:
             print(f"sweep {os.environ['SPLINE_LSTM_SWEEP_ID']}: all {len(statuses)} jobs passed the "
@@ -75,6 +75,7 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
         failed = [s for s in statuses if not s.get("ok")]
         log_path = next((s.get("log") for s in failed if s.get("run_id") and s.get("name") == err.name), None)
         log_path = _keep_traceback(exc, err, log_path)
+        _end_sweep(status_dir, statuses, err.code)
         if statuses and (len(statuses) > 1 or "-m" in sys.argv or "--multirun" in sys.argv):
             _print_failures(failed, total=len(statuses))
         sys.stdout.flush()
@@ -83,6 +84,18 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     finally:
         shutil.rmtree(status_dir, ignore_errors=True)
     return code
+
+
+def _end_sweep(status_dir: Path, statuses: List[dict], code: int) -> None:
+    """A sweep's ranked table on stdout, its summary files and parent run ended (spline_lstm.sweep)."""
+    from spline_lstm.sweep import finish
+
+    try:
+        text = finish(status_dir, statuses, code)
+    except Exception as exc:  # noqa: BLE001 - display only: the exit code and error line stand
+        text = f"sweep table unavailable: {type(exc).__name__}: {exc}"
+    if text:
+        print(text, flush=True)
 
 
 def _list_groups_from_files(config_dir: Path) -> None:

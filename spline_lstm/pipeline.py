@@ -41,6 +41,7 @@ class RunContext:
     run_dir: Optional[Path] = None  # Hydra job folder (config, overrides, run.log)
     overrides: List[str] = field(default_factory=list)
     sweep_id: Optional[str] = None
+    parent_run_id: Optional[str] = None  # the sweep's MLflow run (spline_lstm.sweep)
     tracker: object = field(default_factory=NullTracker)
     timings: Dict[str, float] = field(default_factory=dict)
     hashes: Dict[str, dict] = field(default_factory=dict)
@@ -144,6 +145,8 @@ def _tags(ctx: RunContext) -> Dict[str, str]:
             "git_commit": git_commit(Path.cwd()) or "none", "spline_lstm_version": __version__}
     if ctx.sweep_id:
         tags["sweep_id"] = ctx.sweep_id
+    if ctx.parent_run_id:
+        tags["mlflow.parentRunId"] = ctx.parent_run_id
     return mask_obj(tags)
 
 
@@ -265,13 +268,16 @@ def _fit(ctx: RunContext, prep: Prepared):
     staging = paths["best"].parent / ".staging"
 
     def on_epoch(epoch: int, logs: dict) -> None:
+        if ctx.sweep_id:  # a sweep job's epochs go through its log format (with its run_id), not Keras' print
+            log.info("epoch %d/%d %s", epoch + 1, app.training.epochs,
+                     " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
         with ctx.stage("mlflow"):
             ctx.tracker.log_metrics(logs, step=epoch)
 
     with ctx.stage("fit", f"fit ({app.training.epochs} epochs max)"):
         try:
             history = train.fit(net, prep.sources[0], prep.sources[1], app.training, app.seed, staging, on_epoch,
-                                verbose=2)
+                                verbose=0 if ctx.sweep_id else 2)
         except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)  # a half-trained checkpoint helps nobody
             typed = classify(exc) if isinstance(exc, Exception) else None

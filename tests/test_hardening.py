@@ -493,6 +493,9 @@ FAULT_CASES: List[Scenario] = [
     Scenario("server-create-run-twin", "tracking", "a create_run retried after the server committed it "
              "(tests/test_server.py)", 0, "OK", "the twin (same run_id, same start time) is ended and deleted",
              slow=True),
+    Scenario("sweep-job-fails", "sweep", "a 2-job joblib sweep whose second job's input fails at run time "
+             "(tests/test_sweeps.py)", 5, "INPUT_INVALID", "the other job passes; the ranked table and "
+             "summary.csv list the failed job with exit 5; the sweep's parent MLflow run ends FAILED", slow=True),
     Scenario("determinism", "determinism", "the same config twice", 0, "OK",
              "bit-identical metrics and history, identical processed.npz; metadata records determinism"),
     # tests/test_tracking_lifecycle.py: the MLflow run's owner, the store's init lock, secrets
@@ -1886,7 +1889,7 @@ def test_eight_job_parallel_sweep_beside_a_healthy_run(smoke_run: Run, tmp_path)
     con = sqlite3.connect(f"file:{out / 'mlflow.db'}?mode=ro", uri=True)
     try:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 9
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 10  # the healthy run, 8 jobs, their parent
     finally:
         con.close()
     assert {k: v for k, v in snapshot(out / "artifacts").items() if k in bystander} == bystander

@@ -96,7 +96,10 @@ def check_sweep(url: str, experiment: str, outputs: Path, param: str, values: Li
     assert exp.artifact_location.startswith("mlflow-artifacts:"), exp.artifact_location
     every = _all_runs(url, experiment)
     assert not [r.info.run_id for r in every if r.info.status == "RUNNING"], "a run was left RUNNING"
-    runs = [r for r in every if r.info.lifecycle_stage == "active"]
+    (parent,) = [r for r in every if r.data.tags.get("kind") == "sweep"]  # the sweep's own run (test_sweeps.py)
+    assert parent.info.status == "FINISHED"
+    runs = [r for r in every if r.info.lifecycle_stage == "active" and r is not parent]
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
     local_ids = sorted(p.stem for p in (outputs / "artifacts" / "metrics").glob("*.json"))
     assert len(local_ids) == len(values)
     assert sorted(r.data.tags["run_id"] for r in runs) == local_ids, "lost or duplicated runs"
@@ -206,7 +209,7 @@ def test_joblib_sweep_rides_out_a_server_kill_and_restart(server, tmp_path):
     proc = _sweep(srv.url, "server-joblib", out, "seed=" + ",".join(map(str, SEEDS)),
                   "hydra/launcher=joblib", "hydra.launcher.n_jobs=4")
     deadline = time.time() + 240
-    while len(_all_runs(srv.url, "server-joblib")) < 2:  # jobs are writing to the server
+    while len(_all_runs(srv.url, "server-joblib")) < 3:  # jobs are writing to the server (beside the sweep's run)
         assert proc.poll() is None and time.time() < deadline, "the sweep ended before it reached the server"
         time.sleep(0.3)
     connections = pg.connections()
