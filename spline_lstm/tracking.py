@@ -545,7 +545,8 @@ def find_runs(store: Store, run_id: str) -> list:
 
 def tag_runs(store: Store, run_id: str, tags: Dict[str, str], status: Optional[str] = None) -> int:
     """Set tags on every MLflow run of a run_id (standalone health, quarantine) and,
-    with ``status``, end a finished one so (a failed standalone gate: FAILED); returns how many."""
+    with ``status``, turn a FINISHED one to it (a failed standalone gate: FAILED), its end
+    time kept; a KILLED or still RUNNING run keeps its state. Returns how many."""
     from mlflow.tracking import MlflowClient
 
     runs = find_runs(store, run_id)
@@ -553,6 +554,6 @@ def tag_runs(store: Store, run_id: str, tags: Dict[str, str], status: Optional[s
     for run in runs:
         for k, v in tags.items():
             client.set_tag(run.info.run_id, k, str(v))
-        if status and run.info.status != status:
+        if status and run.info.status == "FINISHED":
             client.set_terminated(run.info.run_id, status, end_time=run.info.end_time)
     return len(runs)
