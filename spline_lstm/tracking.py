@@ -546,10 +546,13 @@ def find_runs(store: Store, run_id: str) -> list:
 def tag_runs(store: Store, run_id: str, tags: Dict[str, str], status: Optional[str] = None) -> int:
     """Set tags on every MLflow run of a run_id (standalone health, quarantine) and,
     with ``status``, turn a FINISHED one to it (a failed standalone gate: FAILED), its end
-    time kept; a KILLED or still RUNNING run keeps its state. Returns how many."""
+    time kept; a KILLED or still RUNNING run keeps its state. health=PASS only goes to a
+    FINISHED run: a later pass never makes a failed one look comparable. Returns how many."""
     from mlflow.tracking import MlflowClient
 
     runs = find_runs(store, run_id)
+    if tags.get("health") == "PASS":
+        runs = [r for r in runs if r.info.status == "FINISHED"]
     client = MlflowClient(tracking_uri=store.uri)
     for run in runs:
         for k, v in tags.items():

@@ -133,6 +133,7 @@ def test_synthetic_run_is_a_dataset_too_and_has_no_file_params(smoke_run: Run):
 def test_failed_standalone_health_marks_the_run_failed(fresh_run: Run):
     _, before = _one(fresh_run.outputs, fresh_run.run_id)
     assert before.info.status == "FINISHED" and before.data.tags["health"] == "PASS"
+    metrics = fresh_run.path("metrics").read_bytes()
     fresh_run.path("metrics").unlink()
     proc = cli("health", fresh_run.run_id, "--outputs-dir", str(fresh_run.outputs))
     assert proc.returncode == 9, proc.stderr
@@ -140,6 +141,12 @@ def test_failed_standalone_health_marks_the_run_failed(fresh_run: Run):
     _, after = _one(fresh_run.outputs, fresh_run.run_id)
     assert after.info.status == "FAILED" and after.data.tags["health"] == "FAIL"
     assert after.info.end_time == before.info.end_time  # the duration stays the run's own
+
+    fresh_run.path("metrics").write_bytes(metrics)  # restored: the gate passes again ...
+    proc = cli("health", fresh_run.run_id, "--outputs-dir", str(fresh_run.outputs))
+    assert proc.returncode == 0, proc.stderr
+    _, again = _one(fresh_run.outputs, fresh_run.run_id)  # ... but a failed run never looks comparable
+    assert again.info.status == "FAILED" and again.data.tags["health"] == "FAIL"
 
 
 def test_health_with_no_tracking_leaves_the_store_alone(fresh_run: Run):
