@@ -4,8 +4,9 @@ Protocol (``python -m spline_lstm.tracking_helper``): one JSON request per line 
 stdin, one JSON reply per line on stdout, in order. Requests are ``start`` (created
 with the launch's own start time, and the input logged as a dataset),
 ``log_metrics`` (timestamped by the sender), ``log_artifacts``, ``log_text``,
-``verdict`` (the gate's health tag and terminal state) and ``end`` (a terminal state). Every terminal state is applied in the
-order it arrives, so a later FAILED/KILLED always replaces an earlier FINISHED.
+``verdict`` (the gate's health tag and terminal state) and ``end`` (a terminal state).
+Every terminal state is applied in the order it arrives, so a later FAILED/KILLED
+always replaces an earlier FINISHED.
 The launcher side is ``spline_lstm.tracking.Tracker``.
 """
 from __future__ import annotations
