@@ -6,7 +6,9 @@
     runs quarantine RUN_ID   move a run's files aside (nothing deleted)
 
 Every failure exits with its CONTRACT §7 code and one ``ERROR [NAME] ...`` line.
-``health`` and ``runs`` import neither TensorFlow nor MLflow.
+``health`` and ``runs`` never import TensorFlow; ``health`` and ``runs quarantine``
+import MLflow only to tag the run in a configured store (``--tracking-uri``, else
+OUTPUTS_DIR/mlflow.db when it exists; ``--no-tracking`` skips it).
 """
 from __future__ import annotations
 
@@ -47,13 +49,20 @@ def cmd_health(args) -> int:
     record = None
     # A run with no files at all (never run, or quarantined) gets no record: writing
     # health/<run_id>.json would claim the run_id and block its rerun (RUN_ID_CONFLICT).
-    if any(p != layout.health_path(args.run_id) for p in layout.existing(args.run_id)):
+    has_files = any(p != layout.health_path(args.run_id) for p in layout.existing(args.run_id))
+    if has_files:
         try:
             record = write_record(result, before if unchanged else None)
         except SplineLSTMError:
             pass  # read-only artifacts dir: the storage check already says so
+    tagged, note = None, None
+    if has_files:  # the verdict goes to MLflow too; a failed gate ends the run FAILED there
+        experiment = _recorded_experiment(layout.paths(args.run_id)["metadata"])
+        tagged, note = _tag_store(args, experiment, args.run_id, {"health": "PASS" if result.passed else "FAIL"},
+                                  None if result.passed else "FAILED")
     if args.json:
-        print(json.dumps({**result.to_dict(), "record": str(record) if record else None}, indent=2))
+        print(json.dumps({**result.to_dict(), "record": str(record) if record else None,
+                          "mlflow_runs_tagged": tagged}, indent=2))
     else:
         print(f"health gate for run_id {args.run_id} ({artifacts})")
         print(f"{'check':<9} {'status':<6} {'ms':>7}  message")
@@ -64,6 +73,11 @@ def cmd_health(args) -> int:
         if record is None and not layout.existing(args.run_id):
             print(f"note: no file of run_id {args.run_id} under {artifacts} (never run here, wrong "
                   "--outputs-dir, or quarantined); no health record written")
+        if tagged:
+            print(f"MLflow: tagged {tagged} run(s) health={'PASS' if result.passed else 'FAIL'}"
+                  + ("" if result.passed else ", status FAILED"))
+        elif note:
+            print(f"note: {note}")
     err = result.error()
     if err is not None:
         raise err
@@ -170,9 +184,11 @@ def cmd_runs_quarantine(args) -> int:
         return 0
     moved = sum(1 for p in target.rglob("*") if p.is_file())
     print(f"quarantined run_id {run_id}: {moved} files moved to {target}")
-    tagged = _tag_quarantined(outputs, args.tracking_uri, experiment, run_id)
+    tagged, note = _tag_store(args, experiment, run_id, {"quarantined": "true"})
     if tagged:
         print(f"MLflow: tagged {tagged} run(s) quarantined=true")
+    elif note:
+        print(f"note: {note}")
     print(f"the run_id can be reused now: python launch.py ... run_id={run_id}")
     return 0
 
@@ -190,19 +206,26 @@ def _recorded_experiment(metadata: Path) -> str:
     return name if isinstance(name, str) and 0 < len(name) <= 256 else "spline-lstm"
 
 
-def _tag_quarantined(outputs: Path, tracking_uri: Optional[str], experiment: str, run_id: str) -> int:
-    """Best effort: the files matter most; the store may be gone."""
+def _tag_store(args, experiment: str, run_id: str, tags: dict, status: Optional[str] = None) -> tuple:
+    """Tag the run's MLflow runs in the configured store -> (how many, or None; a note
+    when skipped). Best effort: the files are the record; the store may be gone."""
+    outputs, _ = _dirs(args)
     default_db = outputs / "mlflow.db"
-    if not tracking_uri and not default_db.is_file():
-        return 0  # no store here (tracking=none, or a server: pass --tracking-uri)
+    if args.no_tracking:
+        return None, "MLflow not tagged (--no-tracking)"
+    if not args.tracking_uri and not default_db.is_file():
+        return None, (f"MLflow not tagged: no store at {default_db} (tracking=none, or a server: "
+                      "pass --tracking-uri)")
     try:
+        from spline_lstm.secrets import take_credentials
         from spline_lstm.tracking import Store, tag_runs
 
-        store = Store(tracking_uri or f"sqlite:///{default_db}", "", experiment)
-        return tag_runs(store, run_id, {"quarantined": "true"})
+        uri, user = take_credentials(args.tracking_uri or f"sqlite:///{default_db}")
+        tagged = tag_runs(Store(uri, "", experiment, user), run_id, tags, status)
     except Exception as exc:  # noqa: BLE001
         print(f"warning: could not tag the MLflow run: {type(exc).__name__}", file=sys.stderr)
-        return 0
+        return None, None
+    return tagged, None if tagged else f"MLflow: no run tagged run_id={run_id} in experiment {experiment!r}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,12 +245,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="outputs dir of the runs (default: %(default)s)")
         p.add_argument("--artifacts-dir", default=None, help="artifacts dir (default: OUTPUTS_DIR/artifacts)")
 
+    def tracking_options(p, tag: str):
+        p.add_argument("--tracking-uri", default=None,
+                       help=f"MLflow store whose runs of RUN_ID get the tag {tag} (default: "
+                            "sqlite:///OUTPUTS_DIR/mlflow.db when it exists)")
+        p.add_argument("--no-tracking", action="store_true", help="leave MLflow alone")
+
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("health", help="run the health gate on a run", formatter_class=fmt,
                        description="Run the health gate (CONTRACT §6) on an existing run.\n\n"
                                    "example: python -m spline_lstm health phase4-smoke-20260101-120000-ab12")
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    tracking_options(p, "health=PASS|FAIL (and status FAILED on a failed gate)")
     common(p)
     p.set_defaults(fn=cmd_health)
 
@@ -260,9 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "<run_id>-<UTC stamp>/ (nothing is deleted).\n\n"
                                         "example: python -m spline_lstm runs quarantine RUN_ID")
     p.add_argument("run_id")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow store whose runs get the tag quarantined=true (default: "
-                        "sqlite:///OUTPUTS_DIR/mlflow.db when it exists)")
+    tracking_options(p, "quarantined=true")
     common(p)
     p.set_defaults(fn=cmd_runs_quarantine)
     return parser

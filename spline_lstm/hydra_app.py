@@ -158,7 +158,8 @@ class HealthGateCallback(Callback):
         elapsed = time.perf_counter() - t0
         err = result.error()
         try:
-            _tag_mlflow(tracker, err is None)
+            log.info("gate       %s; recording the verdict in MLflow", "PASS" if err is None else "FAIL")
+            _tag_mlflow(tracker, err is None, [(record, "health"), (log_path, None)])
         except Exception as exc:  # the gate's own verdict stays the primary error
             logging.getLogger("spline_lstm.trace").exception("could not record the gate verdict in MLflow")
             if err is None:
@@ -227,10 +228,11 @@ def _take_tracker(job_return: JobReturn):
     return NullTracker()
 
 
-def _tag_mlflow(tracker, passed: bool) -> None:
-    """health=PASS and FINISHED, or health=FAIL and FAILED, confirmed by the store before
-    the gate goes on (a no-op tracker with tracking=none)."""
-    tracker.finish(passed)
+def _tag_mlflow(tracker, passed: bool, files: list) -> None:
+    """The health record and the run log (up to the verdict) uploaded, then health=PASS
+    and FINISHED, or health=FAIL and FAILED, confirmed by the store before the gate goes
+    on (a no-op tracker with tracking=none)."""
+    tracker.finish(passed, files)
 
 
 def _print_summary(artifacts_dir: Path, run_id: str, passed: bool, record: Path, elapsed: float,

@@ -104,9 +104,11 @@ def run(ctx: RunContext) -> dict:
     On success the MLflow run is still open: the result carries its owner (``tracker``)
     to the health gate, which records the verdict, ends the run and closes it."""
     started = time.time()
+    run_start = started  # what MLflow shows as the run's start: the launch itself when known
     pid, _, launched = os.environ.get("SPLINE_LSTM_STARTED", "").partition(":")
     if pid == str(os.getpid()):  # this process is launch.py itself, not a sweep worker
         ctx.timings["startup"] = round(started - float(launched), 4)
+        run_start = float(launched)
     app = ctx.app
     try:
         if app.tracking.enabled:
@@ -119,7 +121,8 @@ def run(ctx: RunContext) -> dict:
         with signals_deferred():  # once claimed, the run exists in MLflow too, to be ended KILLED
             ctx.layout.claim(ctx.run_id)
             with ctx.stage("mlflow"):
-                ctx.tracker.start(ctx.run_id, tags, params)
+                ctx.tracker.start(ctx.run_id, tags, params, start_time=run_start,
+                                  dataset=_dataset(app, prepared))
         log.info("run_id %s -> %s", ctx.run_id, ctx.layout.root)
         result = _train_and_write(ctx, prepared, started)
         with ctx.stage("mlflow"):
@@ -138,11 +141,21 @@ def run(ctx: RunContext) -> dict:
 
 
 def _tags(ctx: RunContext) -> Dict[str, str]:
+    """Our tags, and the ``mlflow.*`` ones MLflow's UI shows (Source, User, Git commit)."""
+    import getpass
+
     app = ctx.app
+    commit = git_commit(Path.cwd())
     tags = {"preset": app.preset or "none", "model": app.model.cell.value,
-            "data_source": app.data.source.value if app.data.source.value == "synthetic"
-            else Path(app.data.path or "").name,
-            "git_commit": git_commit(Path.cwd()) or "none", "spline_lstm_version": __version__}
+            "data_source": _dataset_name(app),
+            "git_commit": commit or "none", "spline_lstm_version": __version__,
+            "mlflow.source.name": Path(sys.argv[0]).name or "spline_lstm", "mlflow.source.type": "LOCAL"}
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        pass
     if ctx.sweep_id:
         tags["sweep_id"] = ctx.sweep_id
     if ctx.parent_run_id:
@@ -150,8 +163,50 @@ def _tags(ctx: RunContext) -> Dict[str, str]:
     return mask_obj(tags)
 
 
+# data.* settings only one kind of source reads; the other kind's are not params of the run
+SYNTHETIC_ONLY = ("n_points", "start", "synthetic_freq", "gap_ratio", "gap_stretches", "noise")
+FILE_ONLY = ("path", "duplicates", "coerce_errors")
+NOT_PARAMS = ("tracking", "paths", "run_id", "run_prefix", "verbose")  # where it is logged, not what ran
+
+
 def _params(app: AppConfig) -> Dict[str, object]:
-    return mask_obj(flatten(to_plain(app)))
+    """What the run used: no tracking internals, no settings of the unused data source."""
+    plain = to_plain(app)
+    for key in NOT_PARAMS:
+        plain.pop(key, None)
+    unused = FILE_ONLY if app.data.source.value == "synthetic" else SYNTHETIC_ONLY
+    plain["data"] = {k: v for k, v in plain["data"].items() if k not in unused}
+    return mask_obj(flatten(plain))
+
+
+def _dataset_name(app: AppConfig) -> str:
+    return "synthetic" if app.data.source.value == "synthetic" else Path(app.data.path or "").name
+
+
+def _dataset(app: AppConfig, prep: "Prepared") -> dict:
+    """The input for MLflow's Datasets column: a file by its sha256 (as in the metadata),
+    the synthetic series by the sha256 of its values."""
+    import hashlib
+
+    sha = prep.series.file_sha256
+    digest = sha or hashlib.sha256(np.ascontiguousarray(prep.series.values, dtype="float64").tobytes()).hexdigest()
+    path = str(Path(app.data.path).absolute()) if app.data.source.value != "synthetic" and app.data.path else None
+    return {"name": _dataset_name(app), "digest": digest, "sha256": sha, "path": path,
+            "rows": int(prep.summary["rows"])}
+
+
+def mlflow_metrics(ev: "Evaluation") -> Dict[str, float]:
+    """Metric names in ``/`` groups, which MLflow's chart view groups into sections."""
+    flat = {f"test/{k}": v for k, v in ev.metrics.items()}
+    for name, b in ev.baselines.items():
+        flat.update({f"baseline/{name}/{k}": v for k, v in b.items()})
+    flat.update({f"improvement_pct/{n}": v for n, v in ev.improvement.items()})
+    return flat
+
+
+def epoch_metrics(logs: Dict[str, float]) -> Dict[str, float]:
+    """Keras' ``loss`` / ``val_loss`` as ``train/loss`` / ``val/loss``."""
+    return {(f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"): v for k, v in logs.items()}
 
 
 @dataclass
@@ -240,16 +295,14 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
         ctx.write("report", report.markdown(ctx.run_id, config_plain, summary, metrics_doc,
                                             plot_dir.name).encode("utf-8"))
     with ctx.stage("mlflow"):
-        flat = {f"test_{k}": v for k, v in ev.metrics.items()}
-        for name, b in ev.baselines.items():
-            flat.update({f"{name}_{k}": v for k, v in b.items()})
-        flat.update({f"rmse_improvement_pct_vs_{n}": v for n, v in ev.improvement.items()})
-        flat["duration_s"] = time.time() - started
-        ctx.tracker.log_metrics(flat)
+        ctx.tracker.log_metrics({**mlflow_metrics(ev), "duration_s": time.time() - started})
     with ctx.stage("artifacts"):
         _write_metadata(ctx, config_plain, bounds, summary, series, determinism, started)
     with ctx.stage("mlflow"):
         _log_mlflow_artifacts(ctx, plot_dir)
+        if ctx.tracker.enabled:  # the report as MLflow's artifact viewer renders it, images inline
+            ctx.tracker.log_text(report.html(ctx.run_id, config_plain, summary, metrics_doc, pngs),
+                                 f"report/{ctx.run_id}.html")
     return {"run_id": ctx.run_id, "rmse": ev.metrics["rmse"],
             "baselines": {n: b["rmse"] for n, b in ev.baselines.items()}}
 
@@ -272,7 +325,7 @@ def _fit(ctx: RunContext, prep: Prepared):
             log.info("epoch %d/%d %s", epoch + 1, app.training.epochs,
                      " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
         with ctx.stage("mlflow"):
-            ctx.tracker.log_metrics(logs, step=epoch)
+            ctx.tracker.log_metrics(epoch_metrics(logs), step=epoch)
 
     with ctx.stage("fit", f"fit ({app.training.epochs} epochs max)"):
         try:
@@ -379,13 +432,20 @@ def _write_metadata(ctx, config_plain, bounds, summary, series, determinism, sta
     ctx.write_json("metadata", mask_obj(doc))
 
 
-def _log_mlflow_artifacts(ctx: RunContext, plot_dir: Path) -> None:
-    if not ctx.tracker.enabled:
-        return
+def mlflow_artifact_files(ctx: RunContext, plot_dir: Path) -> List[tuple]:
+    """(local path, MLflow folder): one folder per kind, so equal file names never collide;
+    the report keeps its plot folder beside it, as its links expect. The run log and the
+    health record follow after the gate (``Tracker.finish``)."""
     p = ctx.paths
-    files = [(p["metrics"], None), (p["report"], "report"), (plot_dir, "report/" + plot_dir.name),
-             (p["metadata"], None), (p["meta"], None), (p["best"], "checkpoints")]
+    files = [(p["metrics"], "metrics"), (p["metadata"], "metadata"), (p["report"], "report"),
+             (plot_dir, "report/" + plot_dir.name), (p["meta"], "data"), (p["preprocessor"], "preprocessor"),
+             (p["best"], "checkpoints")]
     if ctx.run_dir:
-        files += [(ctx.run_dir / ".hydra", "hydra"), (ctx.log_path, None)]
-    ctx.tracker.log_artifacts(files)
+        files.append((ctx.run_dir / ".hydra", "hydra"))
+    return files
+
+
+def _log_mlflow_artifacts(ctx: RunContext, plot_dir: Path) -> None:
+    if ctx.tracker.enabled:
+        ctx.tracker.log_artifacts(mlflow_artifact_files(ctx, plot_dir))
 

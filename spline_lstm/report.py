@@ -1,8 +1,13 @@
 """The human report: Markdown with the config, data summary and metrics-vs-baselines
-table, plus PNG plots beside it. Rendered to bytes; the caller writes atomically."""
+table, plus PNG plots beside it. Rendered to bytes; the caller writes atomically.
+``html`` renders the same report as one self-contained page (images inline) for
+MLflow's artifact viewer, which shows Markdown as plain text."""
 from __future__ import annotations
 
+import base64
+import html as html_mod
 import io
+import re
 from typing import Dict, List
 
 import numpy as np
@@ -100,3 +105,70 @@ def markdown(run_id: str, config: dict, data_summary: dict, metrics: dict, plot_
               f"![loss]({plot_dir}/loss.png)", "",
               f"![forecast]({plot_dir}/forecast.png)", ""]
     return "\n".join(lines)
+
+
+
+_IMAGE = re.compile(r"^!\[([^\]]*)\]\(([^)]*)\)$")
+
+
+def _inline(text: str) -> str:
+    """Escape, then the two inline marks the report uses: `code` and **bold**."""
+    text = html_mod.escape(text, quote=False)
+    text = re.sub(r"`([^`]*)`", r"<code>\1</code>", text)
+    return re.sub(r"\*\*([^*]*)\*\*", r"<b>\1</b>", text)
+
+
+def markdown_to_html(md: str, images: Dict[str, bytes]) -> str:
+    """The report's own Markdown subset (headings, lists, one table, image lines) as HTML;
+    an image whose file name is in ``images`` is embedded as a base64 data URI."""
+    out: List[str] = []
+    block = None  # "ul" or "table" while one is open
+
+    def close():
+        nonlocal block
+        if block:
+            out.append(f"</{block}>")
+        block = None
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if all(set(c) <= set("-: ") for c in cells):
+                continue  # the header separator row
+            tag = "th" if block != "table" else "td"
+            if block != "table":
+                close()
+                out.append("<table>")
+                block = "table"
+            out.append("<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if line.startswith("- "):
+            if block != "ul":
+                close()
+                out.append("<ul>")
+                block = "ul"
+            out.append(f"<li>{_inline(line[2:])}</li>")
+            continue
+        close()
+        image = _IMAGE.match(line.strip())
+        if line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")), 6)
+            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+        elif image:
+            alt, src = image.groups()
+            png = images.get(src.rsplit("/", 1)[-1])
+            src = f"data:image/png;base64,{base64.b64encode(png).decode()}" if png else html_mod.escape(src)
+            out.append(f'<p><img alt="{html_mod.escape(alt)}" src="{src}" style="max-width:100%"></p>')
+        elif line.strip():
+            out.append(f"<p>{_inline(line)}</p>")
+    close()
+    return "\n".join(out)
+
+
+def html(run_id: str, config: dict, data_summary: dict, metrics: dict, pngs: Dict[str, bytes]) -> str:
+    """The Markdown report as one HTML page with its plots embedded."""
+    body = markdown_to_html(markdown(run_id, config, data_summary, metrics, "plots"), pngs)
+    style = ("body{font-family:sans-serif;margin:1.5em;max-width:70em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>spline-lstm run "
+            f"{html_mod.escape(run_id)}</title><style>{style}</style></head>\n<body>\n{body}\n</body></html>\n")

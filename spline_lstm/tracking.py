@@ -372,15 +372,24 @@ class Tracker:
 
     # --- the run ---------------------------------------------------------------------------
 
-    def start(self, run_id: str, tags: Dict[str, str], params: Dict[str, object]) -> None:
+    def start(self, run_id: str, tags: Dict[str, str], params: Dict[str, object],
+              start_time: Optional[float] = None, dataset: Optional[dict] = None) -> None:
+        """``start_time``: when the launch began (epoch s), so MLflow's duration is the
+        run's wall time although the run is created after preprocessing."""
         self.run_id, self._tags = run_id, tags
-        self._send("start", store=asdict(self.store), run_id=run_id, tags=tags, params=params)
+        self._send("start", store=asdict(self.store), run_id=run_id, tags=tags, params=params,
+                   start_time=int(start_time * 1000) if start_time else None, dataset=dataset)
 
     def log_metrics(self, metrics: Dict[str, float], step: int = 0) -> None:
-        self._send("log_metrics", metrics={k: float(v) for k, v in metrics.items() if v is not None}, step=step)
+        """Stamped here, when measured: the helper may take the request much later."""
+        self._send("log_metrics", metrics={k: float(v) for k, v in metrics.items() if v is not None}, step=step,
+                   timestamp=int(time.time() * 1000))
 
     def log_artifacts(self, files: Iterable[tuple]) -> None:
         self._send("log_artifacts", files=[(str(path), sub) for path, sub in files])
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._send("log_text", text=text, artifact_file=artifact_file)
 
     def info(self) -> Dict[str, Optional[str]]:
         """The run's ids, once every queued call was answered (TrackingFailed if one failed)."""
@@ -397,11 +406,15 @@ class Tracker:
         if self._failure is not None:
             raise TrackingFailed(self._failure)
 
-    def finish(self, passed: bool) -> None:
-        """The gate's verdict: health tag and FINISHED (or FAILED), confirmed by the store.
+    def finish(self, passed: bool, files: Iterable[tuple] = ()) -> None:
+        """The gate's verdict: ``files`` (the health record, the run log so far) uploaded,
+        then the health tag and FINISHED (or FAILED), confirmed by the store.
 
         Raises TrackingFailed once the run was ended FAILED another way."""
         try:
+            files = list(files)
+            if files:
+                self.log_artifacts(files)
             self._send("verdict", timeout=WAIT_S, passed=passed)
         except TrackingFailed:
             self.abort("FAILED")
@@ -468,7 +481,7 @@ class NullTracker:
     enabled = False
     mlflow_run_id = None
 
-    def start(self, run_id, tags, params):
+    def start(self, run_id, tags, params, start_time=None, dataset=None):
         pass
 
     def log_metrics(self, metrics, step=0):
@@ -477,7 +490,10 @@ class NullTracker:
     def log_artifacts(self, files):
         pass
 
-    def finish(self, passed):
+    def log_text(self, text, artifact_file):
+        pass
+
+    def finish(self, passed, files=()):
         pass
 
     def abort(self, status):
@@ -527,13 +543,20 @@ def find_runs(store: Store, run_id: str) -> list:
     return client.search_runs([exp.experiment_id], filter_string=f"tags.run_id = '{run_id}'")
 
 
-def tag_runs(store: Store, run_id: str, tags: Dict[str, str]) -> int:
-    """Set tags on every MLflow run of a run_id (quarantine); returns how many."""
+def tag_runs(store: Store, run_id: str, tags: Dict[str, str], status: Optional[str] = None) -> int:
+    """Set tags on every MLflow run of a run_id (standalone health, quarantine) and,
+    with ``status``, turn a FINISHED one to it (a failed standalone gate: FAILED), its end
+    time kept; a KILLED or still RUNNING run keeps its state. health=PASS only goes to a
+    FINISHED run: a later pass never makes a failed one look comparable. Returns how many."""
     from mlflow.tracking import MlflowClient
 
     runs = find_runs(store, run_id)
+    if tags.get("health") == "PASS":
+        runs = [r for r in runs if r.info.status == "FINISHED"]
     client = MlflowClient(tracking_uri=store.uri)
     for run in runs:
         for k, v in tags.items():
             client.set_tag(run.info.run_id, k, str(v))
+        if status and run.info.status == "FINISHED":
+            client.set_terminated(run.info.run_id, status, end_time=run.info.end_time)
     return len(runs)

@@ -1,10 +1,12 @@
 """The tracking helper process: MLflow lives here, never in the training process.
 
 Protocol (``python -m spline_lstm.tracking_helper``): one JSON request per line on
-stdin, one JSON reply per line on stdout, in order. Requests are ``start``,
-``log_metrics``, ``log_artifacts``, ``verdict`` (the gate's health tag and terminal
-state) and ``end`` (a terminal state). Every terminal state is applied in the
-order it arrives, so a later FAILED/KILLED always replaces an earlier FINISHED.
+stdin, one JSON reply per line on stdout, in order. Requests are ``start`` (created
+with the launch's own start time, and the input logged as a dataset),
+``log_metrics`` (timestamped by the sender), ``log_artifacts``, ``log_text``,
+``verdict`` (the gate's health tag and terminal state) and ``end`` (a terminal state).
+Every terminal state is applied in the order it arrives, so a later FAILED/KILLED
+always replaces an earlier FINISHED.
 The launcher side is ``spline_lstm.tracking.Tracker``.
 """
 from __future__ import annotations
@@ -47,13 +49,16 @@ class MlflowRun:
             msg = mask_text(" ".join(str(exc).split())[:200])
             raise TrackingFailed(f"MLflow {what} failed on {self.store.display_uri}: {msg}") from exc
 
-    def start(self, run_id: str, tags: Dict[str, str], params: Dict[str, object]) -> None:
+    def start(self, run_id: str, tags: Dict[str, str], params: Dict[str, object],
+              start_time: Optional[int] = None, dataset: Optional[dict] = None) -> None:
+        """``start_time``: epoch ms of the launch (the run's real start, not this call);
+        ``dataset``: see ``dataset_input``."""
         self.experiment_id = ensure_store(self.store)
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         self._client = MlflowClient(tracking_uri=self.store.uri)
-        run = self._call("create_run", self._client.create_run, self.experiment_id,
+        run = self._call("create_run", self._client.create_run, self.experiment_id, start_time=start_time,
                          run_name=run_id, tags={"run_id": run_id, **tags})
         self.mlflow_run_id = run.info.run_id
         if is_http(self.store.uri):  # a create_run retried across a server restart may exist twice
@@ -68,11 +73,15 @@ class MlflowRun:
             items.append(Param(key, text))
         for i in range(0, len(items), 100):
             self._call("log_batch", self._client.log_batch, self.mlflow_run_id, params=items[i:i + 100])
+        if dataset:
+            self._call("log_inputs", self._client.log_inputs, self.mlflow_run_id,
+                       datasets=[dataset_input(**dataset)])
 
-    def log_metrics(self, metrics: Dict[str, float], step: int = 0) -> None:
+    def log_metrics(self, metrics: Dict[str, float], step: int = 0, timestamp: Optional[int] = None) -> None:
+        """``timestamp``: epoch ms when the values were measured (the sender's clock)."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = timestamp or int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()
                  if v is not None and math.isfinite(float(v))]
         for i in range(0, len(items), 1000):
@@ -86,6 +95,10 @@ class MlflowRun:
                 self._call("log_artifacts", self._client.log_artifacts, self.mlflow_run_id, str(path), sub)
             elif path.exists():
                 self._call("log_artifact", self._client.log_artifact, self.mlflow_run_id, str(path), sub)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """A generated document (the HTML report) that exists only in MLflow."""
+        self._call("log_text", self._client.log_text, self.mlflow_run_id, text, artifact_file)
 
     def end(self, status: str) -> None:
         """Any terminal state, always applied: the last one sent is the one MLflow keeps."""
@@ -115,6 +128,27 @@ class MlflowRun:
             raise
 
 
+def dataset_input(name: str, digest: str, sha256: Optional[str], path: Optional[str], rows: int):
+    """The input as an MLflow dataset: a file by its path, the synthetic series by its code.
+
+    The digest is the input's sha256 cut to MLflow's 36-character column (the full
+    hash rides along as the input tag ``sha256``)."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    source = (resolve_dataset_source(path) if path else
+              CodeDatasetSource({"mlflow.source.name": "spline_lstm.data (synthetic generator)"}))
+    doc = MetaDataset(source, name=name, digest=digest[:36]).to_dict()
+    entity = Dataset(doc["name"], doc["digest"], doc["source_type"], doc["source"],
+                     profile=json.dumps({"rows": rows}))
+    tags = [InputTag("mlflow.data.context", "training")]
+    if sha256:
+        tags.append(InputTag("sha256", sha256))
+    return DatasetInput(entity, tags)
+
+
 def _handle(run: Optional[MlflowRun], msg: dict) -> tuple:
     """One request -> (the run, its JSON reply)."""
     op, reply = msg.pop("op"), {"ok": True}
@@ -124,7 +158,7 @@ def _handle(run: Optional[MlflowRun], msg: dict) -> tuple:
             run.start(**msg)
         elif run is None:
             raise TrackingFailed(f"MLflow {op} before the run was created")
-        elif op in ("log_metrics", "log_artifacts", "end", "verdict"):
+        elif op in ("log_metrics", "log_artifacts", "log_text", "end", "verdict"):
             getattr(run, op)(**msg)
         else:
             raise TrackingFailed(f"unknown tracking request {op!r}")

@@ -29,14 +29,15 @@ def test_smoke_run_is_one_finished_mlflow_run_tagged_with_run_id(smoke_run: Run)
     assert tags["run_id"] == smoke_run.run_id and tags["health"] == "PASS" and tags["preset"] == "smoke"
     assert tags["model"] == "lstm" and tags["data_source"] == "synthetic" and "git_commit" in tags
     metrics = smoke_run.json("metrics")
-    assert run.data.metrics["test_rmse"] == pytest.approx(metrics["metrics"]["rmse"])
-    assert run.data.metrics["naive_last_rmse"] == pytest.approx(metrics["baselines"]["naive_last"]["rmse"])
-    assert "rmse_improvement_pct_vs_naive_last" in run.data.metrics
+    assert run.data.metrics["test/rmse"] == pytest.approx(metrics["metrics"]["rmse"])
+    assert run.data.metrics["baseline/naive_last/rmse"] == pytest.approx(metrics["baselines"]["naive_last"]["rmse"])
+    assert "improvement_pct/naive_last" in run.data.metrics
     assert run.data.params["training.epochs"] == "1" and run.data.params["model.units"] == "16"
-    history = client.get_metric_history(run.info.run_id, "val_loss")
+    history = client.get_metric_history(run.info.run_id, "val/loss")
     assert [m.step for m in history] == list(range(len(metrics["history"]["val_loss"])))
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {f"{smoke_run.run_id}.json", "meta.json", "report", "checkpoints", "hydra", "run.log"} <= names
+    assert {"metrics", "metadata", "data", "report", "checkpoints", "hydra", "health", "preprocessor",
+            "run.log"} <= names
     meta = smoke_run.json("metadata")["mlflow"]
     assert meta["mlflow_run_id"] == run.info.run_id and meta["experiment_id"] == run.info.experiment_id
 
