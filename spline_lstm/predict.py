@@ -134,6 +134,26 @@ def forecast(artifacts_dir: Path, run_id: str, input_path: Path, horizon: Option
                           where=f"--input {input_path}")
 
 
+def forecast_registered(uri: str, tracking_uri: str, input_path: Path, horizon: Optional[int] = None,
+                        levels: Sequence[int] = ()) -> pd.DataFrame:
+    """A registered model (``models:/NAME@ALIAS``): its pyfunc model loaded through
+    MLflow (which applies the run_id gate in ``load_context``), then the same core."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from spline_lstm.errors import TrackingFailed
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        wrapped = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    except MlflowException as exc:
+        raise TrackingFailed(f"cannot load {uri} from {tracking_uri} (pass --tracking-uri for another store): "
+                             f"{' '.join(str(exc).split())[:200]}") from exc
+    model, pre = wrapped.model, wrapped.pre
+    check_request(pre, horizon, levels)
+    return forecast_frame(model, pre, read_input(pre, input_path), horizon, levels, where=f"--input {input_path}")
+
+
 def render(frame: pd.DataFrame, fmt: str) -> bytes:
     """The table as CSV, Parquet or JSON (records, ISO timestamps)."""
     if fmt == "csv":
