@@ -88,6 +88,27 @@ def test_registry_version_carries_the_run_id_and_the_alias_after_pass(registered
     assert run.data.tags["health"] == "PASS" and run.info.status == "FINISHED"
 
 
+def test_a_run_that_fails_the_gate_gets_no_version_and_no_alias(tmp_path: Path):
+    """The breaker flips a byte of the report before the gate: the gate fails (exit 9)
+    and the registry stays empty, although the model was logged with the run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from tests.helpers.breaker import ENV_BREAK
+
+    outputs = tmp_path / "outputs"
+    proc = launch(*SMOKE_FAST, "run_id=failing", f"tracking.register_model={NAME}",
+                  "+hydra.callbacks.breaker._target_=tests.helpers.breaker.BreakArtifact", outputs=outputs,
+                  env={**os.environ, ENV_BREAK: "report:flip"})
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow.db'}")
+    with pytest.raises(MlflowException):
+        client.get_registered_model(NAME)
+    (run,) = client.search_runs([client.get_experiment_by_name("spline-lstm").experiment_id])
+    assert run.data.tags["health"] == "FAIL" and run.info.status == "FAILED"
+    assert "model" in [f.path for f in client.list_artifacts(run.info.run_id)]
+
+
 def test_a_model_holding_another_runs_payload_refuses_to_load(registered: Run, tmp_path: Path):
     import mlflow
     from mlflow.tracking import MlflowClient
