@@ -112,7 +112,8 @@ def run(ctx: RunContext) -> dict:
             store = resolve_store(app.tracking, app.paths)
             with ctx.stage("tracking_preflight"):
                 preflight(store)  # exit 8 before anything is written
-            ctx.tracker = Tracker(store, ctx.log_path, app.tracking.register_model)  # MLflow loads in a helper, in parallel
+            # MLflow loads in a helper, in parallel
+            ctx.tracker = Tracker(store, ctx.log_path, app.tracking.register_model)
         prepared = _prepare(ctx)  # in memory: bad input is refused before anything is written
         tags, params = _tags(ctx), _params(app)
         with signals_deferred():  # once claimed, the run exists in MLflow too, to be ended KILLED

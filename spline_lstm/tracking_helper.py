@@ -2,8 +2,9 @@
 
 Protocol (``python -m spline_lstm.tracking_helper``): one JSON request per line on
 stdin, one JSON reply per line on stdout, in order. Requests are ``start``,
-``log_metrics``, ``log_artifacts``, ``log_model``, ``register`` (after a PASS), ``verdict`` (the gate's health tag and terminal
-state) and ``end`` (a terminal state). Every terminal state is applied in the
+``log_metrics``, ``log_artifacts``, ``log_model`` (the pyfunc model), ``verdict`` (the
+gate's health tag and terminal state), ``register`` (after a PASS) and ``end`` (a
+terminal state). Every terminal state is applied in the
 order it arrives, so a later FAILED/KILLED always replaces an earlier FINISHED.
 The launcher side is ``spline_lstm.tracking.Tracker``.
 """

@@ -129,7 +129,8 @@ def test_cli_refuses_parquet_on_stdout_and_bad_levels_naming_its_options(registe
     path, _ = _history(registered, tmp_path)
     proc = cli("predict", RUN_ID, "--input", str(path), "--outputs-dir", str(registered.outputs),
                "--format", "parquet")
-    assert proc.returncode == 5 and proc.stderr.strip().startswith("ERROR [INPUT_INVALID]") and "--output" in proc.stderr
+    line = proc.stderr.strip()
+    assert proc.returncode == 5 and line.startswith("ERROR [INPUT_INVALID]") and "--output" in line
     proc = cli("predict", RUN_ID, "--input", str(path), "--outputs-dir", str(registered.outputs), "--level", "100")
     assert proc.returncode == 5 and "--level 100" in proc.stderr and "Traceback" not in proc.stderr
 
