@@ -85,12 +85,14 @@ def save(target: Path, keras_path: Path, payload: dict, example: pd.DataFrame) -
     staging.mkdir(parents=True, exist_ok=True)
     pre_json = staging / "preprocessor.json"
     pre_json.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    code = staging / "spline_lstm"  # the package's sources only, no caches
+    shutil.copytree(PACKAGE, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     params = {"horizon": int(payload["window"]["horizon"]), "levels": [80, 95]}
     signature = infer_signature(example, output_example(payload, params), params=params)
     mlflow.pyfunc.save_model(
         str(target), python_model=SplineForecaster(), artifacts={"model": str(keras_path),
                                                                   "preprocessor": str(pre_json)},
         model_config={"run_id": payload["run_id"], "keras_sha256": _sha256(keras_path)},
-        signature=signature, input_example=example, code_paths=[str(PACKAGE)], pip_requirements=[])
+        signature=signature, input_example=example, code_paths=[str(code)], pip_requirements=[])
     shutil.rmtree(staging, ignore_errors=True)
     return Path(target)
