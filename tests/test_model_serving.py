@@ -41,6 +41,17 @@ def _uri(run: Run) -> str:
     return f"sqlite:///{run.outputs / 'mlflow.db'}"
 
 
+@pytest.fixture
+def tracking_uri(registered: Run):
+    """MLflow's global URI for one test: set_tracking_uri also sets MLFLOW_TRACKING_URI in
+    os.environ, which every later launch in the session would inherit; reset after."""
+    import mlflow
+
+    mlflow.set_tracking_uri(_uri(registered))
+    yield _uri(registered)
+    mlflow.set_tracking_uri(None)
+
+
 def _history(run: Run, tmp: Path) -> tuple:
     path = tmp / "history.csv"
     frame = input_csv(run.path("processed"), path, rows=200)
@@ -62,13 +73,12 @@ def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
     assert set(a["run_id"]) == set(b["run_id"]) == {RUN_ID}
 
 
-def test_pyfunc_model_of_the_run_forecasts_what_predict_does(registered: Run, tmp_path: Path):
+def test_pyfunc_model_of_the_run_forecasts_what_predict_does(registered: Run, tracking_uri: str, tmp_path: Path):
     import mlflow
 
     path, frame = _history(registered, tmp_path)
     expected = _predict(registered, path, "--horizon", "30", "--level", "80", "95")
     assert len(expected) == 30 and list(expected["step"]) == list(range(1, 31))
-    mlflow.set_tracking_uri(_uri(registered))
     mlflow_run_id = registered.json("metadata")["mlflow"]["mlflow_run_id"]
     model = mlflow.pyfunc.load_model(f"runs:/{mlflow_run_id}/model")
     assert model.metadata.signature is not None
@@ -104,7 +114,7 @@ def test_a_run_that_fails_the_gate_gets_no_version_and_no_alias(tmp_path: Path):
     client = MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow.db'}")
     with pytest.raises(MlflowException):
         client.get_registered_model(NAME)
-    (run,) = client.search_runs([client.get_experiment_by_name("spline-lstm").experiment_id])
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.data.tags["health"] == "FAIL" and run.info.status == "FAILED"
     assert "model" in [f.path for f in client.list_artifacts(run.info.run_id)]
 

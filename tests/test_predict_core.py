@@ -109,6 +109,35 @@ def test_forecast_frame_names_predicts_own_options():
         forecast_frame(_Persistence(4), pre, frame.rename(columns={"value": "y"}))
 
 
+@pytest.mark.slow
+def test_trained_80_percent_interval_covers_70_to_90_percent_of_test_points(tmp_path):
+    """End to end: a synthetic series with known noise (sd 1, trend removed by
+    differencing), a trained run, then forecasts from every third origin of the test
+    split: the calibrated 80% interval holds 70-90% of the observed targets."""
+    from pathlib import Path
+
+    from spline_lstm.predict import forecast_frame, load_run
+    from tests.conftest import launch
+
+    outputs = tmp_path / "outputs"
+    proc = launch("+preset=smoke", "run_id=coverage", "data.n_points=3000", "data.noise=1.0",
+                  "preprocess.horizon=4", "preprocess.difference=1", "tracking=none", outputs=outputs)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    artifacts = Path(outputs) / "artifacts"
+    model, pre = load_run(artifacts, "coverage")
+    with np.load(next((artifacts / "processed" / "coverage").glob("*.npz"))) as npz:
+        stamps, raw, bounds = pd.to_datetime(npz["timestamps"]), npz["raw"], npz["split_bounds"]
+    hit = total = 0
+    for t in range(int(bounds[2]), int(bounds[3]) - pre.horizon, 3):
+        out = forecast_frame(model, pre, pd.DataFrame({"timestamp": stamps[t - 200:t], "value": raw[t - 200:t]}),
+                             levels=[80])
+        y = raw[t:t + pre.horizon]
+        seen = np.isfinite(y)
+        hit += int(((y >= out["lo_80"].to_numpy()) & (y <= out["hi_80"].to_numpy()))[seen].sum())
+        total += int(seen.sum())
+    assert total > 400 and 0.70 <= hit / total <= 0.90, (hit, total)
+
+
 def test_pickled_preprocessor_object_is_not_what_is_stored():
     """The canonical payload is a dict of plain values, never the dataclass itself."""
     pre, *_ = _fitted()
