@@ -81,7 +81,11 @@ def cmd_predict(args) -> int:
     if args.output:
         target = check_predict_output(args.output, args.input, outputs, artifacts, args.overwrite)
     if args.run_id.startswith("models:/"):
-        frame = forecast_registered(args.run_id, args.tracking_uri or f"sqlite:///{outputs / 'mlflow.db'}",
+        default_db = outputs / "mlflow.db"
+        if not args.tracking_uri and not default_db.is_file():  # MLflow would create an empty store there
+            raise InputInvalid(f"{args.run_id}: no MLflow store at {default_db}; pass --tracking-uri URI "
+                               "(the store the model was registered in) or --outputs-dir")
+        frame = forecast_registered(args.run_id, args.tracking_uri or f"sqlite:///{default_db}",
                                     Path(args.input), args.horizon, args.level)
     else:
         from spline_lstm.artifacts import validate_run_id

@@ -25,7 +25,7 @@ import numpy as np
 from spline_lstm import __version__
 from spline_lstm.artifacts import (ArtifactLayout, atomic_move_in, atomic_write_bytes, atomic_write_json,
                                    dump_plain_pickle)
-from spline_lstm.config import AppConfig, Smoothing, flatten, to_plain
+from spline_lstm.config import AppConfig, flatten, to_plain
 from spline_lstm.errors import Interrupted, StorageError, classify, signals_deferred
 from spline_lstm.secrets import mask_obj
 from spline_lstm.tracking import NullTracker, Tracker, preflight, resolve_store

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -85,6 +84,18 @@ def test_pyfunc_model_of_the_run_forecasts_what_predict_does(registered: Run, tr
     assert model.metadata.get_input_schema().input_names() == ["timestamp", "value"]
     got = model.predict(frame, params={"horizon": 30, "levels": [80, 95]})
     _same(got, expected)
+
+
+def test_predict_by_registered_name_equals_predict_by_run_id(registered: Run, tmp_path: Path):
+    path, _ = _history(registered, tmp_path)
+    by_run_id = _predict(registered, path, "--level", "80")
+    proc = cli("predict", f"models:/{NAME}@candidate", "--input", str(path), "--outputs-dir", str(registered.outputs),
+               "--level", "80")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _same(pd.read_csv(io.StringIO(proc.stdout), parse_dates=["timestamp"]), by_run_id)
+    nowhere = tmp_path / "elsewhere"
+    proc = cli("predict", f"models:/{NAME}@candidate", "--input", str(path), "--outputs-dir", str(nowhere))
+    assert proc.returncode == 5 and "--tracking-uri" in proc.stderr and not nowhere.exists()
 
 
 def test_registry_version_carries_the_run_id_and_the_alias_after_pass(registered: Run):
