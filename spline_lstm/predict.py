@@ -51,17 +51,23 @@ def input_series(pre: Preprocessor, frame: pd.DataFrame, where: str) -> tuple:
     return values[lo:hi], series.index[lo:hi]
 
 
-def check_request(pre: Preprocessor, horizon: Optional[int], levels: Sequence[int]) -> tuple:
-    """(horizon, levels) checked; errors name predict's own options."""
-    horizon = pre.horizon if horizon is None else int(horizon)
-    if not 1 <= horizon <= MAX_HORIZON:
-        raise InputInvalid(f"--horizon {horizon}: must be 1..{MAX_HORIZON} (the run was trained for "
-                           f"{pre.horizon}; longer horizons are forecast recursively)")
+def check_options(horizon: Optional[int], levels: Sequence[int]) -> list:
+    """The ranges of --horizon and --level, checked before any model loads; the
+    levels sorted and unique. Errors name predict's own options."""
+    if horizon is not None and not 1 <= int(horizon) <= MAX_HORIZON:
+        raise InputInvalid(f"--horizon {horizon}: must be 1..{MAX_HORIZON} (beyond the trained horizon the "
+                           "forecast is recursive)")
     levels = sorted({int(x) for x in levels})
     bad = [x for x in levels if not 1 <= x <= 99]
     if bad:
         raise InputInvalid(f"--level {bad[0]}: interval levels are percentages 1..99 (e.g. --level 80 95)")
-    return horizon, levels
+    return levels
+
+
+def check_request(pre: Preprocessor, horizon: Optional[int], levels: Sequence[int]) -> tuple:
+    """(horizon, levels): the trained horizon by default."""
+    levels = check_options(horizon, levels)
+    return (pre.horizon if horizon is None else int(horizon)), levels
 
 
 def forecast_frame(model, pre: Preprocessor, frame: pd.DataFrame, horizon: Optional[int] = None,
@@ -128,8 +134,8 @@ def read_input(pre: Preprocessor, input_path: Path) -> pd.DataFrame:
 def forecast(artifacts_dir: Path, run_id: str, input_path: Path, horizon: Optional[int] = None,
              levels: Sequence[int] = (), verbose: bool = False) -> pd.DataFrame:
     """Gate the run, then ``forecast_frame`` on the --input file."""
+    check_options(horizon, levels)  # a bad option costs no model load
     model, pre = load_run(artifacts_dir, run_id, verbose)
-    check_request(pre, horizon, levels)  # a bad option is named before the file is read
     return forecast_frame(model, pre, read_input(pre, input_path), horizon, levels,
                           where=f"--input {input_path}")
 
@@ -143,15 +149,16 @@ def forecast_registered(uri: str, tracking_uri: str, input_path: Path, horizon: 
 
     from spline_lstm.errors import TrackingFailed
 
+    check_options(horizon, levels)
     mlflow.set_tracking_uri(tracking_uri)
     try:
         wrapped = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     except MlflowException as exc:
         raise TrackingFailed(f"cannot load {uri} from {tracking_uri} (pass --tracking-uri for another store): "
                              f"{' '.join(str(exc).split())[:200]}") from exc
-    model, pre = wrapped.model, wrapped.pre
-    check_request(pre, horizon, levels)
-    return forecast_frame(model, pre, read_input(pre, input_path), horizon, levels, where=f"--input {input_path}")
+    pre = wrapped.pre
+    return forecast_frame(wrapped.model, pre, read_input(pre, input_path), horizon, levels,
+                          where=f"--input {input_path}")
 
 
 def render(frame: pd.DataFrame, fmt: str) -> bytes:

@@ -86,6 +86,7 @@ def test_pyfunc_model_of_the_run_forecasts_what_predict_does(registered: Run, tr
     _same(got, expected)
 
 
+@pytest.mark.slow
 def test_predict_by_registered_name_equals_predict_by_run_id(registered: Run, tmp_path: Path):
     path, _ = _history(registered, tmp_path)
     by_run_id = _predict(registered, path, "--level", "80")
