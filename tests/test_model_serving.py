@@ -25,6 +25,15 @@ from tests.conftest import SMOKE_FAST, Run, cli, launch
 from tests.helpers.tamper import input_csv
 
 NAME = "smoke-model"
+# tests.test_hardening.MODEL_CASES (the reliability table) -> the test asserting each
+MODEL_CASE_TESTS = {
+    "model-other-runs-payload": "test_a_model_holding_another_runs_files_refuses_to_load",
+    "model-swapped-keras": "test_a_model_holding_another_runs_files_refuses_to_load",
+    "model-gate-failed": "test_a_run_that_fails_the_gate_gets_no_version_and_no_alias",
+    "predict-level-out-of-range": "test_cli_refuses_parquet_on_stdout_and_bad_levels_naming_its_options",
+    "predict-parquet-stdout": "test_cli_refuses_parquet_on_stdout_and_bad_levels_naming_its_options",
+    "predict-models-uri-no-store": "test_predict_by_registered_name_equals_predict_by_run_id",
+}
 RUN_ID = "served"
 
 
@@ -34,6 +43,13 @@ def registered(tmp_path_factory) -> Run:
     proc = launch(*SMOKE_FAST, f"run_id={RUN_ID}", f"tracking.register_model={NAME}", outputs=outputs)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return Run(outputs, RUN_ID)
+
+
+def test_every_model_case_has_its_test():
+    from tests.test_hardening import MODEL_CASES
+
+    assert {c.id for c in MODEL_CASES} == set(MODEL_CASE_TESTS)
+    assert all(callable(globals().get(name)) for name in MODEL_CASE_TESTS.values())
 
 
 def _uri(run: Run) -> str:
@@ -131,7 +147,8 @@ def test_a_run_that_fails_the_gate_gets_no_version_and_no_alias(tmp_path: Path):
     assert "model" in [f.path for f in client.list_artifacts(run.info.run_id)]
 
 
-def test_a_model_holding_another_runs_payload_refuses_to_load(registered: Run, tmp_path: Path):
+@pytest.mark.parametrize("swap", ["payload", "keras"])
+def test_a_model_holding_another_runs_files_refuses_to_load(registered: Run, tmp_path: Path, swap: str):
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -140,10 +157,18 @@ def test_a_model_holding_another_runs_payload_refuses_to_load(registered: Run, t
     client = MlflowClient(tracking_uri=_uri(registered))
     mlflow_run_id = registered.json("metadata")["mlflow"]["mlflow_run_id"]
     local = Path(client.download_artifacts(mlflow_run_id, "model", str(tmp_path)))
-    payload_path = next(local.rglob("preprocessor.json"))
-    payload = json.loads(payload_path.read_text())
-    payload_path.write_text(json.dumps({**payload, "run_id": "another-run"}))
-    with pytest.raises(RunIdMismatch, match="another-run"):
+    if swap == "payload":
+        payload_path = next(local.rglob("preprocessor.json"))
+        payload = json.loads(payload_path.read_text())
+        payload_path.write_text(json.dumps({**payload, "run_id": "another-run"}))
+        expected = "another-run"
+    else:
+        keras = next(local.rglob("best.keras"))
+        data = bytearray(keras.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # not the archive that was logged
+        keras.write_bytes(bytes(data))
+        expected = "not the archive it was logged with"
+    with pytest.raises(RunIdMismatch, match=expected):
         mlflow.pyfunc.load_model(str(local))
 
 
