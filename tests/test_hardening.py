@@ -1317,7 +1317,7 @@ def test_predict_output_stays_out_of_runs_and_inputs(case: Scenario, fresh_run: 
         assert last_line(proc.stderr).startswith(f"ERROR [{case.name}] --output"), proc.stderr
         assert after == before, "a refused --output changed files"
         return
-    assert pd.read_csv(target).columns.tolist() == ["timestamp", "forecast"]
+    assert pd.read_csv(target).columns.tolist() == ["timestamp", "step", "forecast", "run_id"]
     changed = {rel for rel, d in after[str(work)].items() if before[str(work)].get(rel) != d}
     assert changed == {target.name} and after[str(fresh_run.outputs)] == before[str(fresh_run.outputs)]
 
