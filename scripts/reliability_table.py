@@ -81,8 +81,10 @@ def render() -> str:
     section("Faults, interrupts, concurrency, secrets, determinism", th.FAULT_CASES, launch=False)
     section("Commit protocol, quarantine, runs list", th.COMMIT_CASES, launch=False)
     section("`predict --output`", th.OUTPUT_CASES, launch=False)
+    section("MLflow model and predict options", th.MODEL_CASES, launch=False)
     total = sum(len(rows) for _, rows in groups) + len(th.TOLERATED_CASES) + len(th.TAMPER_CASES) \
-        + len(th.FAULT_CASES) + len(th.PREDICT_INPUT_CASES) + len(th.COMMIT_CASES) + len(th.OUTPUT_CASES)
+        + len(th.FAULT_CASES) + len(th.PREDICT_INPUT_CASES) + len(th.COMMIT_CASES) + len(th.OUTPUT_CASES) \
+        + len(th.MODEL_CASES)
     out.append(f"{total} cases. Every failing launch also asserts: no traceback on the console, no secret "
                "on the console or in any file, and a healthy run's files, the MLflow store and the input "
                "byte-identical afterwards.")

@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from spline_lstm.errors import SplineLSTMError, classify, error_line
+from spline_lstm.errors import InputInvalid, SplineLSTMError, classify, error_line
 
 DEFAULT_OUTPUTS = os.environ.get("SPLINE_LSTM_OUTPUTS_DIR", "outputs")
 
@@ -85,21 +85,32 @@ def cmd_health(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from spline_lstm.artifacts import validate_run_id
     from spline_lstm.containment import check_predict_output
-    from spline_lstm.predict import forecast, write_forecast
+    from spline_lstm.predict import forecast, forecast_registered, write_forecast
 
     outputs, artifacts = _dirs(args)
-    validate_run_id(args.run_id)
+    if args.format == "parquet" and not args.output:
+        raise InputInvalid("--format parquet needs --output PATH (Parquet is not printed to a terminal)")
     target = None  # checked before the forecast: a refused --output costs no model load
     if args.output:
         target = check_predict_output(args.output, args.input, outputs, artifacts, args.overwrite)
-    frame = forecast(artifacts, args.run_id, Path(args.input), verbose=args.verbose)
-    text = write_forecast(frame, target, overwrite=args.overwrite)
+    if args.run_id.startswith("models:/"):
+        default_db = outputs / "mlflow.db"
+        if not args.tracking_uri and not default_db.is_file():  # MLflow would create an empty store there
+            raise InputInvalid(f"{args.run_id}: no MLflow store at {default_db}; pass --tracking-uri URI "
+                               "(the store the model was registered in) or --outputs-dir")
+        frame = forecast_registered(args.run_id, args.tracking_uri or f"sqlite:///{default_db}",
+                                    Path(args.input), args.horizon, args.level)
+    else:
+        from spline_lstm.artifacts import validate_run_id
+
+        validate_run_id(args.run_id)
+        frame = forecast(artifacts, args.run_id, Path(args.input), args.horizon, args.level, verbose=args.verbose)
+    data = write_forecast(frame, target, overwrite=args.overwrite, fmt=args.format)
     if target is not None:
         print(f"wrote {len(frame)} forecasts to {target}")
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(data.decode("utf-8"))
     return 0
 
 
@@ -262,14 +273,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_health)
 
     p = sub.add_parser("predict", help="forecast with a run's model", formatter_class=fmt,
-                       description="Gate the run, then forecast the next horizon steps after the input's "
-                                   "last timestamp.\n\nexample: python -m spline_lstm predict RUN_ID "
-                                   "--input recent.csv --output forecast.csv")
-    p.add_argument("run_id")
+                       description="Gate the run (or load a registered model), then forecast the steps after "
+                                   "the input's last timestamp.\n\nA --horizon beyond the trained one is "
+                                   "forecast recursively (each block fed back as input). --level intervals are "
+                                   "split-conformal: quantiles of the validation split's absolute errors per "
+                                   "step; recursive steps widen the last step's by sqrt(step/horizon).\n\n"
+                                   "examples:\n  python -m spline_lstm predict RUN_ID --input recent.csv "
+                                   "--horizon 24 --level 80 95\n  python -m spline_lstm predict "
+                                   "models:/NAME@candidate --input recent.csv --format json")
+    p.add_argument("run_id", metavar="RUN_ID|models:/NAME@ALIAS")
     p.add_argument("--input", required=True, help="CSV or Parquet with the run's columns")
-    p.add_argument("--output", help="CSV to write (default: print to stdout); never inside the artifacts "
+    p.add_argument("--horizon", type=int, default=None,
+                   help="steps to forecast (default: the trained horizon; beyond it: recursive)")
+    p.add_argument("--level", type=int, nargs="+", default=[], metavar="L",
+                   help="prediction interval levels in %% (e.g. --level 80 95)")
+    p.add_argument("--format", choices=("csv", "parquet", "json"), default="csv", help="output format")
+    p.add_argument("--output", help="file to write (default: print to stdout); never inside the artifacts "
                                     "tree, never the input, not an existing file unless --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow store of a models:/ URI (default: sqlite:///OUTPUTS_DIR/mlflow.db)")
     p.add_argument("--verbose", action="store_true", help="show TensorFlow's own logs")
     common(p)
     p.set_defaults(fn=cmd_predict)

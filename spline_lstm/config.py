@@ -126,6 +126,7 @@ class TrackingConfig:
     http_timeout_s: Optional[int] = None  # per request
     http_retries: Optional[int] = None  # per request, with exponential backoff (also the preflight)
     http_backoff_factor: Optional[int] = None  # retry n waits factor * 2**(n-1) s
+    register_model: Optional[str] = None  # registry name: a version + alias "candidate" once the gate passed
 
 
 @dataclass

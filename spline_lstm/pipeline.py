@@ -25,7 +25,7 @@ import numpy as np
 from spline_lstm import __version__
 from spline_lstm.artifacts import (ArtifactLayout, atomic_move_in, atomic_write_bytes, atomic_write_json,
                                    dump_plain_pickle)
-from spline_lstm.config import AppConfig, Smoothing, flatten, to_plain
+from spline_lstm.config import AppConfig, flatten, to_plain
 from spline_lstm.errors import Interrupted, StorageError, classify, signals_deferred
 from spline_lstm.secrets import mask_obj
 from spline_lstm.tracking import NullTracker, Tracker, preflight, resolve_store
@@ -115,7 +115,8 @@ def run(ctx: RunContext) -> dict:
             store = resolve_store(app.tracking, app.paths)
             with ctx.stage("tracking_preflight"):
                 preflight(store)  # exit 8 before anything is written
-            ctx.tracker = Tracker(store, ctx.log_path)  # MLflow loads in a helper, in parallel
+            # MLflow loads in a helper, in parallel
+            ctx.tracker = Tracker(store, ctx.log_path, app.tracking.register_model)
         prepared = _prepare(ctx)  # in memory: bad input is refused before anything is written
         tags, params = _tags(ctx), _params(app)
         with signals_deferred():  # once claimed, the run exists in MLflow too, to be ended KILLED
@@ -219,13 +220,14 @@ class Prepared:
     filled: np.ndarray  # spline-filled, original units
     scaled: np.ndarray  # model input series (differenced, scaled), float32
     bounds: np.ndarray
-    scaler: object
+    pre: object  # preprocessor.Preprocessor, fitted on the training split; calibrated after evaluation
     sources: list  # WindowSource per split
     summary: dict
 
 
 def _prepare(ctx: RunContext) -> Prepared:
     from spline_lstm import data, preprocess
+    from spline_lstm.preprocessor import Preprocessor
 
     app = ctx.app
     p = app.preprocess
@@ -241,25 +243,20 @@ def _prepare(ctx: RunContext) -> Prepared:
             values, timestamps = values[: bounds[-1]], timestamps[: bounds[-1]]
         preprocess.check_series(values, bounds, p, series.source)
     with ctx.stage("spline", "spline gap-filling"):
-        filled = preprocess.fill_gaps(values, bounds, p.interpolation)
-        lam = None
-        shaped = filled
-        if p.smoothing == Smoothing.spline:
-            shaped, lam = preprocess.smooth_train(filled, bounds, p.smoothing_lambda)
+        pre, filled, scaled = Preprocessor.fit(values, bounds, p, run_id=ctx.run_id, data=app.data,
+                                               freq=series.freq, last_timestamp=str(timestamps[-1]),
+                                               where=series.source)
     with ctx.stage("scale_window", "scale + windows"):
-        modelled = preprocess.difference(shaped, p.difference)
-        scaler = preprocess.Scaler.fit(p.scaling, modelled[: bounds[1]])
-        scaled = preprocess.scale_checked(scaler, modelled, series.source)
         sources = [preprocess.WindowSource(
             scaled, preprocess.window_starts(bounds, k, p.lookback, p.horizon, p.difference),
             p.lookback, p.horizon) for k in range(3)]
         summary = {**series.summary, **preprocess.preprocess_summary(
-            values, np.isnan(values), bounds, (lo, len(series.values) - hi), lam),
+            values, np.isnan(values), bounds, (lo, len(series.values) - hi), pre.smoothing_lambda),
             "windows": {name: len(s) for name, s in zip(preprocess.SPLITS, sources)},
             "window_source_bytes": sources[0].nbytes}
         log.info("%d points (%d filled), windows train/val/test = %s", len(values),
                  summary["interpolated"], "/".join(str(len(s)) for s in sources))
-    return Prepared(series, timestamps, values, filled, scaled, bounds, scaler, sources, summary)
+    return Prepared(series, timestamps, values, filled, scaled, bounds, pre, sources, summary)
 
 
 def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
@@ -269,11 +266,13 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
     series, timestamps, values, filled = prep.series, prep.timestamps, prep.values, prep.filled
     bounds, summary = prep.bounds, prep.summary
     with ctx.stage("artifacts"):
-        _write_preprocessing(ctx, timestamps, values, filled, prep.scaled, bounds, prep.scaler, summary, series)
+        _write_preprocessing(ctx, timestamps, values, filled, prep.scaled, bounds, summary, series)
 
     with signals_deferred():  # SIGINT/SIGTERM stop TensorFlow between batches, never inside a step
         history, determinism = _fit(ctx, prep)
         ev = _evaluate(ctx, prep)
+    with ctx.stage("artifacts"):
+        ctx.write("preprocessor", dump_plain_pickle(ev.pre.to_dict()))
     best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None
     metrics_doc = {
         "run_id": ctx.run_id, "metrics": ev.metrics, "baselines": ev.baselines,
@@ -303,6 +302,8 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
         if ctx.tracker.enabled:  # the report as MLflow's artifact viewer renders it, images inline
             ctx.tracker.log_text(report.html(ctx.run_id, config_plain, summary, metrics_doc, pngs),
                                  f"report/{ctx.run_id}.html")
+        ctx.tracker.log_model(ctx.paths["best"], ev.pre.to_dict(), [str(t) for t in timestamps[-512:]],
+                              [float(v) for v in filled[-512:]])
     return {"run_id": ctx.run_id, "rmse": ev.metrics["rmse"],
             "baselines": {n: b["rmse"] for n, b in ev.baselines.items()}}
 
@@ -356,6 +357,7 @@ class Evaluation:
     metrics: dict
     baselines: Dict[str, dict]
     improvement: Dict[str, float]  # rmse improvement over each baseline, %
+    pre: object  # the run's Preprocessor, calibrated on the validation split (interval widths)
 
 
 def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
@@ -366,19 +368,23 @@ def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
     app, p = ctx.app, ctx.app.preprocess
     with ctx.stage("evaluate", "evaluate"):
         best_model = model_mod.load_model_safely(ctx.paths["best"])
-        test = prep.sources[2]
-        deltas = prep.scaler.inverse(train.predict(best_model, test, max(app.training.batch_size, 256)))
-        pred = preprocess.undifference(prep.filled, test.starts, deltas, p.difference)
+        batch = max(app.training.batch_size, 256)
+        test, val = prep.sources[2], prep.sources[1]
+        pred = prep.pre.inverse_transform(prep.filled, test.starts, train.predict(best_model, test, batch))
+        val_pred = prep.pre.inverse_transform(prep.filled, val.starts, train.predict(best_model, val, batch))
+        pre = prep.pre.calibrated(preprocess.target_matrix(prep.values, val.starts, p.horizon), val_pred)
         actual = preprocess.target_matrix(prep.values, test.starts, p.horizon)
         scale = evaluate.mase_scale(prep.values[: prep.bounds[1]], app.data.season)
         metrics = evaluate.forecast_metrics(actual, pred, scale)
         baselines = {name: evaluate.forecast_metrics(actual, fc, scale) for name, fc in evaluate.baseline_forecasts(
             prep.filled, test.starts, p.lookback, p.horizon, app.data.season).items()}
         improvement = {name: evaluate.improvement_pct(metrics["rmse"], b["rmse"]) for name, b in baselines.items()}
-    return Evaluation(test, actual, pred, metrics, baselines, improvement)
+    return Evaluation(test, actual, pred, metrics, baselines, improvement, pre)
 
 
-def _write_preprocessing(ctx, timestamps, values, filled, scaled, bounds, scaler, summary, series) -> None:
+def _write_preprocessing(ctx, timestamps, values, filled, scaled, bounds, summary, series) -> None:
+    """The processed series and its summary, before training (the preprocessor payload
+    follows evaluation, which calibrates its intervals)."""
     import io
 
     app = ctx.app
@@ -390,20 +396,6 @@ def _write_preprocessing(ctx, timestamps, values, filled, scaled, bounds, scaler
     ctx.write_json("meta", {"run_id": ctx.run_id, "source": series.source, "target_col": app.data.target_col,
                             "timestamp_col": app.data.timestamp_col, "start": str(timestamps[0]),
                             "end": str(timestamps[-1]), **summary})
-    payload = {
-        "run_id": ctx.run_id, "format": 1,
-        "data": {"timestamp_col": app.data.timestamp_col, "target_col": app.data.target_col,
-                 "freq": series.freq, "duplicates": app.data.duplicates.value,
-                 "coerce_errors": app.data.coerce_errors, "season": app.data.season},
-        "spline": {"interpolation": app.preprocess.interpolation.value, "max_gap": app.preprocess.max_gap,
-                   "max_missing_ratio": app.preprocess.max_missing_ratio,
-                   "smoothing": app.preprocess.smoothing.value, "smoothing_lambda": summary["smoothing_lambda"]},
-        "scaler": scaler.to_dict(),
-        "window": {"lookback": app.preprocess.lookback, "horizon": app.preprocess.horizon,
-                   "difference": app.preprocess.difference},
-        "last_timestamp": str(timestamps[-1]),
-    }
-    ctx.write("preprocessor", dump_plain_pickle(payload))
 
 
 def _write_metadata(ctx, config_plain, bounds, summary, series, determinism, started) -> None:

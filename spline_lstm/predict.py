@@ -1,77 +1,187 @@
-"""Inference with a finished run: the pre-inference gate, then the run's own
-preprocessing (columns, frequency, spline, scaler) on a new input series, then
-``best.keras`` loaded in safe mode, forecasting the next ``horizon`` steps."""
+"""Inference with a finished run. One core, ``forecast_frame``, serves the CLI and
+the MLflow pyfunc model alike: the run's fitted ``Preprocessor`` on a new input
+frame, the Keras model, then the forecast table.
+
+Beyond the trained horizon the forecast is recursive: each block of ``horizon``
+steps is appended to the history (in original units) and fed back as input, so
+errors compound; intervals widen accordingly (``Preprocessor.interval_width``)."""
 from __future__ import annotations
 
 import io
+import json
+import math
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from spline_lstm.artifacts import ArtifactLayout, atomic_write_bytes, atomic_write_new, safe_load_pickle
-from spline_lstm.config import DataConfig, DuplicatePolicy, Interpolation
-from spline_lstm.errors import UnsafeArtifact
-from spline_lstm.health import run_gate
+from spline_lstm.config import DataConfig, DuplicatePolicy
+from spline_lstm.errors import InputInvalid, UnsafeArtifact
+from spline_lstm.preprocessor import Preprocessor
+
+FORMATS = ("csv", "parquet", "json")
+MAX_HORIZON = 10000
+SIGNIFICANT = 6
 
 
-def forecast(artifacts_dir: Path, run_id: str, input_path: Path, verbose: bool = False) -> pd.DataFrame:
-    """Forecast frame (timestamp, forecast) in original units; refuses unhealthy runs,
-    and inputs that break a rule training applies (``preprocess.InputRules``) or
-    that step at another frequency than the run's series."""
+def significant(values: np.ndarray, digits: int = SIGNIFICANT) -> np.ndarray:
+    """Round to ``digits`` significant digits (readable tables; NaN stays NaN)."""
+    return np.array([float(f"{x:.{digits}g}") for x in np.asarray(values, dtype=np.float64)])
+
+
+def input_series(pre: Preprocessor, frame: pd.DataFrame, where: str) -> tuple:
+    """A table with the run's timestamp and target columns -> (trimmed values on the
+    run's grid, their timestamps), held to the file rules training applies."""
     from spline_lstm import data, preprocess
+
+    cfg = DataConfig(timestamp_col=pre.timestamp_col, target_col=pre.target_col, freq=pre.freq,
+                     duplicates=DuplicatePolicy(pre.duplicates), coerce_errors=pre.coerce_errors)
+    hints = data.predict_hints(cfg.timestamp_col, cfg.target_col, pre.freq)
+    missing = [c for c in (cfg.timestamp_col, cfg.target_col) if c not in frame.columns]
+    if missing:
+        raise InputInvalid(f"{where}: no column {', '.join(map(repr, missing))}; {hints.columns}")
+    raw = data.to_series(frame, cfg, where, hints)
+    data.check_freq(raw.index, pre.freq, where, hints)
+    series, _ = data.regularise(raw, pre.freq, where, hints)
+    values = series.to_numpy(dtype=np.float64)
+    data.require_observed(values, cfg.target_col, where)
+    lo, hi = preprocess.observed_span(values)
+    return values[lo:hi], series.index[lo:hi]
+
+
+def check_options(horizon: Optional[int], levels: Sequence[int]) -> list:
+    """The ranges of --horizon and --level, checked before any model loads; the
+    levels sorted and unique. Errors name predict's own options."""
+    if horizon is not None and not 1 <= int(horizon) <= MAX_HORIZON:
+        raise InputInvalid(f"--horizon {horizon}: must be 1..{MAX_HORIZON} (beyond the trained horizon the "
+                           "forecast is recursive)")
+    levels = sorted({int(x) for x in levels})
+    bad = [x for x in levels if not 1 <= x <= 99]
+    if bad:
+        raise InputInvalid(f"--level {bad[0]}: interval levels are percentages 1..99 (e.g. --level 80 95)")
+    return levels
+
+
+def check_request(pre: Preprocessor, horizon: Optional[int], levels: Sequence[int]) -> tuple:
+    """(horizon, levels): the trained horizon by default."""
+    levels = check_options(horizon, levels)
+    return (pre.horizon if horizon is None else int(horizon)), levels
+
+
+def forecast_frame(model, pre: Preprocessor, frame: pd.DataFrame, horizon: Optional[int] = None,
+                   levels: Sequence[int] = (), where: str = "--input") -> pd.DataFrame:
+    """Forecast table ``timestamp, step, forecast, lo_L, hi_L, ..., run_id`` for the
+    ``horizon`` steps after the input's last timestamp (default: the trained
+    horizon), values rounded to 6 significant digits."""
+    from spline_lstm import preprocess
+
+    horizon, levels = check_request(pre, horizon, levels)
+    values, stamps = input_series(pre, frame, where)
+    filled, scaled = pre.transform(values, where)
+    history = filled
+    preds = []
+    for _ in range(math.ceil(horizon / pre.horizon)):  # recursive beyond the trained horizon
+        window = scaled[-pre.lookback:][None, :, None]
+        out = np.asarray(model.predict(window, verbose=0), dtype=np.float64)
+        block = pre.inverse_transform(history, np.array([len(history)]), out)[0]
+        preds.append(block)
+        history = np.concatenate([history, block])
+        scaled = preprocess.scale_checked(pre.scaler, preprocess.difference(history, pre.difference), where)
+    pred = np.concatenate(preds)[:horizon]
+    future = pd.date_range(stamps[-1], periods=horizon + 1, freq=pre.freq)[1:]
+    out = {"timestamp": future, "step": np.arange(1, horizon + 1), "forecast": significant(pred)}
+    for level in levels:
+        width = pre.interval_width(level, horizon)
+        out[f"lo_{level}"] = significant(pred - width)
+        out[f"hi_{level}"] = significant(pred + width)
+    out["run_id"] = pre.run_id
+    return pd.DataFrame(out)
+
+
+def load_run(artifacts_dir: Path, run_id: str, verbose: bool = False) -> tuple:
+    """(Keras model, Preprocessor) of a run that passes the pre-inference gate."""
+    from spline_lstm.health import run_gate
 
     result = run_gate(artifacts_dir, run_id)
     if not result.passed:
         raise result.error()
     paths = ArtifactLayout(Path(artifacts_dir).absolute()).paths(run_id)
-    payload = safe_load_pickle(paths["preprocessor"])
-    d, spline, window = payload["data"], payload["spline"], payload["window"]
-    lookback, horizon, lag = int(window["lookback"]), int(window["horizon"]), int(window.get("difference", 0))
-    cfg = DataConfig(path=str(input_path), timestamp_col=d["timestamp_col"], target_col=d["target_col"],
-                     freq=d["freq"], duplicates=DuplicatePolicy(d["duplicates"]),
-                     coerce_errors=bool(d["coerce_errors"]))
-    hints = data.predict_hints(cfg.timestamp_col, cfg.target_col, d["freq"])
-    where = f"--input {input_path}"
-    frame = data.read_table(Path(input_path).absolute(), cfg.timestamp_col, cfg.target_col, hints)
-    raw = data.to_series(frame, cfg, where, hints)
-    data.check_freq(raw.index, d["freq"], where, hints)
-    series, _ = data.regularise(raw, d["freq"], where, hints)
-    values = series.to_numpy(dtype=np.float64)
-    data.require_observed(values, cfg.target_col, where)
-    lo, hi = preprocess.observed_span(values)
-    values, stamps = values[lo:hi], series.index[lo:hi]
-    preprocess.check_input(values, preprocess.InputRules.for_predict(payload), where)
-    n = len(values)
-    filled = preprocess.fill_gaps(values, np.array([0, n, n, n]), Interpolation(spline["interpolation"]))
-    scaler = preprocess.Scaler(**payload["scaler"])
-    scaled = preprocess.scale_checked(scaler, preprocess.difference(filled, lag), where)
-    window_x = scaled[-lookback:][None, :, None]
+    pre = Preprocessor.from_dict(safe_load_pickle(paths["preprocessor"]))
+    return load_keras(paths["best"], verbose), pre
 
+
+def load_keras(path: Path, verbose: bool = False):
     from spline_lstm import model as model_mod
     from spline_lstm import train
 
     train.import_tensorflow(verbose)
     try:
-        net = model_mod.load_model_safely(paths["best"])
+        return model_mod.load_model_safely(path)
     except Exception as exc:
-        raise UnsafeArtifact(f"{paths['best']} cannot be loaded in Keras safe mode: "
-                             f"{type(exc).__name__}") from exc
-    deltas = scaler.inverse(np.asarray(net.predict(window_x, verbose=0), dtype=np.float64))
-    pred = preprocess.undifference(filled, np.array([n]), deltas, lag)[0]
-    future = pd.date_range(stamps[-1], periods=horizon + 1, freq=d["freq"])[1:]
-    return pd.DataFrame({"timestamp": future, "forecast": pred})
+        raise UnsafeArtifact(f"{path} cannot be loaded in Keras safe mode: {type(exc).__name__}") from exc
 
 
-def write_forecast(frame: pd.DataFrame, output: Optional[Path], overwrite: bool = False) -> str:
-    """The forecast as CSV text, written atomically to ``output`` when given (checked
+def read_input(pre: Preprocessor, input_path: Path) -> pd.DataFrame:
+    """The --input file as a table (CSV or Parquet), checked like a training file."""
+    from spline_lstm import data
+
+    hints = data.predict_hints(pre.timestamp_col, pre.target_col, pre.freq)
+    return data.read_table(Path(input_path).absolute(), pre.timestamp_col, pre.target_col, hints)
+
+
+def forecast(artifacts_dir: Path, run_id: str, input_path: Path, horizon: Optional[int] = None,
+             levels: Sequence[int] = (), verbose: bool = False) -> pd.DataFrame:
+    """Gate the run, then ``forecast_frame`` on the --input file."""
+    check_options(horizon, levels)  # a bad option costs no model load
+    model, pre = load_run(artifacts_dir, run_id, verbose)
+    return forecast_frame(model, pre, read_input(pre, input_path), horizon, levels,
+                          where=f"--input {input_path}")
+
+
+def forecast_registered(uri: str, tracking_uri: str, input_path: Path, horizon: Optional[int] = None,
+                        levels: Sequence[int] = ()) -> pd.DataFrame:
+    """A registered model (``models:/NAME@ALIAS``): its pyfunc model loaded through
+    MLflow (which applies the run_id gate in ``load_context``), then the same core."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from spline_lstm.errors import TrackingFailed
+
+    check_options(horizon, levels)
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        wrapped = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    except MlflowException as exc:
+        raise TrackingFailed(f"cannot load {uri} from {tracking_uri} (pass --tracking-uri for another store): "
+                             f"{' '.join(str(exc).split())[:200]}") from exc
+    pre = wrapped.pre
+    return forecast_frame(wrapped.model, pre, read_input(pre, input_path), horizon, levels,
+                          where=f"--input {input_path}")
+
+
+def render(frame: pd.DataFrame, fmt: str) -> bytes:
+    """The table as CSV, Parquet or JSON (records, ISO timestamps)."""
+    if fmt == "csv":
+        return frame.to_csv(index=False).encode("utf-8")
+    if fmt == "json":
+        rows = json.loads(frame.to_json(orient="records", date_format="iso"))
+        return (json.dumps(rows, indent=1) + "\n").encode("utf-8")
+    if fmt == "parquet":
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        return buf.getvalue()
+    raise InputInvalid(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+
+
+def write_forecast(frame: pd.DataFrame, output: Optional[Path], overwrite: bool = False,
+                   fmt: str = "csv") -> bytes:
+    """The forecast rendered, written atomically to ``output`` when given (checked
     by containment.check_predict_output); without ``overwrite`` an existing file is
     never replaced, even one created after the check."""
-    buf = io.StringIO()
-    frame.to_csv(buf, index=False)
-    text = buf.getvalue()
+    data = render(frame, fmt)
     if output is not None:
         write = atomic_write_bytes if overwrite else atomic_write_new
-        write(Path(output), text.encode("utf-8"))
-    return text
+        write(Path(output), data)
+    return data

@@ -267,8 +267,9 @@ class Tracker:
 
     enabled = True
 
-    def __init__(self, store: Store, log_path: Optional[Path] = None):
+    def __init__(self, store: Store, log_path: Optional[Path] = None, register_model: Optional[str] = None):
         self.store = store
+        self.register_model = register_model  # registry name for the model once the gate passed
         self.run_id: Optional[str] = None
         self._tags: Dict[str, str] = {}
         self.experiment_id: Optional[str] = None
@@ -391,6 +392,9 @@ class Tracker:
     def log_text(self, text: str, artifact_file: str) -> None:
         self._send("log_text", text=text, artifact_file=artifact_file)
 
+    def log_model(self, keras_path: Path, payload: dict, timestamps: list, values: list) -> None:
+        self._send("log_model", keras_path=str(keras_path), payload=payload, timestamps=timestamps, values=values)
+
     def info(self) -> Dict[str, Optional[str]]:
         """The run's ids, once every queued call was answered (TrackingFailed if one failed)."""
         self._wait_all()
@@ -416,6 +420,9 @@ class Tracker:
             if files:
                 self.log_artifacts(files)
             self._send("verdict", timeout=WAIT_S, passed=passed)
+            if passed and self.register_model:  # a version and its alias only for a run that passed
+                self._send("register", timeout=WAIT_S, name=self.register_model, run_id=self.run_id,
+                           alias="candidate")
         except TrackingFailed:
             self.abort("FAILED")
             raise
@@ -485,6 +492,9 @@ class NullTracker:
         pass
 
     def log_metrics(self, metrics, step=0):
+        pass
+
+    def log_model(self, keras_path, payload, timestamps, values):
         pass
 
     def log_artifacts(self, files):

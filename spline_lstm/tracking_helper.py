@@ -4,9 +4,9 @@ Protocol (``python -m spline_lstm.tracking_helper``): one JSON request per line 
 stdin, one JSON reply per line on stdout, in order. Requests are ``start`` (created
 with the launch's own start time, and the input logged as a dataset),
 ``log_metrics`` (timestamped by the sender), ``log_artifacts``, ``log_text``,
-``verdict`` (the gate's health tag and terminal state) and ``end`` (a terminal state).
-Every terminal state is applied in the order it arrives, so a later FAILED/KILLED
-always replaces an earlier FINISHED.
+``log_model`` (the pyfunc model), ``verdict`` (the gate's health tag and terminal state),
+``register`` (after a PASS) and ``end`` (a terminal state). Every terminal state is applied
+in the order it arrives, so a later FAILED/KILLED always replaces an earlier FINISHED.
 The launcher side is ``spline_lstm.tracking.Tracker``.
 """
 from __future__ import annotations
@@ -100,6 +100,32 @@ class MlflowRun:
         """A generated document (the HTML report) that exists only in MLflow."""
         self._call("log_text", self._client.log_text, self.mlflow_run_id, text, artifact_file)
 
+    def log_model(self, keras_path: str, payload: dict, timestamps: list, values: list) -> None:
+        """The pyfunc model (spline_lstm.mlflow_model) under the run's ``model/``."""
+        import tempfile
+
+        from spline_lstm import mlflow_model
+
+        with tempfile.TemporaryDirectory(prefix="spline-lstm-model-") as tmp:
+            example = mlflow_model.input_example(payload, timestamps, values)
+            target = mlflow_model.save(Path(tmp) / "model", Path(keras_path), payload, example)
+            self._call("log_artifacts", self._client.log_artifacts, self.mlflow_run_id, str(target), "model")
+
+    def register(self, name: str, run_id: str, alias: str) -> None:
+        """A model version of ``model/`` tagged with the run_id, then ``alias`` on it
+        (sent only after the gate passed)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._client.get_registered_model(name)
+        except MlflowException:
+            self._call("create_registered_model", self._client.create_registered_model, name)
+        source = f"{self._client.get_run(self.mlflow_run_id).info.artifact_uri}/model"
+        version = self._call("create_model_version", self._client.create_model_version, name, source,
+                             run_id=self.mlflow_run_id, tags={"run_id": run_id})
+        self._call("set_registered_model_alias", self._client.set_registered_model_alias, name, alias,
+                   version.version)
+
     def end(self, status: str) -> None:
         """Any terminal state, always applied: the last one sent is the one MLflow keeps."""
         if self._client is None or self.mlflow_run_id is None:
@@ -158,7 +184,7 @@ def _handle(run: Optional[MlflowRun], msg: dict) -> tuple:
             run.start(**msg)
         elif run is None:
             raise TrackingFailed(f"MLflow {op} before the run was created")
-        elif op in ("log_metrics", "log_artifacts", "log_text", "end", "verdict"):
+        elif op in ("log_metrics", "log_artifacts", "log_text", "log_model", "register", "end", "verdict"):
             getattr(run, op)(**msg)
         else:
             raise TrackingFailed(f"unknown tracking request {op!r}")

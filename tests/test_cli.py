@@ -55,7 +55,8 @@ def test_predict_forecasts_horizon_steps_in_original_units(smoke_run: Run, tmp_p
     assert f"wrote {horizon} forecasts to {out}" in proc.stdout
 
     frame = pd.read_csv(out, parse_dates=["timestamp"])
-    assert list(frame.columns) == ["timestamp", "forecast"]
+    assert list(frame.columns) == ["timestamp", "step", "forecast", "run_id"]
+    assert list(frame["step"]) == list(range(1, horizon + 1)) and set(frame["run_id"]) == {smoke_run.run_id}
     assert len(frame) == horizon
     last = pd.Timestamp(history["timestamp"].iloc[-1])
     expected = pd.date_range(last, periods=horizon + 1, freq=freq)[1:]

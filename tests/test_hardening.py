@@ -18,6 +18,8 @@ module, so the table cannot drift from what is tested).
   trimmed), one end-to-end run, counted in meta.json.
 - ``TAMPER_CASES``: a healthy run's files swapped, linked or rewritten; the
   standalone ``health`` gate must refuse with 9/10/11 and never execute code.
+- ``MODEL_CASES``: the MLflow model's run_id gate, registration only on PASS, and
+  predict's own option errors.
 - ``FAULT_CASES`` (slow): signals during training, two launches racing for one
   run_id, disk full while checkpointing, an 8-job parallel sweep on one MLflow
   store, an authenticated tracking server.
@@ -569,6 +571,23 @@ OUTPUT_CASES: List[Scenario] = [
     Scenario("predict-output-proc", "predict", "--output under /proc", 6, "STORAGE_ERROR"),
     Scenario("predict-output-overwrite", "predict", "--output an existing file with --overwrite", 0, "OK",
              "replaced atomically by the forecast CSV"),
+]
+
+# the run as an MLflow model and predict's own options (tests/test_model_serving.py and
+# tests/test_predict_core.py, each case asserted by the test named in MODEL_CASE_TESTS there)
+MODEL_CASES: List[Scenario] = [
+    Scenario("model-other-runs-payload", "model", "the logged model/ holds another run's preprocessor.json", 10,
+             "RUN_ID_MISMATCH", "load_context refuses (pyfunc load, serve, predict models:/)"),
+    Scenario("model-swapped-keras", "model", "the logged model/ holds another best.keras", 10, "RUN_ID_MISMATCH",
+             "sha256 recorded in the model config differs"),
+    Scenario("model-gate-failed", "model", "tracking.register_model=NAME on a run whose gate fails", 9,
+             "HEALTH_FAILED", "no registry version, no alias; run FAILED health=FAIL"),
+    Scenario("predict-level-out-of-range", "predict", "--level 100", 5, "INPUT_INVALID",
+             "names --level; before any model loads"),
+    Scenario("predict-parquet-stdout", "predict", "--format parquet without --output", 5, "INPUT_INVALID",
+             "names --output"),
+    Scenario("predict-models-uri-no-store", "predict", "models:/NAME@ALIAS with no store in --outputs-dir", 5,
+             "INPUT_INVALID", "names --tracking-uri; no empty store created", slow=True),
 ]
 
 CLI_RUN_ID_CASES: List[Tuple[str, Tuple[str, ...]]] = [
@@ -1191,7 +1210,8 @@ def test_tracking_password_not_kept_by_hydra(matrix: MatrixRunner):
 def test_case_ids_are_unique_and_codes_match_names():
     from spline_lstm.errors import EXIT_CODES
 
-    every = MATRIX + TOLERATED_CASES + PREDICT_INPUT_CASES + TAMPER_CASES + FAULT_CASES + COMMIT_CASES + OUTPUT_CASES
+    every = (MATRIX + TOLERATED_CASES + PREDICT_INPUT_CASES + TAMPER_CASES + FAULT_CASES + COMMIT_CASES
+             + OUTPUT_CASES + MODEL_CASES)
     ids = [c.id for c in every]
     assert len(ids) == len(set(ids))
     for c in every:
@@ -1207,7 +1227,8 @@ def test_reliability_table_lists_every_case():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     table = module.render()
-    for c in MATRIX + TOLERATED_CASES + PREDICT_INPUT_CASES + TAMPER_CASES + FAULT_CASES + COMMIT_CASES + OUTPUT_CASES:
+    for c in (MATRIX + TOLERATED_CASES + PREDICT_INPUT_CASES + TAMPER_CASES + FAULT_CASES + COMMIT_CASES
+              + OUTPUT_CASES + MODEL_CASES):
         assert f"| `{c.id}`" in table and f"{c.code} {c.name}" in table, c.id
     published = REPO / "docs" / "reliability.md"  # what the README links to
     assert published.read_text(encoding="utf-8") == table, \
@@ -1299,7 +1320,7 @@ def test_predict_output_stays_out_of_runs_and_inputs(case: Scenario, fresh_run: 
         assert last_line(proc.stderr).startswith(f"ERROR [{case.name}] --output"), proc.stderr
         assert after == before, "a refused --output changed files"
         return
-    assert pd.read_csv(target).columns.tolist() == ["timestamp", "forecast"]
+    assert pd.read_csv(target).columns.tolist() == ["timestamp", "step", "forecast", "run_id"]
     changed = {rel for rel, d in after[str(work)].items() if before[str(work)].get(rel) != d}
     assert changed == {target.name} and after[str(fresh_run.outputs)] == before[str(fresh_run.outputs)]
 

@@ -1,0 +1,158 @@
+"""The fitted preprocessing chain of a run, as one object: fitted once in training,
+then applied by evaluation, ``predict`` and the MLflow model alike, so the chain
+is written once (no train/serve skew).
+
+Its payload (``to_dict``) is plain data, versioned by ``format``: it is the
+canonical ``models/<run_id>/preprocessor.pkl`` (read by the restricted unpickler,
+CONTRACT §4) and the JSON logged to MLflow. Format 1 (no calibration) still loads.
+
+Calibration: split-conformal on the validation split. For every horizon step the
+absolute errors of the best model on the validation windows give an empirical
+quantile per level (the finite-sample rank ceil((n+1)·level)); an interval is the
+forecast ± that quantile. Steps beyond the trained horizon (recursive) reuse the
+last step's quantile widened by sqrt(step / horizon).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from spline_lstm import preprocess
+from spline_lstm.config import Interpolation, PreprocessConfig, Smoothing
+from spline_lstm.errors import InputInvalid
+
+FORMAT = 2
+LEVELS = tuple(range(1, 100))  # calibrated interval levels, in %
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    run_id: str
+    timestamp_col: str
+    target_col: str
+    freq: str
+    duplicates: str
+    coerce_errors: bool
+    season: Optional[int]
+    interpolation: str
+    max_gap: int
+    max_missing_ratio: float
+    smoothing: str
+    smoothing_lambda: Optional[float]
+    scaler: preprocess.Scaler
+    lookback: int
+    horizon: int
+    difference: int
+    last_timestamp: str
+    # level (str, in %) -> absolute-error quantile per horizon step; empty before calibration
+    calibration: Dict[str, List[float]] = field(default_factory=dict)
+    calibration_windows: int = 0
+
+    # --- training ---------------------------------------------------------------------
+
+    @classmethod
+    def fit(cls, values: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, *, run_id: str, data,
+            freq: str, last_timestamp: str, where: str) -> tuple:
+        """Fit on the training split (causal gap filling by split, smoothing and scaler
+        on training rows only, see ``preprocess``). Returns (preprocessor, filled,
+        scaled): the gap-filled series in original units and the model input series."""
+        filled = preprocess.fill_gaps(values, bounds, cfg.interpolation)
+        lam, shaped = None, filled
+        if Smoothing(cfg.smoothing) == Smoothing.spline:
+            shaped, lam = preprocess.smooth_train(filled, bounds, cfg.smoothing_lambda)
+        modelled = preprocess.difference(shaped, cfg.difference)
+        scaler = preprocess.Scaler.fit(cfg.scaling, modelled[: bounds[1]])
+        pre = cls(run_id=run_id, timestamp_col=data.timestamp_col, target_col=data.target_col, freq=freq,
+                  duplicates=data.duplicates.value, coerce_errors=bool(data.coerce_errors), season=data.season,
+                  interpolation=Interpolation(cfg.interpolation).value, max_gap=cfg.max_gap,
+                  max_missing_ratio=cfg.max_missing_ratio, smoothing=Smoothing(cfg.smoothing).value,
+                  smoothing_lambda=lam, scaler=scaler, lookback=cfg.lookback, horizon=cfg.horizon,
+                  difference=cfg.difference, last_timestamp=last_timestamp)
+        return pre, filled, preprocess.scale_checked(scaler, modelled, where)
+
+    def calibrated(self, actual: np.ndarray, pred: np.ndarray) -> "Preprocessor":
+        """A copy holding the split-conformal quantiles of |actual - pred| per step
+        (validation windows, original units; unobserved targets ignored)."""
+        err = np.abs(np.asarray(actual, np.float64) - np.asarray(pred, np.float64))
+        table: Dict[str, List[float]] = {}
+        for level in LEVELS:
+            row = []
+            for j in range(err.shape[1]):
+                e = np.sort(err[:, j][np.isfinite(err[:, j])])
+                if e.size == 0:
+                    row.append(float("nan"))
+                    continue
+                rank = min(e.size, math.ceil((e.size + 1) * level / 100))
+                row.append(float(e[rank - 1]))
+            table[str(level)] = row
+        return replace(self, calibration=table, calibration_windows=int(err.shape[0]))
+
+    # --- inference ----------------------------------------------------------------------
+
+    @property
+    def rules(self) -> preprocess.InputRules:
+        return preprocess.InputRules.for_predict(self.to_dict())
+
+    def transform(self, values: np.ndarray, where: str) -> tuple:
+        """A new (trimmed) series -> (filled in original units, model input series),
+        refused when it breaks an input rule training applies."""
+        preprocess.check_input(values, self.rules, where)
+        n = len(values)
+        filled = preprocess.fill_gaps(values, np.array([0, n, n, n]), Interpolation(self.interpolation))
+        return filled, preprocess.scale_checked(self.scaler, preprocess.difference(filled, self.difference), where)
+
+    def inverse_transform(self, levels: np.ndarray, starts: np.ndarray, scaled_pred: np.ndarray) -> np.ndarray:
+        """Model outputs [windows, horizon] -> forecasts in original units (unscale,
+        then undo differencing from the known ``levels``)."""
+        deltas = self.scaler.inverse(np.asarray(scaled_pred, dtype=np.float64))
+        return preprocess.undifference(levels, starts, deltas, self.difference)
+
+    def interval_width(self, level: int, steps: int) -> np.ndarray:
+        """Half-widths of the ``level`` % interval for steps 1..steps (see module doc)."""
+        key = str(int(level))
+        if key not in self.calibration:
+            raise InputInvalid(f"--level {level}: the run has no calibrated residuals at that level "
+                               f"(levels 1..99; runs before format {FORMAT} have none)")
+        q = np.asarray(self.calibration[key], dtype=np.float64)
+        k = np.arange(1, steps + 1)
+        beyond = q[-1] * np.sqrt(k / self.horizon)
+        return np.where(k <= self.horizon, q[np.minimum(k, self.horizon) - 1], beyond)
+
+    # --- payload ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {
+            "run_id": self.run_id, "format": FORMAT,
+            "data": {"timestamp_col": self.timestamp_col, "target_col": self.target_col, "freq": self.freq,
+                     "duplicates": self.duplicates, "coerce_errors": self.coerce_errors, "season": self.season},
+            "spline": {"interpolation": self.interpolation, "max_gap": self.max_gap,
+                       "max_missing_ratio": self.max_missing_ratio, "smoothing": self.smoothing,
+                       "smoothing_lambda": self.smoothing_lambda},
+            "scaler": self.scaler.to_dict(),
+            "window": {"lookback": self.lookback, "horizon": self.horizon, "difference": self.difference},
+            "last_timestamp": self.last_timestamp,
+            "calibration": {"method": "split-conformal, validation split, |error| per horizon step",
+                            "windows": self.calibration_windows, "quantiles": self.calibration},
+        }
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> "Preprocessor":
+        """Formats 1 and 2; a payload of an unknown format is refused."""
+        fmt = payload.get("format")
+        if fmt not in (1, FORMAT):
+            raise InputInvalid(f"preprocessor payload format {fmt!r} is not one this version reads (1, {FORMAT})")
+        d, s, w = payload["data"], payload["spline"], payload["window"]
+        cal = payload.get("calibration") or {}
+        return cls(run_id=str(payload["run_id"]), timestamp_col=d["timestamp_col"], target_col=d["target_col"],
+                   freq=d["freq"], duplicates=d["duplicates"], coerce_errors=bool(d["coerce_errors"]),
+                   season=d.get("season"), interpolation=s["interpolation"], max_gap=int(s["max_gap"]),
+                   max_missing_ratio=float(s.get("max_missing_ratio", PreprocessConfig.max_missing_ratio)),
+                   smoothing=s.get("smoothing", "none"), smoothing_lambda=s.get("smoothing_lambda"),
+                   scaler=preprocess.Scaler(**payload["scaler"]), lookback=int(w["lookback"]),
+                   horizon=int(w["horizon"]), difference=int(w.get("difference", 0)),
+                   last_timestamp=str(payload.get("last_timestamp", "")),
+                   calibration={str(k): [float(x) for x in v] for k, v in (cal.get("quantiles") or {}).items()},
+                   calibration_windows=int(cal.get("windows", 0)))
