@@ -80,6 +80,9 @@ def _fake_run(outputs: Path, run_id: str) -> None:
             hashes[kind] = atomic_write_json(path, {"run_id": run_id})
     record = {k: {"path": str(paths[k].relative_to(layout.root)), **h} for k, h in hashes.items()}
     atomic_write_json(paths["metadata"], {"run_id": run_id, "artifacts": record, "timings_s": {}})
+    from spline_lstm import health
+
+    health.commit(health.run_gate(layout.root, run_id, require_commit=False), final=False)  # sealed, as a run ends
 
 
 @pytest.fixture(scope="module")
