@@ -56,7 +56,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO, SMOKE_FAST, Run, cli, last_line, launch
-from tests.helpers.processes import Watched
+from tests.helpers.processes import Watched, mlflow_server
 from tests.helpers.tamper import relocate_mlflow
 
 SECRET = "hx-secret-" + secrets.token_hex(8)  # in every launch's environment; must never be written
@@ -1920,29 +1920,10 @@ def test_eight_job_parallel_sweep_beside_a_healthy_run(smoke_run: Run, tmp_path)
 
 @pytest.mark.slow
 def test_tracking_password_never_written_with_a_live_server(tmp_path):
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    if not mlflow_bin.exists():
-        pytest.skip("the mlflow CLI is not installed beside this Python")
-    port = _closed_port()
-    srv_dir = tmp_path / "server"
-    srv_dir.mkdir()
-    server = subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", f"sqlite:///{srv_dir / 'srv.db'}",
-                               "--default-artifact-root", (srv_dir / "art").as_uri(), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(srv_dir),
-                              env=_env(), start_new_session=True)
-    try:
-        import urllib.request
-
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.skip("mlflow server did not start within 90 s")
-                time.sleep(1)
+    with mlflow_server(tmp_path / "server") as found:
+        if found is None:
+            pytest.skip("the mlflow CLI is missing or its server did not start within 90 s")
+        port, srv_dir = found
         out = tmp_path / "outputs"
         uri = f"http://alice:{SECRET}@127.0.0.1:{port}"
         proc = launch(*SMOKE_FAST, f"tracking.uri={uri}", "run_id=hx-server", outputs=out)
@@ -1952,9 +1933,3 @@ def test_tracking_password_never_written_with_a_live_server(tmp_path):
                   if p.is_file() and SECRET.encode() in p.read_bytes()]
         assert not leaked, f"password written to {leaked}"
         assert "alice:***@" in (out / "artifacts" / "metadata" / "hx-server.json").read_text()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)

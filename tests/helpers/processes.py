@@ -188,8 +188,10 @@ def _proxy(upstream: int, token: str, seen: Dict[str, int]) -> ThreadingHTTPServ
 
 
 @contextmanager
-def auth_mlflow_server(tmp: Path, user: str, password: str) -> Iterator[Optional[AuthServer]]:
-    """Yields None when the mlflow CLI is missing or the server does not come up in 90 s."""
+def mlflow_server(tmp: Path) -> Iterator[Optional[Tuple[int, Path]]]:
+    """A plain ``mlflow server`` on a free loopback port with its SQLite store in ``tmp``:
+    yields (port, store folder), or None when the mlflow CLI is missing or the server
+    does not answer within 90 s. Stopped by its process group at the end."""
     import urllib.request
 
     mlflow_bin = Path(sys.executable).with_name("mlflow")
@@ -204,7 +206,6 @@ def auth_mlflow_server(tmp: Path, user: str, password: str) -> Iterator[Optional
                                "--default-artifact-root", (store_dir / "art").as_uri(), "--workers", "1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(store_dir),
                               env=env(), start_new_session=True)
-    proxy = None
     try:
         deadline = time.time() + 90
         while True:
@@ -216,17 +217,30 @@ def auth_mlflow_server(tmp: Path, user: str, password: str) -> Iterator[Optional
                     yield None
                     return
                 time.sleep(1)
-        seen = {"authorised": 0, "refused": 0}
-        proxy = _proxy(port, base64.b64encode(f"{user}:{password}".encode()).decode(), seen)
-        threading.Thread(target=proxy.serve_forever, daemon=True).start()
-        yield AuthServer(f"http://127.0.0.1:{proxy.server_address[1]}", user, password, store_dir, seen)
+        yield port, store_dir
     finally:
-        if proxy is not None:
-            proxy.shutdown()
-            proxy.server_close()
         os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(20)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+@contextmanager
+def auth_mlflow_server(tmp: Path, user: str, password: str) -> Iterator[Optional[AuthServer]]:
+    """``mlflow_server`` behind a proxy that requires basic auth; None as there."""
+    with mlflow_server(tmp) as found:
+        if found is None:
+            yield None
+            return
+        port, store_dir = found
+        seen = {"authorised": 0, "refused": 0}
+        proxy = _proxy(port, base64.b64encode(f"{user}:{password}".encode()).decode(), seen)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        try:
+            yield AuthServer(f"http://127.0.0.1:{proxy.server_address[1]}", user, password, store_dir, seen)
+        finally:
+            proxy.shutdown()
+            proxy.server_close()
+
