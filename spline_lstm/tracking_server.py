@@ -11,6 +11,7 @@ launch process imports this module, the tracking helper imports MLflow.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import ssl
 import sys
@@ -19,6 +20,8 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from spline_lstm.errors import ConfigInvalid, TrackingFailed
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from spline_lstm.config import TrackingConfig
@@ -122,9 +125,13 @@ def with_retries(probe: Callable[[], Any], retries: int, factor: int, transient:
             answer = probe()
             if not transient(answer) or attempt == retries:
                 return answer
-        except OSError:
+            why = f"answer {answer!r:.60}"
+        except OSError as exc:
             if attempt == retries:
                 raise
+            why = f"{type(exc).__name__}: {exc}"
+        log.warning("Retrying the tracking server in %g s (try %d of %d failed: %s)", delays[attempt], attempt + 1,
+                    retries + 1, why)  # an operator sees an outage being ridden out, not a hang
         sleep(delays[attempt])
     raise AssertionError("unreachable")  # pragma: no cover - the loop always returns or raises
 

@@ -215,6 +215,9 @@ def test_joblib_sweep_rides_out_a_server_kill_and_restart(server, tmp_path):
     connections = pg.connections()
     finished_before = sum(r.info.status == "FINISHED" for r in _all_runs(srv.url, "server-joblib"))
     srv.kill()
+    outage = time.time() + 45  # down until a job meets the outage (its retries span about a minute)
+    while time.time() < outage and not any("Retrying" in log for log in _job_logs(out).values()):
+        time.sleep(0.3)
     srv.start()
     out_text, err_text = _finish(proc)
     assert proc.returncode == 0, err_text[-4000:]
