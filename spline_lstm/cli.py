@@ -119,6 +119,7 @@ def run_status(outputs: Path, artifacts: Path, run_id: str) -> dict:
     fingerprint, sizes and mtimes of every file, still matches), ``running`` while a live
     process holds its folder, ``incomplete`` without a completion record."""
     from spline_lstm.artifacts import ArtifactLayout, iter_hydra_dirs, lock_held
+    from spline_lstm.documents import MetricsDoc
     from spline_lstm.errors import SplineLSTMError
     from spline_lstm.health import cached_verdict, read_record, run_gate
     from spline_lstm.jsonio import read_json
@@ -141,9 +142,8 @@ def run_status(outputs: Path, artifacts: Path, run_id: str) -> dict:
         reason = "no completion record: the run never finished"
     rmse = None
     try:
-        value = read_json(paths["metrics"])["metrics"]["rmse"]
-        rmse = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-    except (SplineLSTMError, KeyError, TypeError):
+        rmse = MetricsDoc.from_dict(read_json(paths["metrics"])).rmse
+    except (SplineLSTMError, TypeError):
         pass
     mtimes = [p.lstat().st_mtime for p in paths.values() if os.path.lexists(p)]
     return {"run_id": run_id, "status": status, "artifacts": f"{present}/{len(paths)}",

@@ -59,6 +59,17 @@ class Cell(str, Enum):
     gru = "gru"
 
 
+class EvaluationMode(str, Enum):
+    holdout = "holdout"
+    backtest = "backtest"
+
+
+class QualityMode(str, Enum):
+    warn = "warn"
+    strict = "strict"
+    off = "off"
+
+
 @dataclass
 class DataConfig:
     source: DataSource = DataSource.synthetic
@@ -111,6 +122,28 @@ class TrainingConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """How the model is scored (spline_lstm.backtest): ``holdout`` = the test split once;
+    ``backtest`` = ``folds`` rolling origins ``step`` points apart at the end of the series
+    (null = the test split divided by ``folds``), each fold retrained (``refit``) or not."""
+
+    mode: EvaluationMode = EvaluationMode.holdout
+    folds: int = 3
+    step: Optional[int] = None
+    refit: bool = False
+
+
+@dataclass
+class GateConfig:
+    """The quality gate, after the health gate: the model's rmse (test, or backtest mean)
+    against the best baseline. warn: verdict recorded; strict: an unskilled model fails
+    the run (12); off: no verdict."""
+
+    quality: QualityMode = QualityMode.warn
+    min_improvement_pct: float = 0.0  # rmse improvement over the best baseline the model needs, in %
+
+
+@dataclass
 class PathsConfig:
     outputs_dir: str = "outputs"
     artifacts_dir: str = "${paths.outputs_dir}/artifacts"
@@ -137,6 +170,8 @@ class AppConfig:
     training: TrainingConfig = MISSING
     paths: PathsConfig = MISSING
     tracking: TrackingConfig = MISSING
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
     run_prefix: str = "run"
     # the job number keeps the ids of one sweep's jobs apart (see new_run_id)
     run_id: str = "${run_id_default:${run_prefix},${oc.select:hydra.job.num,null}}"
@@ -153,6 +188,7 @@ GROUPS = {
     "training": TrainingConfig,
     "paths": PathsConfig,
     "tracking": TrackingConfig,
+    "evaluation": EvaluationConfig,
 }
 
 
@@ -322,6 +358,12 @@ def _check_ranges(app: AppConfig) -> None:
              f"must be in [0, data.n_points, got {d.gap_stretches}")
     _require(d.noise >= 0, "data.noise", f"must be >= 0, got {d.noise}")
     _require(bool(app.run_prefix), "run_prefix", "must not be empty")
+    e, g = app.evaluation, app.gate
+    _require(1 <= e.folds <= 1000, "evaluation.folds", f"must be >= 1 and <= 1000, got {e.folds}")
+    _require(e.step is None or 1 <= e.step <= MAX_POINTS, "evaluation.step",
+             f"must be >= 1 and <= 10^8 or null, got {e.step}")
+    _require(-100 < g.min_improvement_pct < 100, "gate.min_improvement_pct",
+             f"must be in (-100, 100), got {g.min_improvement_pct}")
 
 
 def _check_data(d: DataConfig) -> None:

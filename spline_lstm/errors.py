@@ -59,6 +59,13 @@ class UnsafeArtifact(SplineLSTMError):
     code, name = 11, "UNSAFE_ARTIFACT"
 
 
+class ModelUnskilled(SplineLSTMError):
+    """The strict quality gate: the files are whole, but the model does not beat the best
+    baseline by ``gate.min_improvement_pct`` (the run is sealed as evidence, never passes)."""
+
+    code, name = 12, "MODEL_UNSKILLED"
+
+
 class Interrupted(SplineLSTMError):
     code, name = 130, "INTERRUPTED"
 
@@ -67,7 +74,7 @@ EXIT_CODES = {
     cls.name: cls.code
     for cls in (SplineLSTMError, ConfigInvalid, RunIdInvalid, RunIdConflict, InputInvalid,
                 StorageError, TrainingFailed, TrackingFailed, HealthFailed, RunIdMismatch,
-                UnsafeArtifact, Interrupted)
+                UnsafeArtifact, ModelUnskilled, Interrupted)
 }
 EXIT_CODES["OK"] = 0
 

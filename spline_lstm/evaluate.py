@@ -67,3 +67,25 @@ def improvement_pct(model_rmse: float, baseline_rmse: float) -> float:
     if not np.isfinite(baseline_rmse) or baseline_rmse == 0:
         return float("nan")
     return float((baseline_rmse - model_rmse) / baseline_rmse * 100)
+
+
+SKILLED, UNSKILLED = "SKILLED", "UNSKILLED"
+
+
+def skill_verdict(model_rmse: float, baseline_rmse: Dict[str, float], min_improvement_pct: float,
+                  mode: str, basis: str) -> dict:
+    """The quality gate's verdict: SKILLED when the model's rmse improves on the best
+    (lowest-rmse) baseline by more than ``min_improvement_pct`` %, else UNSKILLED (also
+    when no baseline or the model's rmse is not a finite number: skill is not shown).
+    ``mode`` off records no verdict."""
+    finite = {n: float(v) for n, v in baseline_rmse.items() if v is not None and np.isfinite(v)}
+    best = min(finite, key=finite.get) if finite else None
+    imp = improvement_pct(model_rmse, finite[best]) if best else float("nan")
+    verdict = None
+    if mode != "off":
+        verdict = SKILLED if np.isfinite(imp) and np.isfinite(model_rmse) and imp > min_improvement_pct \
+            else UNSKILLED
+    return {"verdict": verdict, "mode": mode, "min_improvement_pct": float(min_improvement_pct), "basis": basis,
+            "model_rmse": float(model_rmse), "best_baseline": best,
+            "best_baseline_rmse": finite.get(best) if best else None,
+            "improvement_pct": None if not np.isfinite(imp) else float(imp)}

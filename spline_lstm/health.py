@@ -8,16 +8,21 @@ run, so it seals the run: the standalone gate requires it and re-verifies every 
 against it and against ``metadata`` each time; it never trusts a stored verdict. A run
 whose process exited non-zero never wrote one, so it can never pass afterwards.
 
+The last check is the quality gate's verdict, read from the sealed metrics document
+(``documents.MetricsDoc.skill``): a run recorded with ``gate.quality=strict`` and an
+UNSKILLED model fails it with MODEL_UNSKILLED (12), standalone as in the run itself.
+Such a run is still committed (its files are whole and sealed, kept as evidence), so
+the gate re-verifies it like any other and reports 12 each time, never a pass.
+
 The gate's report goes to ``health/<run_id>.json`` (a report and, with its
 fingerprint, the cache of ``runs list``; never an input of the gate). The exit code is
 the most severe failure: UNSAFE_ARTIFACT (11) over RUN_ID_MISMATCH (10) over
-HEALTH_FAILED (9).
+HEALTH_FAILED (9) over MODEL_UNSKILLED (12), which is judged only on files that passed.
 """
 from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import signal
 import stat
@@ -30,12 +35,15 @@ from typing import Any, Dict, List, Optional
 
 from spline_lstm.artifacts import (ArtifactLayout, RestrictedUnpickler, atomic_write_json, sha256_file,
                                    validate_run_id)
-from spline_lstm.errors import HealthFailed, RunIdMismatch, SplineLSTMError, StorageError, UnsafeArtifact
+from spline_lstm.documents import MetricsDoc
+from spline_lstm.errors import (HealthFailed, ModelUnskilled, RunIdMismatch, SplineLSTMError, StorageError,
+                                UnsafeArtifact)
 from spline_lstm.jsonio import read_json
 
 KERAS_MEMBERS = ("config.json", "model.weights.h5")
-SEVERITY = {UnsafeArtifact.code: 3, RunIdMismatch.code: 2, HealthFailed.code: 1}
-ERRORS = {cls.code: cls for cls in (HealthFailed, RunIdMismatch, UnsafeArtifact)}
+SEVERITY = {UnsafeArtifact.code: 3, RunIdMismatch.code: 2, HealthFailed.code: 1, ModelUnskilled.code: 0}
+ERRORS = {cls.code: cls for cls in (HealthFailed, RunIdMismatch, UnsafeArtifact, ModelUnskilled)}
+QUALITY = "quality"  # the check judged on whole files only
 COMMIT_FORMAT = 1
 _UNREAD = object()  # processed.npz not read (missing or unreadable)
 
@@ -59,6 +67,11 @@ class GateResult:
     @property
     def passed(self) -> bool:
         return all(c.status == "PASS" for c in self.checks)
+
+    @property
+    def whole(self) -> bool:
+        """Every file check passed (the quality verdict aside): the run can be sealed."""
+        return bool(self.checks) and all(c.status == "PASS" for c in self.checks if c.name != QUALITY)
 
     @property
     def code(self) -> int:
@@ -186,12 +199,7 @@ class _Gate:
                     codes.append(exc.code)
         metrics = self.docs.get("metrics")
         if metrics is not None:
-            for key in ("run_id", "metrics", "checkpoints"):
-                if key not in metrics:
-                    problems.append(f"metrics has no '{key}'")
-            rmse = (metrics.get("metrics") or {}).get("rmse") if isinstance(metrics.get("metrics"), dict) else None
-            if not isinstance(rmse, (int, float)) or isinstance(rmse, bool) or not math.isfinite(rmse):
-                problems.append(f"metrics.rmse is not a finite number ({rmse!r})")
+            problems.extend(MetricsDoc.problems(metrics))
         for kind in ("best", "last"):
             if kind in self.present:
                 problems.extend(_keras_archive_problems(kind, self.present[kind]))
@@ -302,6 +310,24 @@ class _Gate:
             raise _Fail(HealthFailed.code, _joined(bad))
         return f"completion record seals these {len(self.files)} files"
 
+    def quality(self) -> str:
+        """The quality verdict the run recorded: strict + not SKILLED fails (12)."""
+        doc = MetricsDoc.from_dict(self.docs["metrics"])
+        skill = doc.skill or {}
+        verdict, mode = doc.skill_verdict, doc.skill_mode
+        if verdict is None:
+            return "no quality verdict recorded (gate.quality=off, or a run before the quality gate)"
+        best, imp = skill.get("best_baseline"), skill.get("improvement_pct")
+        versus = (f"rmse {_num(skill.get('model_rmse'))} vs best baseline {best} {_num(skill.get('best_baseline_rmse'))}"
+                  f" ({_num(imp)}% improvement; needs > {_num(skill.get('min_improvement_pct'))}%, {skill.get('basis')})")
+        if mode == "strict" and verdict != "SKILLED":
+            raise _Fail(ModelUnskilled.code, f"model {_safe(str(verdict))} under gate.quality=strict: {versus}")
+        return f"skill {_safe(str(verdict))} ({_safe(str(mode))}): {versus}"
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"
+
 
 def _joined(problems: List[str], shown: int = 5) -> str:
     more = len(problems) - shown
@@ -359,9 +385,13 @@ def run_gate(artifacts_dir: Path, run_id: str, require_commit: bool = True) -> G
               ("run_id", gate.run_ids), ("hashes", gate.hashes)]
     if require_commit:
         checks.append(("complete", gate.complete))
+    checks.append((QUALITY, gate.quality))
     for name, fn in checks:
         if result.code == UnsafeArtifact.code and name != "storage" and result.checks[0].status == "FAIL":
             result.checks.append(Check(name, "SKIP", "not run: the run's paths are unsafe to read"))
+            continue
+        if name == QUALITY and not result.whole:
+            result.checks.append(Check(name, "SKIP", "not judged: the run's files did not pass"))
             continue
         t0 = time.perf_counter()
         try:
@@ -372,7 +402,7 @@ def run_gate(artifacts_dir: Path, run_id: str, require_commit: bool = True) -> G
             result.checks.append(Check(name, "FAIL", f"{type(exc).__name__}: {exc.strerror or exc}",
                                        HealthFailed.code))
         result.checks[-1].duration_ms = round((time.perf_counter() - t0) * 1000, 3)
-    if result.passed:
+    if result.whole:
         result.files = gate.files
     return result
 
@@ -382,15 +412,16 @@ def run_gate(artifacts_dir: Path, run_id: str, require_commit: bool = True) -> G
 def commit(result: GateResult, final: bool) -> Path:
     """Write the completion record ``complete/<run_id>.json``: the last write of a run.
 
-    Call it only after the gate passed (in-process, ``require_commit=False``) and after
-    MLflow confirmed the run's end and recorded the verdict. The record is staged and
+    Call it only after the gate's file checks passed (in-process, ``require_commit=False``;
+    a strict quality failure is sealed too) and after MLflow confirmed the run's end
+    and recorded the verdict. The record is staged and
     fsynced first; SIGINT / SIGTERM are then ignored and the rename is the commit point,
     so a signal either lands before it (no record; the process exits 130) or is
     ignored. ``final`` (a single run: the process exits next) keeps them ignored until
     exit, so nothing can turn the exit code non-zero after the commit; a sweep's
     worker restores its handlers for the next job (a signal in the rename's instant is
     then lost, never turned into a failure of a committed job)."""
-    if not result.passed or not result.files:
+    if not result.whole or not result.files:
         raise HealthFailed(f"run_id '{result.run_id}' cannot be committed: its gate did not pass")
     path = ArtifactLayout(Path(result.artifacts_dir)).complete_path(result.run_id)
     doc = {"format": COMMIT_FORMAT, "run_id": result.run_id,

@@ -11,6 +11,9 @@
   raised in callbacks, so a failing gate instead marks the ``JobReturn`` FAILED
   with a typed error as its value: Hydra re-raises it after a single run, and the
   sweeper after every job of a sweep has run; ``launch.py`` maps it to the exit code.
+  The gate's last check is the quality gate (``health``): with ``gate.quality=strict``
+  an unskilled model fails the job with MODEL_UNSKILLED (12) and its MLflow run ends
+  FAILED (tag ``skill=UNSKILLED``, set by the pipeline); its files are still sealed.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from omegaconf import DictConfig
 
 from spline_lstm.artifacts import ArtifactLayout, atomic_write_bytes, atomic_write_json
 from spline_lstm.config import current_sweep_id, validate
-from spline_lstm.errors import StorageError, TrackingFailed, classify, error_line, one_line
+from spline_lstm.errors import ModelUnskilled, StorageError, TrackingFailed, classify, error_line, one_line
 from spline_lstm.sweep import PARENT_ENV
 
 log = logging.getLogger("spline_lstm")
@@ -167,7 +170,9 @@ class HealthGateCallback(Callback):
                 err = typed if isinstance(typed, TrackingFailed) else TrackingFailed(
                     f"could not record the gate verdict (health=PASS) in MLflow: {type(exc).__name__}: "
                     f"{one_line(str(exc), 200)}")
-        if err is None:  # every artifact written, MLflow ended and tagged: commit, as the very last write
+        if err is None or (isinstance(err, ModelUnskilled) and result.whole):
+            # every artifact written, MLflow ended and tagged: commit, as the very last write
+            # (an unskilled strict run too: whole files, sealed as evidence; its gate never passes)
             health.commit(result, final=HydraConfig.get().mode == RunMode.RUN)
         _print_summary(artifacts_dir, run_id, result.passed and err is None, record, elapsed, log_path)
         if err is not None:
@@ -238,23 +243,51 @@ def _tag_mlflow(tracker, passed: bool, files: list) -> None:
 def _print_summary(artifacts_dir: Path, run_id: str, passed: bool, record: Path, elapsed: float,
                    log_path: Path) -> None:
     """Display only: it runs after the commit, so it must never raise."""
+    from spline_lstm.documents import MetricsDoc
     from spline_lstm.jsonio import read_json
 
     try:
         paths = ArtifactLayout(artifacts_dir).paths(run_id)
+        skill = backtest = None
         try:
-            metrics = read_json(paths["metrics"])
-            rmse = metrics["metrics"]["rmse"]
-            vs = ", ".join(f"{n} {b['rmse']:.4g}" for n, b in metrics["baselines"].items())
-            line = f"test rmse {rmse:.4g} (baselines: {vs})"
+            doc = MetricsDoc.from_dict(read_json(paths["metrics"]))
+            vs = ", ".join(f"{n} {v:.4g}" for n, v in doc.baseline_rmse().items() if v is not None)
+            missing = [n for n, y in doc.yardsticks.items() if y.get("status") != "ok"]
+            line = f"test rmse {doc.rmse:.4g} (baselines: {vs}" + (
+                f"; not available: {', '.join(missing)})" if missing else ")")
+            skill, backtest = _skill_line(doc), _backtest_line(doc)
         except Exception:
             line = "test metrics unavailable"
         log.info("== summary")
         log.info("run_id     %s", run_id)
         log.info("metrics    %s", line)
+        if backtest:
+            log.info("backtest   %s", backtest)
+        if skill:
+            log.info("skill      %s", skill)
         log.info("gate       %s in %.0f ms -> %s", "PASS" if passed else "FAIL", elapsed * 1000, record)
         log.info("artifacts  %s", artifacts_dir)
         log.info("report     %s", paths["report"])
         log.info("log        %s", log_path)
     except Exception:
         pass
+
+
+def _skill_line(doc) -> Optional[str]:
+    """The quality verdict as the summary prints it (None when not checked)."""
+    s = doc.skill or {}
+    if not doc.skill_verdict:
+        return None
+    imp = s.get("improvement_pct")
+    return (f"{doc.skill_verdict} ({s.get('mode')}): {s.get('basis')} rmse {s.get('model_rmse'):.4g} vs best "
+            f"baseline {s.get('best_baseline')} {s.get('best_baseline_rmse') or float('nan'):.4g} "
+            f"({'n/a' if imp is None else f'{imp:+.1f}%'}; needs > {s.get('min_improvement_pct'):g}%)")
+
+
+def _backtest_line(doc) -> Optional[str]:
+    bt = doc.backtest or {}
+    agg = bt.get("aggregate") or {}
+    if not agg:
+        return None
+    parts = [f"{n} {a['rmse_mean']:.4g}±{a['rmse_std']:.2g}" for n, a in agg.items()]
+    return f"{bt.get('folds')} folds (refit={bt.get('refit')}), rmse mean±sd: " + ", ".join(parts)

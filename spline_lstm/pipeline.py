@@ -26,6 +26,7 @@ from spline_lstm import __version__
 from spline_lstm.artifacts import (ArtifactLayout, atomic_move_in, atomic_write_bytes, atomic_write_json,
                                    dump_plain_pickle)
 from spline_lstm.config import AppConfig, flatten, to_plain
+from spline_lstm.documents import MetricsDoc
 from spline_lstm.errors import Interrupted, StorageError, classify, signals_deferred
 from spline_lstm.secrets import mask_obj
 from spline_lstm.tracking import NullTracker, Tracker, preflight, resolve_store
@@ -271,23 +272,24 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
     with signals_deferred():  # SIGINT/SIGTERM stop TensorFlow between batches, never inside a step
         history, determinism = _fit(ctx, prep)
         ev = _evaluate(ctx, prep)
+        bt, skill = _assess(ctx, prep, ev)
     with ctx.stage("artifacts"):
         ctx.write("preprocessor", dump_plain_pickle(ev.pre.to_dict()))
     best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None
-    metrics_doc = {
-        "run_id": ctx.run_id, "metrics": ev.metrics, "baselines": ev.baselines,
-        "improvement_pct": ev.improvement, "units": "original", "evaluated_on": "observed test targets",
-        "test_windows": len(ev.test), "evaluated_points": int(np.isfinite(ev.actual).sum()),
-        "horizon": p.horizon, "epochs_run": len(history.get("loss", [])), "best_epoch": best_epoch,
-        "checkpoints": {"best": str(paths["best"]), "last": str(paths["last"])},
-        "history": history,
-    }
+    metrics_doc = MetricsDoc(
+        run_id=ctx.run_id, metrics=ev.metrics, baselines=ev.baselines, improvement_pct=ev.improvement,
+        test_windows=len(ev.test), evaluated_points=int(np.isfinite(ev.actual).sum()), horizon=p.horizon,
+        epochs_run=len(history.get("loss", [])), best_epoch=best_epoch,
+        checkpoints={"best": str(paths["best"]), "last": str(paths["last"])}, history=history,
+        yardsticks=ev.yardsticks, skill=skill, backtest=bt).to_dict()
     with ctx.stage("report", "artifacts"):
         config_plain = mask_obj(to_plain(app))  # the report shows it too
         plot_dir = ctx.layout.plot_dir(ctx.run_id)
         pngs = report.plots(timestamps.to_numpy(), values, filled, bounds, history,
                             timestamps.to_numpy()[ev.test.starts], ev.actual[:, 0], ev.pred[:, 0],
                             app.data.target_col)
+        if bt is not None:
+            pngs["backtest.png"] = report.backtest_plot(bt)
         for name, png in pngs.items():
             ctx.hashes[f"plot:{name}"] = atomic_write_bytes(plot_dir / name, png)
         ctx.write_json("metrics", metrics_doc)
@@ -295,6 +297,11 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
                                             plot_dir.name).encode("utf-8"))
     with ctx.stage("mlflow"):
         ctx.tracker.log_metrics({**mlflow_metrics(ev), "duration_s": time.time() - started})
+        if bt is not None:
+            from spline_lstm.backtest import mlflow_metrics as backtest_metrics
+
+            for batch, step in backtest_metrics(bt):
+                ctx.tracker.log_metrics(batch, step=step)
     with ctx.stage("artifacts"):
         _write_metadata(ctx, config_plain, bounds, summary, series, determinism, started)
     with ctx.stage("mlflow"):
@@ -358,6 +365,9 @@ class Evaluation:
     baselines: Dict[str, dict]
     improvement: Dict[str, float]  # rmse improvement over each baseline, %
     pre: object  # the run's Preprocessor, calibrated on the validation split (interval widths)
+    forecasts: Dict[str, np.ndarray] = field(default_factory=dict)  # "model" and every baseline, [windows, horizon]
+    yardsticks: Dict[str, dict] = field(default_factory=dict)  # status of each classical yardstick
+    scale: float = float("nan")  # MASE scale (training split)
 
 
 def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
@@ -376,10 +386,62 @@ def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
         actual = preprocess.target_matrix(prep.values, test.starts, p.horizon)
         scale = evaluate.mase_scale(prep.values[: prep.bounds[1]], app.data.season)
         metrics = evaluate.forecast_metrics(actual, pred, scale)
-        baselines = {name: evaluate.forecast_metrics(actual, fc, scale) for name, fc in evaluate.baseline_forecasts(
-            prep.filled, test.starts, p.lookback, p.horizon, app.data.season).items()}
-        improvement = {name: evaluate.improvement_pct(metrics["rmse"], b["rmse"]) for name, b in baselines.items()}
-    return Evaluation(test, actual, pred, metrics, baselines, improvement, pre)
+        forecasts = evaluate.baseline_forecasts(prep.filled, test.starts, p.lookback, p.horizon, app.data.season)
+    with ctx.stage("yardsticks", "classical yardsticks (ETS, Theta)"):
+        forecasts, yardsticks = _yardsticks(prep, test.starts, forecasts)
+    baselines = {name: evaluate.forecast_metrics(actual, fc, scale) for name, fc in forecasts.items()}
+    improvement = {name: evaluate.improvement_pct(metrics["rmse"], b["rmse"]) for name, b in baselines.items()}
+    return Evaluation(test, actual, pred, metrics, baselines, improvement, pre,
+                      {"model": pred, **forecasts}, yardsticks, scale)
+
+
+def _yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tuple:
+    """ETS and Theta beside the naive baselines, fitted on the training split of the filled
+    series with the run's season; one that fails is "not available" (a warning, no failure)."""
+    from spline_lstm import yardsticks
+
+    fitted = yardsticks.forecast_all(prep.filled, int(prep.bounds[1]), starts, prep.pre.horizon, prep.pre.season)
+    for name, y in fitted.items():
+        log.info("yardstick  %s: %s (%.2f s)", name, y.detail, y.fit_s)
+    return ({**forecasts, **{n: y.forecasts for n, y in fitted.items() if y.available}},
+            {n: y.summary() for n, y in fitted.items()})
+
+
+def _assess(ctx: RunContext, prep: Prepared, ev: "Evaluation") -> tuple:
+    """The backtest (``evaluation=backtest``, spline_lstm.backtest) and the quality verdict
+    (test rmse, or the backtest mean, against the best baseline) -> (backtest or None, skill)."""
+    from spline_lstm import backtest, evaluate
+
+    app, p = ctx.app, ctx.app.preprocess
+    bt = None
+    if app.evaluation.mode.value == "backtest":
+        e = app.evaluation
+        with ctx.stage("backtest", f"backtest ({e.folds} folds, refit={str(e.refit).lower()})"):
+            n_val = int(prep.bounds[2] - prep.bounds[1])
+            plan = backtest.plan(ev.test.starts, int(prep.bounds[3]), p.horizon, e.folds, e.step, e.refit, n_val,
+                                 min_train=p.lookback + p.horizon + p.difference + 1)
+            if e.refit:
+                starts, actual, forecasts = backtest.refit_forecasts(app, prep, plan, n_val, prep.pre.season)
+            else:
+                starts, actual, forecasts = ev.test.starts, ev.actual, ev.forecasts
+            bt = backtest.score(actual, forecasts, starts, plan, ev.scale)
+            for name, a in bt["aggregate"].items():
+                log.info("backtest   %-20s rmse %.4g ± %.2g", name, a["rmse_mean"], a["rmse_std"])
+    if bt is not None:
+        agg = bt["aggregate"]
+        model_rmse = agg["model"]["rmse_mean"]
+        others = {n: a["rmse_mean"] for n, a in agg.items() if n != "model"}
+        basis = f"backtest mean over {bt['folds']} folds"
+    else:
+        model_rmse, others, basis = ev.metrics["rmse"], {n: b["rmse"] for n, b in ev.baselines.items()}, "test split"
+    skill = evaluate.skill_verdict(model_rmse, others, app.gate.min_improvement_pct, app.gate.quality.value, basis)
+    if skill["verdict"]:
+        (log.info if skill["verdict"] == evaluate.SKILLED else log.warning)(
+            "skill      %s: rmse %.4g vs best baseline %s %.4g (needs > %g%% better, %s)", skill["verdict"],
+            model_rmse, skill["best_baseline"], skill["best_baseline_rmse"] or float("nan"), skill["min_improvement_pct"],
+            app.gate.quality.value)
+        ctx.tracker.set_tags({"skill": skill["verdict"]})
+    return bt, skill
 
 
 def _write_preprocessing(ctx, timestamps, values, filled, scaled, bounds, summary, series) -> None:

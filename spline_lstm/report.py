@@ -63,6 +63,59 @@ def plots(timestamps: np.ndarray, raw: np.ndarray, filled: np.ndarray, bounds: n
     return out
 
 
+def backtest_plot(bt: dict) -> bytes:
+    """backtest.png: rmse by horizon step (mean over folds) and by fold, one line per forecaster."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_step, by_fold) = plt.subplots(1, 2, figsize=(11, 3.4))
+    for name, agg in bt["aggregate"].items():
+        style = {"lw": 2.0, "color": "black"} if name == "model" else {"lw": 0.9}
+        steps = agg["rmse_by_step"]
+        by_step.plot(np.arange(1, len(steps) + 1), steps, marker="o", ms=3, label=name, **style)
+        folds = [r["rmse"] for r in bt["per_fold"][name]]
+        by_fold.plot(np.arange(1, len(folds) + 1), folds, marker="o", ms=3, label=name, **style)
+    by_step.set_xlabel("horizon step")
+    by_step.set_ylabel("rmse (mean over folds)")
+    by_step.set_title("error by horizon step")
+    by_fold.set_xlabel("fold (later origins to the right)")
+    by_fold.set_ylabel("rmse")
+    by_fold.set_title(f"error by fold (refit={str(bt['refit']).lower()})")
+    by_fold.legend(fontsize=7, loc="best")
+    return _png(fig)
+
+
+def _quality_lines(metrics: dict) -> List[str]:
+    """The yardsticks' fits and the quality gate's verdict (absent in older runs)."""
+    lines = []
+    ys = metrics.get("yardsticks") or {}
+    if ys:
+        lines += ["", "## Classical yardsticks", ""]
+        lines += [f"- {name}: {y.get('status')}: {y.get('detail')}" for name, y in ys.items()]
+    skill = metrics.get("skill") or {}
+    if skill.get("verdict"):
+        imp = skill.get("improvement_pct")
+        lines += ["", "## Quality gate", "",
+                  f"- verdict: **{skill['verdict']}** (`gate.quality={skill.get('mode')}`, needs > "
+                  f"{_fmt(skill.get('min_improvement_pct'))}% rmse improvement over the best baseline)",
+                  f"- on the {skill.get('basis')}: model rmse {_fmt(skill.get('model_rmse'))} vs best baseline "
+                  f"`{skill.get('best_baseline')}` {_fmt(skill.get('best_baseline_rmse'))} "
+                  f"({'n/a' if imp is None else f'{imp:+.2f}%'})"]
+    bt = metrics.get("backtest") or {}
+    if bt.get("aggregate"):
+        lines += ["", f"## Backtest ({bt['folds']} folds of {bt['step']} origins, refit={str(bt['refit']).lower()})",
+                  "", "| forecaster | rmse mean | rmse sd | mae mean | mase mean | rmse by fold |",
+                  "|---|---|---|---|---|---|"]
+        for name, a in bt["aggregate"].items():
+            folds = " / ".join(_fmt(r["rmse"]) for r in bt["per_fold"][name])
+            label = f"**{name}**" if name == "model" else name
+            lines.append(f"| {label} | {_fmt(a['rmse_mean'])} | {_fmt(a['rmse_std'])} | {_fmt(a['mae_mean'])} | "
+                         f"{_fmt(a['mase_mean'])} | {folds} |")
+    return lines
+
+
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "n/a"
@@ -100,10 +153,13 @@ def markdown(run_id: str, config: dict, data_summary: dict, metrics: dict, plot_
         lines.append(f"| {name} | {_fmt(b['mae'])} | {_fmt(b['rmse'])} | {_fmt(b['mape'])} | "
                      f"{_fmt(b['smape'])} | {_fmt(b['mase'])} | {_fmt(b['r2'])} | "
                      f"model {'better' if (imp or 0) > 0 else 'worse'} by {_fmt(abs(imp or 0))}% |")
+    lines += _quality_lines(metrics)
     lines += ["", "## Plots", "",
               f"![series]({plot_dir}/series.png)", "",
               f"![loss]({plot_dir}/loss.png)", "",
               f"![forecast]({plot_dir}/forecast.png)", ""]
+    if (metrics.get("backtest") or {}).get("aggregate"):
+        lines += [f"![backtest]({plot_dir}/backtest.png)", ""]
     return "\n".join(lines)
 
 

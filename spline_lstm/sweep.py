@@ -49,10 +49,10 @@ def job_metrics(metrics_doc: dict) -> Dict[str, Optional[float]]:
     """Validation rmse, in the scaled units training minimises (the best epoch's val_loss
     is an MSE: the number the best checkpoint was chosen on), and the test rmse in the
     series' units."""
-    history, best = metrics_doc.get("history") or {}, metrics_doc.get("best_epoch")
-    val_loss = history.get("val_loss") or []
-    val = math.sqrt(val_loss[best - 1]) if isinstance(best, int) and 0 < best <= len(val_loss) else None
-    return {"val_rmse_scaled": val, "test_rmse": (metrics_doc.get("metrics") or {}).get("rmse")}
+    from spline_lstm.documents import MetricsDoc
+
+    doc = MetricsDoc.from_dict(metrics_doc)
+    return {"val_rmse_scaled": doc.val_rmse_scaled(), "test_rmse": doc.rmse}
 
 
 def _sort_value(x) -> float:

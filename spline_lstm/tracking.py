@@ -389,6 +389,10 @@ class Tracker:
     def log_artifacts(self, files: Iterable[tuple]) -> None:
         self._send("log_artifacts", files=[(str(path), sub) for path, sub in files])
 
+    def set_tags(self, tags: Dict[str, str]) -> None:
+        """Tags known only after evaluation (the quality verdict ``skill``)."""
+        self._send("set_tags", tags={k: str(v) for k, v in tags.items()})
+
     def log_text(self, text: str, artifact_file: str) -> None:
         self._send("log_text", text=text, artifact_file=artifact_file)
 
@@ -492,6 +496,9 @@ class NullTracker:
         pass
 
     def log_metrics(self, metrics, step=0):
+        pass
+
+    def set_tags(self, tags):
         pass
 
     def log_model(self, keras_path, payload, timestamps, values):

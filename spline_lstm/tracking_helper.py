@@ -87,6 +87,12 @@ class MlflowRun:
         for i in range(0, len(items), 1000):
             self._call("log_batch", self._client.log_batch, self.mlflow_run_id, metrics=items[i:i + 1000])
 
+    def set_tags(self, tags: Dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self._call("log_batch", self._client.log_batch, self.mlflow_run_id,
+                   tags=[RunTag(k, v) for k, v in tags.items()])
+
     def log_artifacts(self, files: Iterable[tuple]) -> None:
         """``files``: (local path, artifact sub-folder or None)."""
         for path, sub in files:
@@ -184,7 +190,7 @@ def _handle(run: Optional[MlflowRun], msg: dict) -> tuple:
             run.start(**msg)
         elif run is None:
             raise TrackingFailed(f"MLflow {op} before the run was created")
-        elif op in ("log_metrics", "log_artifacts", "log_text", "log_model", "register", "end", "verdict"):
+        elif op in ("log_metrics", "set_tags", "log_artifacts", "log_text", "log_model", "register", "end", "verdict"):
             getattr(run, op)(**msg)
         else:
             raise TrackingFailed(f"unknown tracking request {op!r}")

@@ -1,0 +1,103 @@
+"""Typed views of the run's JSON documents, written by the pipeline and read in one
+place by every reader (health, the console summary, the sweep table, ``runs list``).
+
+Readers go through ``from_dict``, which accepts any older run's document: fields added
+later take their defaults. Unknown fields are kept in ``extra`` and written back.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional
+
+
+def _number(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass
+class MetricsDoc:
+    """``metrics/<run_id>.json``: the model's test metrics, every baseline's (the naive ones
+    and the classical yardsticks, by name), the quality verdict and, with
+    ``evaluation=backtest``, the per-fold / per-step backtest."""
+
+    run_id: str
+    metrics: Dict[str, float]
+    checkpoints: Dict[str, str]
+    baselines: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    improvement_pct: Dict[str, float] = field(default_factory=dict)
+    units: str = "original"
+    evaluated_on: str = "observed test targets"
+    test_windows: Optional[int] = None
+    evaluated_points: Optional[int] = None
+    horizon: Optional[int] = None
+    epochs_run: Optional[int] = None
+    best_epoch: Optional[int] = None
+    history: Dict[str, List[float]] = field(default_factory=dict)
+    yardsticks: Dict[str, dict] = field(default_factory=dict)  # name -> status, detail, fit_s
+    skill: Optional[dict] = None  # evaluate.skill_verdict; None in runs before the quality gate
+    backtest: Optional[dict] = None  # backtest.summary; None with evaluation=holdout
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    REQUIRED = ("run_id", "metrics", "checkpoints")
+
+    @staticmethod
+    def problems(doc: dict) -> List[str]:
+        """What the health gate refuses in a metrics document (CONTRACT §6, check 3)."""
+        out = [f"metrics has no '{key}'" for key in MetricsDoc.REQUIRED if key not in doc]
+        metrics = doc.get("metrics")
+        rmse = metrics.get("rmse") if isinstance(metrics, dict) else None
+        if _number(rmse) is None or not math.isfinite(rmse):
+            out.append(f"metrics.rmse is not a finite number ({rmse!r})")
+        return out
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "MetricsDoc":
+        """Lenient: missing fields take their defaults, wrong-typed ones are dropped."""
+        if not isinstance(doc, dict):
+            raise TypeError("a metrics document is a JSON object")
+        names = {f.name for f in fields(cls)} - {"extra"}
+        kwargs: Dict[str, Any] = {"run_id": doc.get("run_id"), "metrics": doc.get("metrics") or {},
+                                  "checkpoints": doc.get("checkpoints") or {}}
+        for f in fields(cls):
+            if f.name in doc and f.name not in kwargs and f.name != "extra":
+                kwargs[f.name] = doc[f.name]
+        kwargs["extra"] = {k: v for k, v in doc.items() if k not in names}
+        for key in ("metrics", "checkpoints", "baselines", "improvement_pct", "history", "yardsticks"):
+            if not isinstance(kwargs.get(key, {}), dict):
+                kwargs[key] = {}
+        for key in ("skill", "backtest"):
+            if key in kwargs and not isinstance(kwargs[key], dict):
+                kwargs[key] = None
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k != "extra"}
+        return {**out, **self.extra}
+
+    # --- what readers ask ---------------------------------------------------------------
+
+    @property
+    def rmse(self) -> Optional[float]:
+        return _number(self.metrics.get("rmse"))
+
+    def baseline_rmse(self) -> Dict[str, Optional[float]]:
+        return {n: _number(b.get("rmse")) if isinstance(b, dict) else None for n, b in self.baselines.items()}
+
+    @property
+    def skill_verdict(self) -> Optional[str]:
+        verdict = (self.skill or {}).get("verdict")
+        return verdict if isinstance(verdict, str) else None
+
+    @property
+    def skill_mode(self) -> Optional[str]:
+        mode = (self.skill or {}).get("mode")
+        return mode if isinstance(mode, str) else None
+
+    def val_rmse_scaled(self) -> Optional[float]:
+        """The best epoch's validation rmse, in the scaled units training minimises."""
+        val_loss = self.history.get("val_loss") or []
+        best = self.best_epoch
+        if isinstance(best, int) and 0 < best <= len(val_loss) and _number(val_loss[best - 1]) is not None:
+            return math.sqrt(val_loss[best - 1]) if val_loss[best - 1] >= 0 else None
+        return None
