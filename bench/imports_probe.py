@@ -7,7 +7,7 @@
 The command runs exactly as ``python ARGS`` would (runpy, ``__main__``, sys.argv), its
 SystemExit is caught, and the last stdout line is ``BENCH_JSON {"exit": CODE,
 "heavy": [...], "loaded": {...}}`` where ``heavy`` lists the top-level packages among
-tensorflow / keras / mlflow that ended up in sys.modules. Used by the benchmark
+tensorflow / keras / mlflow / statsmodels that ended up in sys.modules. Used by the benchmark
 (item 5) and by tests/test_perf_properties.py.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import runpy
 import sys
 
-HEAVY = ("tensorflow", "keras", "mlflow")
+HEAVY = ("tensorflow", "keras", "mlflow", "statsmodels")
 WATCH = HEAVY + ("torch", "jax", "sqlalchemy", "alembic", "matplotlib", "scipy", "pandas", "pyarrow",
                  "sklearn", "h5py", "numpy", "hydra", "omegaconf")
 

@@ -1,6 +1,6 @@
 """Operator commands: ``python -m spline_lstm`` (also installed as ``spline-lstm``).
 
-    health RUN_ID            the gate, standalone (exit 0 / 9 / 10 / 11)
+    health RUN_ID            the gate, standalone (exit 0 / 9 / 10 / 11 / 12)
     predict RUN_ID --input F forecast with a healthy run's model + preprocessor
     runs list                every run_id with age, gate status and test rmse
     runs quarantine RUN_ID   move a run's files aside (nothing deleted)
@@ -264,7 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("health", help="run the health gate on a run", formatter_class=fmt,
-                       description="Run the health gate (CONTRACT §6) on an existing run.\n\n"
+                       description="Run the health gate (CONTRACT §6) on an existing run.\n"
+                                   "exit 0 pass; 9 / 10 / 11 a file check failed; 12 MODEL_UNSKILLED: the run\n"
+                                   "was recorded with gate.quality=strict and its model did not beat the best\n"
+                                   "baseline (its files are whole and sealed; it never passes).\n\n"
                                    "example: python -m spline_lstm health phase4-smoke-20260101-120000-ab12")
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")

@@ -84,6 +84,10 @@ def backtest_plot(bt: dict) -> bytes:
     by_fold.set_ylabel("rmse")
     by_fold.set_title(f"error by fold (refit={str(bt['refit']).lower()})")
     by_fold.legend(fontsize=7, loc="best")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (by_step, by_fold):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _png(fig)
 
 

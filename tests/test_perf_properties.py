@@ -26,7 +26,7 @@ from spline_lstm.config import DataConfig, Interpolation, PreprocessConfig
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
-HEAVY = {"tensorflow", "keras", "mlflow"}
+HEAVY = {"tensorflow", "keras", "mlflow", "statsmodels"}
 
 
 def _probe(*args: str, cwd: Path = REPO) -> dict:
