@@ -49,7 +49,7 @@ def assert_record(run: Run, verdict: str, code: int, standalone: bool = True) ->
     record = json.loads((run.artifacts / "health" / f"{run.run_id}.json").read_text())
     assert record["run_id"] == run.run_id
     assert (record["verdict"], record["code"]) == (verdict, code)
-    assert [c["name"] for c in record["checks"]] == CHECKS + (["complete"] if standalone else [])
+    assert [c["name"] for c in record["checks"]] == CHECKS + (["complete"] if standalone else []) + ["quality"]
     return record
 
 
@@ -323,7 +323,7 @@ def test_a_missing_record_fails_even_when_every_file_is_intact(fresh_run: Run):
     proc = gate(fresh_run)
     assert_fails(proc, 9, "complete: no completion record", "the run never finished")
     record = assert_record(fresh_run, "FAIL", 9)
-    assert [c["status"] for c in record["checks"]] == ["PASS"] * 6 + ["FAIL"]
+    assert [c["status"] for c in record["checks"]] == ["PASS"] * 6 + ["FAIL", "SKIP"]  # quality: not judged
 
 
 @pytest.mark.parametrize("action, code, fragment", [
