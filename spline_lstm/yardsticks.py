@@ -111,8 +111,6 @@ def ets_states(y: np.ndarray, params: dict, kind: Optional[str], m: Optional[int
     s = np.zeros(n + mm)
     if kind:
         s[:mm] = params["initial_seasons"]
-    elif kind is None:
-        s[:] = 0.0
     for i in range(1, n + 1):
         prev = lvl[i - 1] + phi * b[i - 1]
         if kind == "mul":
