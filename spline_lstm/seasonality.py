@@ -30,7 +30,9 @@ RIDGE = 1e-3
 
 
 def infer_season(freq: Optional[str]) -> Optional[int]:
-    """The usual seasonal period of a pandas frequency, or None."""
+    """The usual seasonal period of a pandas frequency, or None: a step of one hour
+    (24 a day), one day (7 a week), one week (52 a year, also ``7D``), one month (12)
+    or one quarter (4)."""
     if not freq:
         return None
     import pandas as pd
@@ -40,15 +42,19 @@ def infer_season(freq: Optional[str]) -> Optional[int]:
         offset = to_offset(freq)
     except (ValueError, TypeError):
         return None
-    if offset is None or offset.n != 1:
+    if offset is None:
         return None
     o = pd.offsets
-    table = ((o.Hour, 24), (o.Day, 7), (o.Week, 52), (o.MonthBegin, 12), (o.MonthEnd, 12),
-             (o.QuarterBegin, 4), (o.QuarterEnd, 4))
-    for kind, period in table:
-        if isinstance(offset, kind):
-            return period
-    return None
+    if offset.n == 1:
+        for kind, period in ((o.Week, 52), (o.MonthBegin, 12), (o.MonthEnd, 12), (o.QuarterBegin, 4),
+                             (o.QuarterEnd, 4)):
+            if isinstance(offset, kind):
+                return period
+    try:
+        step = pd.Timedelta(offset)
+    except (ValueError, TypeError):  # calendar offsets (months, business days) have no fixed length
+        return None
+    return {pd.Timedelta(hours=1): 24, pd.Timedelta(days=1): 7, pd.Timedelta(weeks=1): 52}.get(step)
 
 
 # --- classical decomposition --------------------------------------------------------------
@@ -194,12 +200,8 @@ class Choices:
                                                      if self.difference == self.season else f"lag {self.difference}")
         shown = {"season": str(self.season) if self.season else "none", "interpolation": self.interpolation,
                  "difference": diff, "lookback": str(self.lookback)}
-        out = []
-        for key, value in shown.items():
-            asked = self.requested.get(key)
-            how = self.why.get(key) or f"set: {asked}"
-            out.append(f"{key}: {value} because {how}")
-        return out
+        return [f"{key}: {value} because {self.why[key]}" if key in self.why
+                else f"{key}: {value} (as configured: {self.requested.get(key)})" for key, value in shown.items()]
 
 
 def resolve(app, values: np.ndarray, bounds: np.ndarray, freq: str) -> Choices:
