@@ -78,12 +78,23 @@ def _series(kind: str, n: int = 240, m: int = 12, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("kind,lag", [("season", 12), ("trend", 1), ("none", 0)])
 def test_difference_auto_finds_the_structure(kind, lag):
-    chosen, why = seasonality.choose_difference(_series(kind), 12)
+    y = _series(kind)
+    chosen, why = seasonality.choose_difference(y, preprocess.split_bounds(len(y), PreprocessConfig()), 12)
     assert chosen == lag, why
+    assert "lowest validation rmse" in why and "KPSS" in why
 
 
 def test_difference_auto_without_a_season_never_differences_seasonally():
-    assert seasonality.choose_difference(_series("season"), None)[0] == 1
+    y = _series("season")
+    assert seasonality.choose_difference(y, preprocess.split_bounds(len(y), PreprocessConfig()), None)[0] == 1
+
+
+def test_difference_auto_never_looks_at_the_test_split():
+    y = _series("season")
+    bounds = preprocess.split_bounds(len(y), PreprocessConfig())
+    other = y.copy()
+    other[bounds[2]:] = 0.0
+    assert seasonality.choose_difference(y, bounds, 12) == seasonality.choose_difference(other, bounds, 12)
 
 
 def test_lookback_auto_finds_the_lag_that_carries_the_signal():
@@ -113,7 +124,7 @@ def test_resolve_writes_plain_values_back_and_says_why():
     assert isinstance(app.preprocess.lookback, int) and app.preprocess.lookback % 12 == 0
     lines = choices.lines()
     assert lines[0] == "season: 12 because inferred from the frequency 'MS'"
-    assert lines[2].startswith("difference: seasonal (12) because seasonal strength")
+    assert lines[2].startswith("difference: seasonal (12) because its zero-output forecast had the lowest")
     assert choices.to_dict()["requested"] == {"season": "auto", "interpolation": "auto", "difference": "auto",
                                               "lookback": "auto"}
 
@@ -205,4 +216,4 @@ def test_a_monthly_csv_with_defaults_reports_the_choices_and_seasonal_naive(tmp_
     payload = safe_load_pickle(run.path("preprocessor"))
     assert payload["choices"] == json.loads(json.dumps(choices))
     assert (payload["window"]["difference"], payload["data"]["season"]) == (12, 12)
-    assert "- difference: seasonal (12) because seasonal strength" in run.path("report").read_text()
+    assert "- difference: seasonal (12) because its zero-output forecast" in run.path("report").read_text()
