@@ -26,15 +26,16 @@ def test_season_is_inferred_from_the_frequency(freq, season):
 
 
 @pytest.mark.parametrize("overrides,season,difference,lookback", [
-    ((), 24, 0, 24),  # synthetic.yaml: season: 24 (a YAML int)
-    (("data=csv", "data.path=x.csv"), "auto", 0, 24),
-    (("data.season=none",), None, 0, 24),
-    (("data.season=null",), None, 0, 24),
-    (("data=csv", "data.path=x.csv", "data.season=12"), 12, 0, 24),
-    (("preprocess.difference=auto", "preprocess.lookback=auto"), 24, "auto", "auto"),
-    (("preprocess.difference=first",), 24, 1, 24),
-    (("preprocess.difference=none",), 24, 0, 24),
-    (("preprocess.difference=seasonal",), 24, "seasonal", 24),
+    ((), 24, "auto", "auto"),  # synthetic.yaml: season: 24 (a YAML int)
+    (("data=csv", "data.path=x.csv"), "auto", "auto", "auto"),
+    (("data.season=none",), None, "auto", "auto"),
+    (("data.season=null",), None, "auto", "auto"),
+    (("data=csv", "data.path=x.csv", "data.season=12"), 12, "auto", "auto"),
+    (("+preset=smoke",), 24, "auto", 24),
+    (("+preset=airline", "data.path=x.csv"), 12, 12, 12),
+    (("preprocess.difference=first",), 24, 1, "auto"),
+    (("preprocess.difference=none", "preprocess.lookback=48"), 24, 0, 48),
+    (("preprocess.difference=seasonal",), 24, "seasonal", "auto"),
     (("preprocess.difference=12", "preprocess.lookback=36"), 24, 12, 36),
 ])
 def test_season_difference_and_lookback_settings(overrides, season, difference, lookback):
@@ -204,7 +205,7 @@ def test_a_monthly_csv_with_defaults_reports_the_choices_and_seasonal_naive(tmp_
     path = tmp_path / "m.csv"
     frame.to_csv(path, index=False)
     proc = launch("data=csv", f"data.path={path}", "data.timestamp_col=month", "data.target_col=y",
-                  "preprocess.difference=auto", "preprocess.lookback=auto", "training.epochs=1",
+                  "training.epochs=1",
                   "tracking=none", "run_id=m-run", outputs=tmp_path / "out")
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = Run(tmp_path / "out", "m-run")
