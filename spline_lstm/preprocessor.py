@@ -61,16 +61,21 @@ class Preprocessor:
         """Fit on the training split (causal gap filling by split, smoothing and scaler
         on training rows only, see ``preprocess``). Returns (preprocessor, filled,
         scaled): the gap-filled series in original units and the model input series.
-        ``cfg`` and ``data`` hold resolved values (``seasonality.resolve``)."""
-        filled = preprocess.fill_gaps(values, bounds, cfg.interpolation, data.season)
+        The pipeline passes values ``seasonality.resolve`` already resolved; an ``auto``
+        season or interpolation is resolved here the same way, so the payload never holds one."""
+        from spline_lstm.seasonality import season_for
+
+        season = season_for(data.season, freq)
+        method = preprocess.fill_method(cfg.interpolation, season)
+        filled = preprocess.fill_gaps(values, bounds, method, season)
         lam, shaped = None, filled
         if Smoothing(cfg.smoothing) == Smoothing.spline:
             shaped, lam = preprocess.smooth_train(filled, bounds, cfg.smoothing_lambda)
         modelled = preprocess.difference(shaped, cfg.difference)
         scaler = preprocess.Scaler.fit(cfg.scaling, modelled[: bounds[1]])
         pre = cls(run_id=run_id, timestamp_col=data.timestamp_col, target_col=data.target_col, freq=freq,
-                  duplicates=data.duplicates.value, coerce_errors=bool(data.coerce_errors), season=data.season,
-                  interpolation=Interpolation(cfg.interpolation).value, max_gap=cfg.max_gap,
+                  duplicates=data.duplicates.value, coerce_errors=bool(data.coerce_errors), season=season,
+                  interpolation=method.value, max_gap=cfg.max_gap,
                   max_missing_ratio=cfg.max_missing_ratio, smoothing=Smoothing(cfg.smoothing).value,
                   smoothing_lambda=lam, scaler=scaler, lookback=cfg.lookback, horizon=cfg.horizon,
                   difference=cfg.difference, last_timestamp=last_timestamp, choices=dict(choices or {}))

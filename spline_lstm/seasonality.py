@@ -58,6 +58,11 @@ def infer_season(freq: Optional[str]) -> Optional[int]:
     return {pd.Timedelta(hours=1): 24, pd.Timedelta(days=1): 7, pd.Timedelta(weeks=1): 52}.get(step)
 
 
+def season_for(setting: Any, freq: Optional[str]) -> Optional[int]:
+    """A ``data.season`` setting (validated: "auto", an int or None) as a period or None."""
+    return infer_season(freq) if setting == "auto" else setting
+
+
 # --- classical decomposition --------------------------------------------------------------
 
 def _centered_ma(y: np.ndarray, m: int) -> np.ndarray:
@@ -229,9 +234,8 @@ def resolve(app, values: np.ndarray, bounds: np.ndarray, freq: str) -> Choices:
     requested = {"season": d.season, "interpolation": Interpolation(p.interpolation).value,
                  "difference": p.difference, "lookback": p.lookback}
     why: Dict[str, str] = {}
-    season = d.season
-    if season == AUTO:
-        season = infer_season(freq)
+    season = season_for(d.season, freq)
+    if d.season == AUTO:
         why["season"] = f"inferred from the frequency {freq!r}" + ("" if season else " (none known for it)")
     method = Interpolation(p.interpolation)
     if method == Interpolation.auto:

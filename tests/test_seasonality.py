@@ -218,3 +218,14 @@ def test_a_monthly_csv_with_defaults_reports_the_choices_and_seasonal_naive(tmp_
     assert payload["choices"] == json.loads(json.dumps(choices))
     assert (payload["window"]["difference"], payload["data"]["season"]) == (12, 12)
     assert "- difference: seasonal (12) because its zero-output forecast" in run.path("report").read_text()
+
+
+def test_the_payload_never_holds_auto():
+    _, values = _gappy()
+    bounds = preprocess.split_bounds(len(values), PreprocessConfig())
+    pre, *_ = Preprocessor.fit(values, bounds, PreprocessConfig(lookback=12), run_id="r1", data=DataConfig(),
+                               freq="MS", last_timestamp="", where="test")
+    assert (pre.season, pre.interpolation) == (12, "seasonal")
+    pre, *_ = Preprocessor.fit(values, bounds, PreprocessConfig(lookback=12), run_id="r1", data=DataConfig(),
+                               freq="YS", last_timestamp="", where="test")
+    assert (pre.season, pre.interpolation) == (None, "pchip")
