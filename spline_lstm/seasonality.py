@@ -1,6 +1,6 @@
 """Season-aware defaults, resolved once per run from the training/validation data
 (``resolve``), and the classical decomposition the seasonal gap fill uses.
-Pure numpy; nothing here reads the test split.
+numpy (pandas only to read a frequency); nothing here reads the test split.
 
 - season: ``data.season=auto`` takes it from the frequency (hourly 24, daily 7,
   weekly 52, monthly 12, quarterly 4; other frequencies have none).
@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 LOOKBACK_TOLERANCE = 0.05  # shortest candidate within 5% of the best validation rmse
-MAX_FIT_POINTS = 20_000  # the tests and the autoregression see at most the last 20k points
+MAX_FIT_POINTS = 20_000  # the choices read at most the last 20k points of a split (cost bound)
 RIDGE = 1e-3
 
 
@@ -213,8 +213,10 @@ class Choices:
 
     def lines(self) -> List[str]:
         """One report line per setting: ``difference: seasonal (12) because ...``."""
-        diff = {0: "none (0)", 1: "first (1)"}.get(self.difference, f"seasonal ({self.difference})"
-                                                     if self.difference == self.season else f"lag {self.difference}")
+        if self.difference in (0, 1):
+            diff = f"{('none', 'first')[self.difference]} ({self.difference})"
+        else:
+            diff = f"{'seasonal' if self.difference == self.season else 'lag'} ({self.difference})"
         shown = {"season": str(self.season) if self.season else "none", "interpolation": self.interpolation,
                  "difference": diff, "lookback": str(self.lookback)}
         return [f"{key}: {value} because {self.why[key]}" if key in self.why
@@ -237,9 +239,8 @@ def resolve(app, values: np.ndarray, bounds: np.ndarray, freq: str) -> Choices:
     season = season_for(d.season, freq)
     if d.season == AUTO:
         why["season"] = f"inferred from the frequency {freq!r}" + ("" if season else " (none known for it)")
-    method = Interpolation(p.interpolation)
-    if method == Interpolation.auto:
-        method = Interpolation.seasonal if season else Interpolation.pchip
+    method = preprocess.fill_method(p.interpolation, season)
+    if Interpolation(p.interpolation) == Interpolation.auto:
         why["interpolation"] = "auto: " + ("the series has a season" if season else "no season")
     lag = p.difference
     if lag == "seasonal":
