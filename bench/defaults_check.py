@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DATASETS = REPO.parent.parent / "shared" / "datasets"
+DATASETS = REPO.parent / "shared" / "datasets"  # ../shared/datasets, as in the README (--datasets elsewhere)
 
 SERIES = {
     "airline": ("airline-passengers.csv", "Month", "Passengers"),

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from spline_lstm import preprocess  # noqa: E402
 from spline_lstm.config import Interpolation  # noqa: E402
 
-DATASETS = REPO.parent.parent / "shared" / "datasets"  # /work/shared/datasets from /work/wt/<name>
+DATASETS = REPO.parent / "shared" / "datasets"  # ../shared/datasets, as in the README (--datasets elsewhere)
 METHODS = ("linear", "pchip", "akima", "cubic", "seasonal")
 BEGIN, END = "<!-- gapfill:begin -->", "<!-- gapfill:end -->"
 
