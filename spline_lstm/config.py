@@ -265,6 +265,7 @@ def validate(cfg: DictConfig, resolve_run_id: bool = True) -> AppConfig:
     if resolve_run_id:
         app.run_id = str(cfg.run_id)
     _check_finite(app)
+    _parse_step_settings(app)
     _check_ranges(app)
     _check_data(app.data)
     from spline_lstm.containment import absolute_root
@@ -302,9 +303,6 @@ def _check_ranges(app: AppConfig) -> None:
     _require(1 <= m.units <= MAX_UNITS, "model.units", f"must be >= 1 and <= {MAX_UNITS}, got {m.units}")
     _require(1 <= m.layers <= 100, "model.layers", f"must be >= 1 and <= 100, got {m.layers}")
     _require(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
-    d.season = parse_season(d.season)
-    p.lookback = parse_lookback(p.lookback)
-    p.difference = parse_difference(p.difference, d.season)
     _require(1 <= p.horizon <= MAX_STEPS, "preprocess.horizon", f"must be >= 1 and <= 10^7, got {p.horizon}")
     _require(0 <= p.max_missing_ratio < 1, "preprocess.max_missing_ratio",
              f"must be in [0, 1), got {p.max_missing_ratio}")
@@ -330,6 +328,16 @@ def _check_ranges(app: AppConfig) -> None:
 
 
 AUTO = "auto"
+
+
+def _parse_step_settings(app: AppConfig) -> None:
+    """Season, difference and lookback in their canonical forms: an int, "auto",
+    "seasonal" (difference) or None (season); ``seasonality.resolve`` turns them into
+    the plain integers a run uses."""
+    d, p = app.data, app.preprocess
+    d.season = parse_season(d.season)
+    p.lookback = parse_lookback(p.lookback)
+    p.difference = parse_difference(p.difference, d.season)
 
 
 def _steps(value: Any, key: str, low: int, words: str) -> Optional[int]:
