@@ -36,6 +36,8 @@ class DuplicatePolicy(str, Enum):
 
 
 class Interpolation(str, Enum):
+    auto = "auto"  # seasonal when the run has a season, else pchip (spline_lstm.seasonality)
+    seasonal = "seasonal"  # pchip of the seasonally adjusted series + the seasonal component
     cubic = "cubic"
     pchip = "pchip"
     akima = "akima"
@@ -77,7 +79,9 @@ class DataConfig:
     timestamp_col: str = "timestamp"
     target_col: str = "value"
     freq: Optional[str] = None  # pandas offset alias; None = inferred from the timestamps
-    season: Optional[int] = None  # seasonal period in steps (seasonal naive, seasonal MASE)
+    # seasonal period in steps (seasonal naive, seasonal MASE, seasonal fill and differencing):
+    # auto = from the frequency (spline_lstm.seasonality), an integer, or none / null = no season
+    season: Any = "auto"
     duplicates: DuplicatePolicy = DuplicatePolicy.error
     coerce_errors: bool = False  # non-numeric target cells become gaps instead of an error
     # synthetic generator
@@ -91,14 +95,16 @@ class DataConfig:
 
 @dataclass
 class PreprocessConfig:
-    interpolation: Interpolation = Interpolation.pchip
+    interpolation: Interpolation = Interpolation.auto
     smoothing: Smoothing = Smoothing.none
     smoothing_lambda: Optional[float] = None  # None = chosen by GCV
     scaling: Scaling = Scaling.standard
     max_missing_ratio: float = 0.2
     max_gap: int = 24  # longest run of consecutive missing steps that may be filled
-    difference: int = 0  # model y[t] - y[t-difference] (1 = trend, season = seasonal); 0 = levels
-    lookback: int = 24
+    # model y[t] - y[t-difference]: an integer lag (0 = levels), none, first (1), seasonal (the
+    # season) or auto (chosen from the training split, spline_lstm.seasonality)
+    difference: Any = 0
+    lookback: Any = 24  # an integer, or auto (chosen by validation error, spline_lstm.seasonality)
     horizon: int = 1
     split_ratios: List[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     split_indices: Optional[List[int]] = None  # [train_end, val_end, test_end] row indices
@@ -295,6 +301,7 @@ def validate(cfg: DictConfig, resolve_run_id: bool = True) -> AppConfig:
     if resolve_run_id:
         app.run_id = str(cfg.run_id)
     _check_finite(app)
+    _parse_step_settings(app)
     _check_ranges(app)
     _check_data(app.data)
     from spline_lstm.containment import absolute_root
@@ -332,11 +339,9 @@ def _check_ranges(app: AppConfig) -> None:
     _require(1 <= m.units <= MAX_UNITS, "model.units", f"must be >= 1 and <= {MAX_UNITS}, got {m.units}")
     _require(1 <= m.layers <= 100, "model.layers", f"must be >= 1 and <= 100, got {m.layers}")
     _require(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
-    _require(1 <= p.lookback <= MAX_STEPS, "preprocess.lookback", f"must be >= 1 and <= 10^7, got {p.lookback}")
     _require(1 <= p.horizon <= MAX_STEPS, "preprocess.horizon", f"must be >= 1 and <= 10^7, got {p.horizon}")
     _require(0 <= p.max_missing_ratio < 1, "preprocess.max_missing_ratio",
              f"must be in [0, 1), got {p.max_missing_ratio}")
-    _require(0 <= p.difference <= MAX_STEPS, "preprocess.difference", f"must be >= 0 and <= 10^7, got {p.difference}")
     _require(0 <= p.max_gap <= MAX_POINTS, "preprocess.max_gap", f"must be >= 0 and <= 10^8, got {p.max_gap}")
     _require(p.smoothing_lambda is None or p.smoothing_lambda > 0, "preprocess.smoothing_lambda",
              f"must be > 0 or null (GCV), got {p.smoothing_lambda}")
@@ -348,8 +353,6 @@ def _check_ranges(app: AppConfig) -> None:
         s = p.split_indices
         _require(len(s) == 3 and 0 < s[0] < s[1] < s[2] <= MAX_POINTS, "preprocess.split_indices",
                  f"needs increasing [train_end, val_end, test_end] in [1, 10^8], got {list(s)}")
-    _require(d.season is None or 1 <= d.season <= MAX_STEPS, "data.season",
-             f"must be >= 1 and <= 10^7 or null, got {d.season}")
     _require(1 <= d.n_points <= MAX_POINTS, "data.n_points", f"must be >= 1 and <= 10^8, got {d.n_points}")
     _require(0 <= d.gap_ratio < 1, "data.gap_ratio", f"must be in [0, 1), got {d.gap_ratio}")
     _require(not app.tracking.enabled or bool(app.tracking.experiment.strip()), "tracking.experiment",
@@ -364,6 +367,71 @@ def _check_ranges(app: AppConfig) -> None:
              f"must be >= 1 and <= 10^8 or null, got {e.step}")
     _require(-100 < g.min_improvement_pct < 100, "gate.min_improvement_pct",
              f"must be in (-100, 100), got {g.min_improvement_pct}")
+
+
+AUTO = "auto"
+
+
+def _parse_step_settings(app: AppConfig) -> None:
+    """Season, difference and lookback in their canonical forms: an int, "auto",
+    "seasonal" (difference) or None (season); ``seasonality.resolve`` turns them into
+    the plain integers a run uses."""
+    d, p = app.data, app.preprocess
+    d.season = parse_season(d.season)
+    p.lookback = parse_lookback(p.lookback)
+    p.difference = parse_difference(p.difference, d.season)
+
+
+def _steps(value: Any, key: str, low: int, words: str) -> Optional[int]:
+    """An integer number of steps in [low, 10^7] (an int or its digits as text), or
+    None when ``value`` is not integer-like; out of range raises."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None
+    text = str(value).strip()
+    if not text.lstrip("+-").isdigit():
+        return None
+    n = int(text)
+    _require(low <= n <= MAX_STEPS, key, f"must be {words} or an integer >= {low} and <= 10^7, got {n}")
+    return n
+
+
+def parse_season(value: Any) -> Any:
+    """``data.season``: "auto", an int >= 1, or None (none / null: no season)."""
+    if value is None or str(value).strip().lower() in ("none", "null"):
+        return None
+    if str(value).strip().lower() == AUTO:
+        return AUTO
+    n = _steps(value, "data.season", 1, "auto, none")
+    _require(n is not None, "data.season", f"must be auto, none or an integer >= 1 and <= 10^7, got {value!r}")
+    return n
+
+
+def parse_lookback(value: Any) -> Any:
+    """``preprocess.lookback``: "auto" or an int >= 1."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    n = _steps(value, "preprocess.lookback", 1, "auto")
+    _require(n is not None, "preprocess.lookback", f"must be auto or an integer >= 1 and <= 10^7, got {value!r}")
+    return n
+
+
+DIFFERENCE_WORDS = {"none": 0, "first": 1}
+
+
+def parse_difference(value: Any, season: Any) -> Any:
+    """``preprocess.difference``: "auto", "seasonal" (needs a season) or an int lag >= 0
+    (none = 0, first = 1)."""
+    word = str(value).strip().lower() if isinstance(value, str) else None
+    if word in DIFFERENCE_WORDS:
+        return DIFFERENCE_WORDS[word]
+    if word in (AUTO, "seasonal"):
+        _require(word == AUTO or season is not None, "preprocess.difference",
+                 "seasonal needs a season; set data.season (auto or an integer), not none")
+        return word
+    n = _steps(value, "preprocess.difference", 0, "auto, none, first, seasonal")
+    _require(n is not None, "preprocess.difference",
+             f"must be auto, none, first, seasonal or an integer lag >= 0 and <= 10^7, got {value!r}")
+    return n
 
 
 def _check_data(d: DataConfig) -> None:

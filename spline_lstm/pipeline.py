@@ -227,7 +227,7 @@ class Prepared:
 
 
 def _prepare(ctx: RunContext) -> Prepared:
-    from spline_lstm import data, preprocess
+    from spline_lstm import data, preprocess, seasonality
     from spline_lstm.preprocessor import Preprocessor
 
     app = ctx.app
@@ -242,11 +242,15 @@ def _prepare(ctx: RunContext) -> Prepared:
         bounds = preprocess.split_bounds(len(values), p)
         if bounds[-1] < len(values):
             values, timestamps = values[: bounds[-1]], timestamps[: bounds[-1]]
+        # auto season / interpolation / difference / lookback, once: app holds plain values from here on
+        choices = seasonality.resolve(app, values, bounds, series.freq)
+        for line in choices.lines():
+            log.info("%s", line)
         preprocess.check_series(values, bounds, p, series.source)
     with ctx.stage("spline", "spline gap-filling"):
         pre, filled, scaled = Preprocessor.fit(values, bounds, p, run_id=ctx.run_id, data=app.data,
                                                freq=series.freq, last_timestamp=str(timestamps[-1]),
-                                               where=series.source)
+                                               where=series.source, choices=choices.to_dict())
     with ctx.stage("scale_window", "scale + windows"):
         sources = [preprocess.WindowSource(
             scaled, preprocess.window_starts(bounds, k, p.lookback, p.horizon, p.difference),
@@ -254,7 +258,7 @@ def _prepare(ctx: RunContext) -> Prepared:
         summary = {**series.summary, **preprocess.preprocess_summary(
             values, np.isnan(values), bounds, (lo, len(series.values) - hi), pre.smoothing_lambda),
             "windows": {name: len(s) for name, s in zip(preprocess.SPLITS, sources)},
-            "window_source_bytes": sources[0].nbytes}
+            "window_source_bytes": sources[0].nbytes, "choices": choices.to_dict()}
         log.info("%d points (%d filled), windows train/val/test = %s", len(values),
                  summary["interpolated"], "/".join(str(len(s)) for s in sources))
     return Prepared(series, timestamps, values, filled, scaled, bounds, pre, sources, summary)
@@ -384,9 +388,10 @@ def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
         val_pred = prep.pre.inverse_transform(prep.filled, val.starts, train.predict(best_model, val, batch))
         pre = prep.pre.calibrated(preprocess.target_matrix(prep.values, val.starts, p.horizon), val_pred)
         actual = preprocess.target_matrix(prep.values, test.starts, p.horizon)
-        scale = evaluate.mase_scale(prep.values[: prep.bounds[1]], app.data.season)
+        season = prep.pre.season  # resolved (auto = from the frequency): seasonal naive whenever known
+        scale = evaluate.mase_scale(prep.values[: prep.bounds[1]], season)
         metrics = evaluate.forecast_metrics(actual, pred, scale)
-        forecasts = evaluate.baseline_forecasts(prep.filled, test.starts, p.lookback, p.horizon, app.data.season)
+        forecasts = evaluate.baseline_forecasts(prep.filled, test.starts, p.lookback, p.horizon, season)
     with ctx.stage("yardsticks", "classical yardsticks (ETS, Theta)"):
         forecasts, yardsticks = _yardsticks(prep, test.starts, forecasts)
     baselines = {name: evaluate.forecast_metrics(actual, fc, scale) for name, fc in forecasts.items()}
@@ -474,6 +479,7 @@ def _write_metadata(ctx, config_plain, bounds, summary, series, determinism, sta
         "config": config_plain, "overrides": ctx.overrides, "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "seed": app.seed, "determinism": determinism,
         "splits": {"bounds": [int(b) for b in bounds], "windows": summary["windows"]},
+        "choices": summary.get("choices"),
         "versions": versions(), "git_commit": git_commit(Path.cwd()),
         "data": {"source": series.source, "sha256": series.file_sha256, "rows": summary["rows"]},
         "artifacts": record, "plots": plots,

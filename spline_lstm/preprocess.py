@@ -151,15 +151,33 @@ def _interpolator(method: Interpolation, x: np.ndarray, y: np.ndarray):
     return interpolate.Akima1DInterpolator(x, y, extrapolate=False)
 
 
-def fill_gaps(values: np.ndarray, bounds: np.ndarray, method: Interpolation) -> np.ndarray:
+def fill_method(method: Interpolation, season: Optional[int]) -> Interpolation:
+    """``auto`` is ``seasonal`` with a season, else ``pchip``; seasonal needs a season."""
+    method = Interpolation(method)
+    if method == Interpolation.auto:
+        return Interpolation.seasonal if season else Interpolation.pchip
+    if method == Interpolation.seasonal and not season:
+        raise ConfigInvalid("preprocess.interpolation: seasonal needs a season; set data.season "
+                            "(auto or an integer) or choose pchip")
+    return method
+
+
+def fill_gaps(values: np.ndarray, bounds: np.ndarray, method: Interpolation,
+              season: Optional[int] = None) -> np.ndarray:
     """Fill NaN causally by split (see module doc): one spline per split, each fitted
     on all observed points up to that split's end (one banded solve, not one per gap).
     A gap at the very end of a split, with no later observed point in reach, holds
-    the last observed value.
+    the last observed value (seasonal: the last adjusted value plus the season).
 
     PCHIP is local (the slope at a knot depends on its two neighbours), so it is
     built only on the knots around the gaps: bit for bit the values of the spline
-    through every observed point, at a fraction of the cost on long series."""
+    through every observed point, at a fraction of the cost on long series.
+
+    ``seasonal``: the seasonal effects of a classical decomposition of the reachable
+    range (``seasonality.seasonal_index`` on a linear pre-fill, from observed points
+    only) are removed, the adjusted series is filled by PCHIP and the effects are
+    added back. A reachable range shorter than two seasons is filled by PCHIP."""
+    method = fill_method(method, season)
     filled = values.copy()
     observed = ~np.isnan(values)
     observed_idx = np.flatnonzero(observed)
@@ -173,16 +191,23 @@ def fill_gaps(values: np.ndarray, bounds: np.ndarray, method: Interpolation) -> 
             raise InputInvalid("no observed point before a gap")
         # beyond the last observed point of the reachable range: hold it
         after = gaps > x[-1]
-        if Interpolation(method) == Interpolation.pchip and len(x) >= 4:
+        effect, adjusted = None, values
+        if method == Interpolation.seasonal and hi >= 2 * season and len(x) >= 4:
+            from spline_lstm.seasonality import seasonal_index
+
+            prefill = np.interp(np.arange(hi, dtype=np.float64), x, values[x])
+            effect = seasonal_index(prefill, season, observed[:hi])[np.arange(hi) % season]
+            adjusted = values[:hi] - effect
+        if method in (Interpolation.pchip, Interpolation.seasonal) and len(x) >= 4:
             est = np.empty(gaps.size, dtype=np.float64)
             inside = gaps[~after]
             if inside.size:
-                est[~after] = _pchip_at(x, values, inside)
+                est[~after] = _pchip_at(x, adjusted, inside)
         else:
-            f = _interpolator(method, x.astype(np.float64), values[x])
+            f = _interpolator(method, x.astype(np.float64), adjusted[x])
             est = np.asarray(f(gaps.astype(np.float64)), dtype=np.float64)
-        est[after] = values[x[-1]]
-        filled[gaps] = est
+        est[after] = adjusted[x[-1]]
+        filled[gaps] = est if effect is None else est + effect[gaps]
     return filled
 
 

@@ -50,27 +50,35 @@ class Preprocessor:
     # level (str, in %) -> absolute-error quantile per horizon step; empty before calibration
     calibration: Dict[str, List[float]] = field(default_factory=dict)
     calibration_windows: int = 0
+    # how season, interpolation, difference and lookback were resolved (seasonality.Choices)
+    choices: dict = field(default_factory=dict)
 
     # --- training ---------------------------------------------------------------------
 
     @classmethod
     def fit(cls, values: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, *, run_id: str, data,
-            freq: str, last_timestamp: str, where: str) -> tuple:
+            freq: str, last_timestamp: str, where: str, choices: Optional[dict] = None) -> tuple:
         """Fit on the training split (causal gap filling by split, smoothing and scaler
         on training rows only, see ``preprocess``). Returns (preprocessor, filled,
-        scaled): the gap-filled series in original units and the model input series."""
-        filled = preprocess.fill_gaps(values, bounds, cfg.interpolation)
+        scaled): the gap-filled series in original units and the model input series.
+        The pipeline passes values ``seasonality.resolve`` already resolved; an ``auto``
+        season or interpolation is resolved here the same way, so the payload never holds one."""
+        from spline_lstm.seasonality import season_for
+
+        season = season_for(data.season, freq)
+        method = preprocess.fill_method(cfg.interpolation, season)
+        filled = preprocess.fill_gaps(values, bounds, method, season)
         lam, shaped = None, filled
         if Smoothing(cfg.smoothing) == Smoothing.spline:
             shaped, lam = preprocess.smooth_train(filled, bounds, cfg.smoothing_lambda)
         modelled = preprocess.difference(shaped, cfg.difference)
         scaler = preprocess.Scaler.fit(cfg.scaling, modelled[: bounds[1]])
         pre = cls(run_id=run_id, timestamp_col=data.timestamp_col, target_col=data.target_col, freq=freq,
-                  duplicates=data.duplicates.value, coerce_errors=bool(data.coerce_errors), season=data.season,
-                  interpolation=Interpolation(cfg.interpolation).value, max_gap=cfg.max_gap,
+                  duplicates=data.duplicates.value, coerce_errors=bool(data.coerce_errors), season=season,
+                  interpolation=method.value, max_gap=cfg.max_gap,
                   max_missing_ratio=cfg.max_missing_ratio, smoothing=Smoothing(cfg.smoothing).value,
                   smoothing_lambda=lam, scaler=scaler, lookback=cfg.lookback, horizon=cfg.horizon,
-                  difference=cfg.difference, last_timestamp=last_timestamp)
+                  difference=cfg.difference, last_timestamp=last_timestamp, choices=dict(choices or {}))
         return pre, filled, preprocess.scale_checked(scaler, modelled, where)
 
     def calibrated(self, actual: np.ndarray, pred: np.ndarray) -> "Preprocessor":
@@ -101,7 +109,7 @@ class Preprocessor:
         refused when it breaks an input rule training applies."""
         preprocess.check_input(values, self.rules, where)
         n = len(values)
-        filled = preprocess.fill_gaps(values, np.array([0, n, n, n]), Interpolation(self.interpolation))
+        filled = preprocess.fill_gaps(values, np.array([0, n, n, n]), Interpolation(self.interpolation), self.season)
         return filled, preprocess.scale_checked(self.scaler, preprocess.difference(filled, self.difference), where)
 
     def inverse_transform(self, levels: np.ndarray, starts: np.ndarray, scaled_pred: np.ndarray) -> np.ndarray:
@@ -136,6 +144,7 @@ class Preprocessor:
             "last_timestamp": self.last_timestamp,
             "calibration": {"method": "split-conformal, validation split, |error| per horizon step",
                             "windows": self.calibration_windows, "quantiles": self.calibration},
+            "choices": self.choices,
         }
 
     @classmethod
@@ -155,4 +164,4 @@ class Preprocessor:
                    horizon=int(w["horizon"]), difference=int(w.get("difference", 0)),
                    last_timestamp=str(payload.get("last_timestamp", "")),
                    calibration={str(k): [float(x) for x in v] for k, v in (cal.get("quantiles") or {}).items()},
-                   calibration_windows=int(cal.get("windows", 0)))
+                   calibration_windows=int(cal.get("windows", 0)), choices=dict(payload.get("choices") or {}))

@@ -147,6 +147,7 @@ def markdown(run_id: str, config: dict, data_summary: dict, metrics: dict, plot_
              f"{data_summary['absent_timestamps']}), spline-filled: {data_summary['interpolated']}, "
              f"longest gap: {data_summary['longest_gap']}",
              f"- splits (train/val/test end rows): {data_summary['split_bounds'][1:]}", "",
+             *_choice_lines(data_summary.get("choices")),
              "## Test metrics (original units, observed targets only)", "",
              "| forecaster | mae | rmse | mape % | smape % | mase | r2 | rmse vs model |",
              "|---|---|---|---|---|---|---|---|",
@@ -166,6 +167,16 @@ def markdown(run_id: str, config: dict, data_summary: dict, metrics: dict, plot_
         lines += [f"![backtest]({plot_dir}/backtest.png)", ""]
     return "\n".join(lines)
 
+
+
+def _choice_lines(choices) -> List[str]:
+    """"## Choices": how season, interpolation, difference and lookback were resolved."""
+    if not choices:
+        return []
+    from spline_lstm.seasonality import Choices
+
+    return ["## Choices (from the training and validation splits)", "",
+            *[f"- {line}" for line in Choices(**choices).lines()], ""]
 
 
 _IMAGE = re.compile(r"^!\[([^\]]*)\]\(([^)]*)\)$")
