@@ -318,7 +318,8 @@ def _fit(ctx: RunContext, prep: Prepared):
         train.import_tensorflow(app.verbose)
         determinism = train.seed_everything(app.seed, app.deterministic)
     with ctx.stage("model_build"):
-        net = model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate)
+        net = model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate,
+                                    app.training.ensemble)
     staging = paths["best"].parent / ".staging"
 
     def on_epoch(epoch: int, logs: dict) -> None:
