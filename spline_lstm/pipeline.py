@@ -276,7 +276,7 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
     best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None
     metrics_doc = {
         "run_id": ctx.run_id, "metrics": ev.metrics, "baselines": ev.baselines,
-        "improvement_pct": ev.improvement, "units": "original", "evaluated_on": "observed test targets",
+        "improvement_pct": ev.improvement, "validation": ev.validation, "units": "original", "evaluated_on": "observed test targets",
         "test_windows": len(ev.test), "evaluated_points": int(np.isfinite(ev.actual).sum()),
         "horizon": p.horizon, "epochs_run": len(history.get("loss", [])), "best_epoch": best_epoch,
         "checkpoints": {"best": str(paths["best"]), "last": str(paths["last"])},
@@ -304,7 +304,7 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
                                  f"report/{ctx.run_id}.html")
         ctx.tracker.log_model(ctx.paths["best"], ev.pre.to_dict(), [str(t) for t in timestamps[-512:]],
                               [float(v) for v in filled[-512:]])
-    return {"run_id": ctx.run_id, "rmse": ev.metrics["rmse"],
+    return {"run_id": ctx.run_id, "rmse": ev.metrics["rmse"], "val_rmse": ev.validation["rmse"],
             "baselines": {n: b["rmse"] for n, b in ev.baselines.items()}}
 
 
@@ -359,6 +359,7 @@ class Evaluation:
     baselines: Dict[str, dict]
     improvement: Dict[str, float]  # rmse improvement over each baseline, %
     pre: object  # the run's Preprocessor, calibrated on the validation split (interval widths)
+    validation: Dict[str, float] = field(default_factory=dict)  # the best model on the validation split
 
 
 def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
@@ -373,14 +374,16 @@ def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
         test, val = prep.sources[2], prep.sources[1]
         pred = prep.pre.inverse_transform(prep.filled, test.starts, train.predict(best_model, test, batch))
         val_pred = prep.pre.inverse_transform(prep.filled, val.starts, train.predict(best_model, val, batch))
-        pre = prep.pre.calibrated(preprocess.target_matrix(prep.values, val.starts, p.horizon), val_pred)
+        val_actual = preprocess.target_matrix(prep.values, val.starts, p.horizon)
+        pre = prep.pre.calibrated(val_actual, val_pred)
         actual = preprocess.target_matrix(prep.values, test.starts, p.horizon)
         scale = evaluate.mase_scale(prep.values[: prep.bounds[1]], app.data.season)
         metrics = evaluate.forecast_metrics(actual, pred, scale)
         baselines = {name: evaluate.forecast_metrics(actual, fc, scale) for name, fc in evaluate.baseline_forecasts(
             prep.filled, test.starts, p.lookback, p.horizon, app.data.season).items()}
         improvement = {name: evaluate.improvement_pct(metrics["rmse"], b["rmse"]) for name, b in baselines.items()}
-    return Evaluation(test, actual, pred, metrics, baselines, improvement, pre)
+    validation = evaluate.forecast_metrics(val_actual, val_pred, scale)  # the HPO objective (never test)
+    return Evaluation(test, actual, pred, metrics, baselines, improvement, pre, validation)
 
 
 def _write_preprocessing(ctx, timestamps, values, filled, scaled, bounds, summary, series) -> None:
