@@ -33,10 +33,10 @@ def _roundtrip(model, tmp_path: Path):
     return load_model_safely(path)
 
 
-def test_without_options_the_model_is_the_plain_sequential_one():
+def test_with_the_options_off_the_model_is_the_plain_sequential_one():
     from spline_lstm.model import build_model
 
-    model = build_model(ModelConfig(), 12, 2, 1e-3)
+    model = build_model(ModelConfig(head_init=HeadInit.default, revin=Revin.none), 12, 2, 1e-3)
     assert type(model).__name__ == "Sequential"
     assert [layer.name for layer in model.layers] == ["lstm_0", "forecast"]
 
