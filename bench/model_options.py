@@ -36,6 +36,7 @@ VARIANTS = {
     "revin": ["model.head_init=default", "model.revin=last", "training.ensemble=1", "training.min_val_windows=0"],
     "rlz": ["model.head_init=zeros", "model.revin=last", "training.ensemble=1", "training.min_val_windows=0"],
     "rmz": ["model.head_init=zeros", "model.revin=mean", "training.ensemble=1", "training.min_val_windows=0"],
+    "rlz+mv32": ["model.head_init=zeros", "model.revin=last", "training.ensemble=1", "training.min_val_windows=32"],
     "rlz+mv48": ["model.head_init=zeros", "model.revin=last", "training.ensemble=1", "training.min_val_windows=48"],
     "zero+mv48": ["model.head_init=zeros", "model.revin=none", "training.ensemble=1", "training.min_val_windows=48"],
     "rlz+ens3": ["model.head_init=zeros", "model.revin=last", "training.ensemble=3", "training.min_val_windows=0"],

@@ -9,7 +9,11 @@ and join the selection set (``selection_split``): they are no longer trained on,
 and the ``horizon - 1`` windows before them are dropped so that no training
 target is also a selection target. Training keeps at least two thirds of its
 windows; the test split is never touched. Calibration and the sweep's
-validation metrics still use the validation split alone.
+validation metrics still use the validation split alone. The default is 0 (off):
+on the shared monthly series the held-out windows cost 0.5-2% test rmse and did
+not narrow the spread over seeds (README "A model that starts from the
+baseline"); the default model starts from the naive forecast, so an early pick
+on few windows costs little.
 
 An ensemble (``training.ensemble`` > 1, ``model.members_view``) is trained as its
 members side by side, one MSE per member against the same target; selection
