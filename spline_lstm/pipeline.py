@@ -276,7 +276,8 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
     best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None
     metrics_doc = {
         "run_id": ctx.run_id, "metrics": ev.metrics, "baselines": ev.baselines,
-        "improvement_pct": ev.improvement, "validation": ev.validation, "units": "original", "evaluated_on": "observed test targets",
+        "improvement_pct": ev.improvement, "validation": ev.validation,
+        "units": "original", "evaluated_on": "observed test targets",
         "test_windows": len(ev.test), "evaluated_points": int(np.isfinite(ev.actual).sum()),
         "horizon": p.horizon, "epochs_run": len(history.get("loss", [])), "best_epoch": best_epoch,
         "checkpoints": {"best": str(paths["best"]), "last": str(paths["last"])},

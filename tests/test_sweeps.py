@@ -104,7 +104,7 @@ def _table(stdout: str) -> List[List[str]]:
     start = next(i for i, ln in enumerate(lines) if ln.startswith("rank  run_id"))
     rows = []
     for line in lines[start:]:
-        if line.startswith("summary "):
+        if line.startswith(("best ", "summary ")):
             break
         rows.append(line.split())
     return rows
@@ -175,6 +175,7 @@ def test_a_sweep_logs_by_run_id_ends_with_a_ranked_table_and_a_finished_parent_r
         "summary/summary.csv", "summary/summary.json"}
     assert f"parent run {parent.info.run_id} FINISHED" in proc.stdout
     assert parent.data.tags["best_run_id"] == rows[0]["run_id"]
+    assert f"best       {rows[0]['run_id']} val_rmse" in proc.stdout
     assert math.isclose(parent.data.metrics["best/val_rmse_scaled"], float(rows[0]["val_rmse_scaled"]), rel_tol=1e-9)
 
 
