@@ -89,11 +89,10 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
 
 
 def _job_error(status: dict):
-    """The typed error a failed job recorded (its code, name and message)."""
+    """The typed error a failed job recorded, rebuilt from its name and message."""
     from spline_lstm.errors import SplineLSTMError
 
-    kind = type(status.get("name", "UNEXPECTED"), (SplineLSTMError,),
-                {"code": int(status.get("code", 1)), "name": status.get("name", "UNEXPECTED")})
+    kind = next((c for c in SplineLSTMError.__subclasses__() if c.name == status.get("name")), SplineLSTMError)
     return kind(status.get("message", ""))
 
 

@@ -55,14 +55,14 @@ def test_an_untrained_zero_head_with_revin_last_is_naive_and_survives_a_safe_mod
 def test_an_untrained_zero_head_predicts_zero_in_the_modelled_space():
     from spline_lstm.model import build_model
 
-    model = build_model(ModelConfig(head_init=HeadInit.zeros), 12, 2, 1e-3)
+    model = build_model(ModelConfig(head_init=HeadInit.zeros, revin=Revin.none), 12, 2, 1e-3)
     assert np.all(np.asarray(model.predict(_window(), verbose=0)) == 0)
 
 
 def test_an_ensemble_is_one_archive_averaging_its_members(tmp_path):
     from spline_lstm.model import build_model, members_view
 
-    model = build_model(ModelConfig(units=4, revin=Revin.mean), 12, 2, 1e-3, ensemble=3)
+    model = build_model(ModelConfig(units=4, revin=Revin.mean, head_init=HeadInit.default), 12, 2, 1e-3, ensemble=3)
     x = _window()
     members = np.asarray(members_view(model).predict(x, verbose=0)).reshape(len(x), 3, 2)
     assert not np.allclose(members[:, 0], members[:, 1])  # independent weights
