@@ -65,8 +65,9 @@ class HeadInit(str, Enum):
 
 
 class Revin(str, Enum):
+    auto = "auto"  # last unless the forecast integrates its own differences (spline_lstm.model)
     none = "none"
-    last = "last"  # each window shifted by its last value, scaled by its std (spline_lstm.model)
+    last = "last"  # each window shifted by its last value, scaled by its std
     mean = "mean"
 
 
@@ -111,7 +112,7 @@ class ModelConfig:
     layers: int = 1
     dropout: float = 0.0
     head_init: HeadInit = HeadInit.zeros  # measured: bench/model_options.py (README "A model that starts...")
-    revin: Revin = Revin.last
+    revin: Revin = Revin.auto
 
 
 @dataclass

@@ -11,7 +11,12 @@ Options that make a weak network degrade to a baseline instead of far below it
 - ``revin=last|mean``: reversible instance normalisation inside the graph: each
   window is shifted by its last value (or its mean) and divided by its own
   standard deviation before the cells, and the output is scaled and shifted
-  back. With ``last`` and a zero head the untrained network is naive-last;
+  back. With ``last`` and a zero head the untrained network is naive-last in the
+  modelled space. ``auto`` (``resolve_revin``) is ``last`` unless the forecast
+  integrates its own predicted differences (horizon > difference > 0): there
+  repeating the last difference compounds into a trend (ETTh1, first
+  differences, 24 steps: rmse 2.06 against naive 1.70), and ``none`` with a zero
+  head starts from naive plus the training drift instead;
 - ``ensemble=N`` (``TrainingConfig``): N independent members (their own weights,
   drawn from the run's seeded stream) whose forecasts a layer named
   ``ensemble`` averages; ``train.fit`` trains them side by side on one loss per
@@ -25,6 +30,7 @@ any Lambda; importing this module imports no TensorFlow.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 from spline_lstm.config import Cell, HeadInit, ModelConfig, Revin
 
@@ -80,14 +86,26 @@ def custom_layers() -> dict:
     return {"InstanceNorm": InstanceNorm, "InstanceDenorm": InstanceDenorm}
 
 
+def resolve_revin(revin: Revin, difference: int, horizon: int) -> Revin:
+    """``auto`` -> ``last``, or ``none`` when a forecast step adds its delta to an
+    earlier forecast step (horizon > difference > 0); other values as they are."""
+    if Revin(revin) != Revin.auto:
+        return Revin(revin)
+    return Revin.none if 0 < difference < horizon else Revin.last
+
+
 def is_plain(cfg: ModelConfig, ensemble: int = 1) -> bool:
     return HeadInit(cfg.head_init) == HeadInit.default and Revin(cfg.revin) == Revin.none and ensemble == 1
 
 
-def build_model(cfg: ModelConfig, lookback: int, horizon: int, learning_rate: float, ensemble: int = 1):
+def build_model(cfg: ModelConfig, lookback: int, horizon: int, learning_rate: float, ensemble: int = 1,
+                difference: int = 0):
     """The forecaster, compiled (Adam, MSE). ``ensemble`` > 1: the averaged model;
-    ``train.fit`` trains its members through ``members_view``."""
+    ``train.fit`` trains its members through ``members_view``. ``difference``: the
+    lag the series is modelled at, for ``revin=auto``."""
     import keras
+
+    cfg = replace(cfg, revin=resolve_revin(cfg.revin, difference, horizon))
 
     cell_name = Cell(cfg.cell).value
     if is_plain(cfg, ensemble):

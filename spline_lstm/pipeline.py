@@ -320,7 +320,10 @@ def _fit(ctx: RunContext, prep: Prepared):
         determinism = train.seed_everything(app.seed, app.deterministic)
     with ctx.stage("model_build"):
         net = model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate,
-                                    app.training.ensemble)
+                                    app.training.ensemble, prep.pre.difference)
+        log.info("model: revin %s, head %s, %d member(s)", model_mod.resolve_revin(
+            app.model.revin, prep.pre.difference, p.horizon).value, app.model.head_init.value,
+                 app.training.ensemble)
     staging = paths["best"].parent / ".staging"
 
     def on_epoch(epoch: int, logs: dict) -> None:

@@ -161,3 +161,12 @@ def test_failed_trials_do_not_stop_the_search_and_name_the_exit_code(tmp_path):
     summary = _sweep_summary(tmp_path / "outputs")
     assert [r["gate"] for r in summary["rows"]] == ["FAIL", "FAIL"] and summary["best"] is None
     assert "best       none: no job passed the gate" in proc.stdout
+
+
+def test_revin_auto_is_last_unless_the_forecast_integrates_its_own_differences():
+    from spline_lstm.model import resolve_revin
+
+    assert resolve_revin(Revin.auto, 0, 24) == Revin.last  # levels
+    assert resolve_revin(Revin.auto, 12, 1) == Revin.last  # each step adds to a known level
+    assert resolve_revin(Revin.auto, 1, 24) == Revin.none  # steps add to earlier forecast steps
+    assert resolve_revin(Revin.mean, 1, 24) == Revin.mean  # an explicit choice stands
