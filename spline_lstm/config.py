@@ -72,6 +72,18 @@ class QualityMode(str, Enum):
     off = "off"
 
 
+class HeadInit(str, Enum):
+    default = "default"  # Glorot-uniform output layer
+    zeros = "zeros"  # an untrained network predicts 0 in the modelled space
+
+
+class Revin(str, Enum):
+    auto = "auto"  # last unless the forecast integrates its own differences (spline_lstm.model)
+    none = "none"
+    last = "last"  # each window shifted by its last value, scaled by its std
+    mean = "mean"
+
+
 @dataclass
 class DataConfig:
     source: DataSource = DataSource.synthetic
@@ -116,6 +128,8 @@ class ModelConfig:
     units: int = 32
     layers: int = 1
     dropout: float = 0.0
+    head_init: HeadInit = HeadInit.zeros  # measured: bench/model_options.py (README "A model that starts...")
+    revin: Revin = Revin.auto
 
 
 @dataclass
@@ -125,6 +139,8 @@ class TrainingConfig:
     learning_rate: float = 1e-3
     patience: int = 5
     shuffle: bool = True
+    ensemble: int = 1  # members averaged into one model (spline_lstm.model)
+    min_val_windows: int = 0  # model selection on at least this many windows (spline_lstm.train)
 
 
 @dataclass
@@ -336,6 +352,9 @@ def _check_ranges(app: AppConfig) -> None:
     # no upper bound: a huge rate diverges, which training reports (7)
     _require(t.learning_rate > 0, "training.learning_rate", f"must be > 0, got {t.learning_rate}")
     _require(0 <= t.patience <= 10**6, "training.patience", f"must be >= 0 and <= 10^6, got {t.patience}")
+    _require(1 <= t.ensemble <= 100, "training.ensemble", f"must be >= 1 and <= 100, got {t.ensemble}")
+    _require(0 <= t.min_val_windows <= MAX_POINTS, "training.min_val_windows",
+             f"must be >= 0 and <= 10^8, got {t.min_val_windows}")
     _require(1 <= m.units <= MAX_UNITS, "model.units", f"must be >= 1 and <= {MAX_UNITS}, got {m.units}")
     _require(1 <= m.layers <= 100, "model.layers", f"must be >= 1 and <= 100, got {m.layers}")
     _require(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")

@@ -264,7 +264,9 @@ def _explicit_run_id(cfg: DictConfig) -> bool:
 
 
 def sweep_jobs(master: DictConfig) -> List[List[str]]:
-    """The override lists of every job of a sweep, as the basic sweeper expands them."""
+    """The override lists of every job of a sweep, as the basic sweeper expands them.
+    A search (the Optuna sweeper, ``+hpo=...``) picks its trials as it goes: its probe
+    jobs instead (``search_probes``)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -273,7 +275,26 @@ def sweep_jobs(master: DictConfig) -> List[List[str]]:
     args = [f"{k}={v}" for k, v in params.items()]
     args += list(OmegaConf.to_container(master.hydra.overrides.task, resolve=False))  # type: ignore[arg-type]
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    return [job for batch in BasicSweeper.split_arguments(parser.parse_overrides(args), None) for job in batch]
+    parsed = parser.parse_overrides(args)
+    if "BasicSweeper" not in str(master.hydra.sweeper.get("_target_", "BasicSweeper")):
+        return search_probes(parsed)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def search_probes(overrides: list) -> List[List[str]]:
+    """Jobs that check a search space before any trial runs: the fixed overrides plus
+    one searched key at a time, at each of its choices or at both ends of its interval
+    (a value out of range is refused up front, not trial by trial)."""
+    fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
+    jobs = [fixed]
+    for o in overrides:
+        if not o.is_sweep_override():
+            continue
+        value = o.value()
+        ends = [value.start, value.end] if hasattr(value, "start") and hasattr(value, "end") and \
+            not hasattr(value, "step") else list(o.sweep_string_iterator())
+        jobs += [[*fixed, f"{o.get_key_element()}={v}"] for v in ends]
+    return jobs
 
 
 def plan_sweep(master: DictConfig) -> Tuple[Path, List[str]]:

@@ -37,6 +37,7 @@ class MetricsDoc:
     yardsticks: Dict[str, dict] = field(default_factory=dict)  # name -> status, detail, fit_s
     skill: Optional[dict] = None  # evaluate.skill_verdict; None in runs before the quality gate
     backtest: Optional[dict] = None  # backtest.summary; None with evaluation=holdout
+    validation: Dict[str, float] = field(default_factory=dict)  # the best model on the validation split (HPO objective)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     REQUIRED = ("run_id", "metrics", "checkpoints")
@@ -63,7 +64,7 @@ class MetricsDoc:
             if f.name in doc and f.name not in kwargs and f.name != "extra":
                 kwargs[f.name] = doc[f.name]
         kwargs["extra"] = {k: v for k, v in doc.items() if k not in names}
-        for key in ("metrics", "checkpoints", "baselines", "improvement_pct", "history", "yardsticks"):
+        for key in ("metrics", "checkpoints", "baselines", "improvement_pct", "history", "yardsticks", "validation"):
             if not isinstance(kwargs.get(key, {}), dict):
                 kwargs[key] = {}
         for key in ("skill", "backtest"):
@@ -80,6 +81,11 @@ class MetricsDoc:
     @property
     def rmse(self) -> Optional[float]:
         return _number(self.metrics.get("rmse"))
+
+    @property
+    def val_rmse(self) -> Optional[float]:
+        """The best model's validation rmse in the series' units (the HPO objective)."""
+        return _number(self.validation.get("rmse"))
 
     def baseline_rmse(self) -> Dict[str, Optional[float]]:
         return {n: _number(b.get("rmse")) if isinstance(b, dict) else None for n, b in self.baselines.items()}

@@ -5,9 +5,11 @@
   process goes through the same locked ``tracking.ensure_store``), and the sweep's
   parent MLflow run (``spline_lstm.sweep``).
 - ``HealthGateCallback`` runs the gate after every job. The task's return value
-  carries the job's ``Tracker``, the owner of its MLflow run: the gate records its
-  verdict through it and closes it, then leaves plain data in the ``JobReturn``
-  (pickled back from joblib workers). Hydra swallows exceptions
+  is an ``Objective``: a float (the run's validation rmse, what the Optuna sweeper
+  minimises) that also carries the job's ``Tracker``, the owner of its MLflow run.
+  The gate takes the tracker off it, records its verdict through it and closes
+  it, leaving a plain float with the run_id in the ``JobReturn`` (pickled back
+  from joblib workers; read by the sweeper only after the gate). Hydra swallows exceptions
   raised in callbacks, so a failing gate instead marks the ``JobReturn`` FAILED
   with a typed error as its value: Hydra re-raises it after a single run, and the
   sweeper after every job of a sweep has run; ``launch.py`` maps it to the exit code.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -38,7 +41,23 @@ from spline_lstm.sweep import PARENT_ENV
 log = logging.getLogger("spline_lstm")
 
 
-def task(cfg: DictConfig) -> dict:
+class Objective(float):
+    """The task's result as a number: the best model's rmse on the validation split, in
+    the series' units (comparable across differencing and scaling; never the test
+    split; inf when no validation target was observed), so Hydra's Optuna sweeper can
+    minimise it. ``run_id`` names the run; ``tracker`` travels to the gate, which
+    takes it off (``_take_tracker``) before the value is pickled anywhere."""
+
+    def __new__(cls, value: float, run_id: Optional[str] = None, tracker: Any = None):
+        obj = super().__new__(cls, value)
+        obj.run_id, obj.tracker = run_id, tracker
+        return obj
+
+    def __repr__(self) -> str:
+        return f"Objective({float(self)!r}, run_id={self.run_id!r})"
+
+
+def task(cfg: DictConfig) -> "Objective":
     """The Hydra task: one full pipeline run."""
     from spline_lstm import pipeline
     from spline_lstm.secrets import mask_logs
@@ -52,10 +71,13 @@ def task(cfg: DictConfig) -> dict:
                               sweep_id=os.environ.get("SPLINE_LSTM_SWEEP_ID") if multirun else None,
                               parent_run_id=os.environ.get(PARENT_ENV) if multirun else None)
     try:
-        return pipeline.run(ctx)
+        result = pipeline.run(ctx)
     except KeyboardInterrupt as exc:  # skips Hydra's job end and the gate: record where its log is
         _record_status(ctx.run_id, classify(exc), ctx.log_path, ctx.overrides)
         raise
+    val = result.get("val_rmse")
+    return Objective(val if isinstance(val, float) and math.isfinite(val) else math.inf, result["run_id"],
+                     result["tracker"])
 
 
 def console_formatter(fmt: str, sweep_fmt: str, job_num: Optional[int] = None,
@@ -223,13 +245,13 @@ def _record_status(run_id: str, err: Optional[Exception], log_path: Path, overri
 
 
 def _take_tracker(job_return: JobReturn):
-    """The job's run owner out of its return value, which keeps only plain data (joblib
+    """The job's run owner taken off its ``Objective``, which keeps only plain data (joblib
     pickles it back to the sweep's parent); a no-op tracker when there is none."""
     from spline_lstm.tracking import NullTracker
 
     value = job_return._return_value
-    if job_return.status == JobStatus.COMPLETED and isinstance(value, dict):
-        return value.pop("tracker", None) or NullTracker()
+    if job_return.status == JobStatus.COMPLETED and isinstance(value, Objective):
+        return value.__dict__.pop("tracker", None) or NullTracker()
     return NullTracker()
 
 

@@ -73,6 +73,8 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
         err = classify(exc)
         statuses = _statuses(status_dir)
         failed = [s for s in statuses if not s.get("ok")]
+        if err.code == 1 and failed:  # a sweeper that gave up after failed jobs (Optuna: no trial
+            err = _job_error(failed[0])  # completed): their error is the sweep's, as for the basic one
         log_path = next((s.get("log") for s in failed if s.get("run_id") and s.get("name") == err.name), None)
         log_path = _keep_traceback(exc, err, log_path)
         _end_sweep(status_dir, statuses, err.code)
@@ -84,6 +86,14 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     finally:
         shutil.rmtree(status_dir, ignore_errors=True)
     return code
+
+
+def _job_error(status: dict):
+    """The typed error a failed job recorded, rebuilt from its name and message."""
+    from spline_lstm.errors import SplineLSTMError
+
+    kind = next((c for c in SplineLSTMError.__subclasses__() if c.name == status.get("name")), SplineLSTMError)
+    return kind(status.get("message", ""))
 
 
 def _end_sweep(status_dir: Path, statuses: List[dict], code: int) -> None:

@@ -284,7 +284,7 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
         run_id=ctx.run_id, metrics=ev.metrics, baselines=ev.baselines, improvement_pct=ev.improvement,
         test_windows=len(ev.test), evaluated_points=int(np.isfinite(ev.actual).sum()), horizon=p.horizon,
         epochs_run=len(history.get("loss", [])), best_epoch=best_epoch,
-        checkpoints={"best": str(paths["best"]), "last": str(paths["last"])}, history=history,
+        checkpoints={"best": str(paths["best"]), "last": str(paths["last"])}, history=history, validation=ev.validation,
         yardsticks=ev.yardsticks, skill=skill, backtest=bt).to_dict()
     with ctx.stage("report", "artifacts"):
         config_plain = mask_obj(to_plain(app))  # the report shows it too
@@ -315,7 +315,7 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
                                  f"report/{ctx.run_id}.html")
         ctx.tracker.log_model(ctx.paths["best"], ev.pre.to_dict(), [str(t) for t in timestamps[-512:]],
                               [float(v) for v in filled[-512:]])
-    return {"run_id": ctx.run_id, "rmse": ev.metrics["rmse"],
+    return {"run_id": ctx.run_id, "rmse": ev.metrics["rmse"], "val_rmse": ev.validation["rmse"],
             "baselines": {n: b["rmse"] for n, b in ev.baselines.items()}}
 
 
@@ -329,7 +329,11 @@ def _fit(ctx: RunContext, prep: Prepared):
         train.import_tensorflow(app.verbose)
         determinism = train.seed_everything(app.seed, app.deterministic)
     with ctx.stage("model_build"):
-        net = model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate)
+        net = model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate,
+                                    app.training.ensemble, prep.pre.difference)
+        log.info("model: revin %s, head %s, %d member(s)", model_mod.resolve_revin(
+            app.model.revin, prep.pre.difference, p.horizon).value, app.model.head_init.value,
+                 app.training.ensemble)
     staging = paths["best"].parent / ".staging"
 
     def on_epoch(epoch: int, logs: dict) -> None:
@@ -372,6 +376,7 @@ class Evaluation:
     forecasts: Dict[str, np.ndarray] = field(default_factory=dict)  # "model" and every baseline, [windows, horizon]
     yardsticks: Dict[str, dict] = field(default_factory=dict)  # status of each classical yardstick
     scale: float = float("nan")  # MASE scale (training split)
+    validation: Dict[str, float] = field(default_factory=dict)  # the best model on the validation split
 
 
 def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
@@ -386,7 +391,8 @@ def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
         test, val = prep.sources[2], prep.sources[1]
         pred = prep.pre.inverse_transform(prep.filled, test.starts, train.predict(best_model, test, batch))
         val_pred = prep.pre.inverse_transform(prep.filled, val.starts, train.predict(best_model, val, batch))
-        pre = prep.pre.calibrated(preprocess.target_matrix(prep.values, val.starts, p.horizon), val_pred)
+        val_actual = preprocess.target_matrix(prep.values, val.starts, p.horizon)
+        pre = prep.pre.calibrated(val_actual, val_pred)
         actual = preprocess.target_matrix(prep.values, test.starts, p.horizon)
         season = prep.pre.season  # resolved (auto = from the frequency): seasonal naive whenever known
         scale = evaluate.mase_scale(prep.values[: prep.bounds[1]], season)
@@ -396,8 +402,9 @@ def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
         forecasts, yardsticks = _yardsticks(prep, test.starts, forecasts)
     baselines = {name: evaluate.forecast_metrics(actual, fc, scale) for name, fc in forecasts.items()}
     improvement = {name: evaluate.improvement_pct(metrics["rmse"], b["rmse"]) for name, b in baselines.items()}
+    validation = evaluate.forecast_metrics(val_actual, val_pred, scale)  # the HPO objective (never test)
     return Evaluation(test, actual, pred, metrics, baselines, improvement, pre,
-                      {"model": pred, **forecasts}, yardsticks, scale)
+                      {"model": pred, **forecasts}, yardsticks, scale, validation)
 
 
 def _yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tuple:

@@ -25,7 +25,7 @@ from spline_lstm.artifacts import atomic_write_bytes, atomic_write_json
 
 PARENT_ENV = "SPLINE_LSTM_PARENT_RUN_ID"
 RECORD = Path("sweep") / "parent.json"  # inside the status folder, apart from the jobs' *.json
-METRIC_COLUMNS = ("val_rmse_scaled", "test_rmse")
+METRIC_COLUMNS = ("val_rmse", "val_rmse_scaled", "test_rmse")
 trace = logging.getLogger("spline_lstm.trace")
 
 
@@ -46,13 +46,14 @@ def varying_keys(override_lists: Iterable[List[str]]) -> List[str]:
 
 
 def job_metrics(metrics_doc: dict) -> Dict[str, Optional[float]]:
-    """Validation rmse, in the scaled units training minimises (the best epoch's val_loss
-    is an MSE: the number the best checkpoint was chosen on), and the test rmse in the
-    series' units."""
+    """Validation rmse of the best checkpoint in the series' units (the task's objective,
+    comparable across differencing and scaling), validation rmse in the scaled units
+    training minimises (the best epoch's val_loss is an MSE: the number the best
+    checkpoint was chosen on), and the test rmse in the series' units."""
     from spline_lstm.documents import MetricsDoc
 
     doc = MetricsDoc.from_dict(metrics_doc)
-    return {"val_rmse_scaled": doc.val_rmse_scaled(), "test_rmse": doc.rmse}
+    return {"val_rmse": doc.val_rmse, "val_rmse_scaled": doc.val_rmse_scaled(), "test_rmse": doc.rmse}
 
 
 def _sort_value(x) -> float:
@@ -60,8 +61,9 @@ def _sort_value(x) -> float:
 
 
 def rank(statuses: List[dict]) -> Tuple[List[str], List[dict]]:
-    """The table's columns and rows: jobs that passed first, by validation rmse (never by
-    test); then the failed ones, in job order."""
+    """The table's columns and rows: jobs that passed first, by validation rmse in the
+    series' units (runs without it: in scaled units; never by test); then the failed
+    ones, in job order."""
     keys = varying_keys(s.get("overrides") or [] for s in statuses)
     rows = []
     for s in statuses:
@@ -71,9 +73,20 @@ def rank(statuses: List[dict]) -> Tuple[List[str], List[dict]]:
         row.update(gate="PASS" if s.get("ok") else "FAIL", exit=0 if s.get("ok") else s.get("code", 1),
                    error="" if s.get("ok") else s.get("name", ""))
         rows.append(row)
-    passed = sorted((r for r in rows if r["gate"] == "PASS"), key=lambda r: _sort_value(r["val_rmse_scaled"]))
+    key = "val_rmse" if any(r["val_rmse"] is not None for r in rows) else "val_rmse_scaled"
+    passed = sorted((r for r in rows if r["gate"] == "PASS"), key=lambda r: _sort_value(r[key]))
     ranked = [{"rank": n + 1, **r} for n, r in enumerate(passed + [r for r in rows if r["gate"] != "PASS"])]
     return ["rank", "run_id", *keys, *METRIC_COLUMNS, "gate", "exit", "error"], ranked
+
+
+def best_line(columns: List[str], best: Optional[dict]) -> str:
+    """``best       <run_id> val_rmse ... (overrides that vary)``: the trial a search ends with."""
+    if best is None:
+        return "best       none: no job passed the gate"
+    varying = [c for c in columns if c not in ("rank", "run_id", *METRIC_COLUMNS, "gate", "exit", "error")]
+    chosen = " ".join(f"{c}={best[c]}" for c in varying)
+    return (f"best       {best['run_id']} val_rmse {_cell(best['val_rmse'])}"
+            + (f" ({chosen})" if chosen else ""))
 
 
 def _cell(value) -> str:
@@ -136,8 +149,9 @@ def write_summary(sweep_dir: Path, columns: List[str], rows: List[dict]) -> List
     """summary.csv and summary.json in the sweep folder, each written atomically."""
     csv_path, json_path = sweep_dir / "summary.csv", sweep_dir / "summary.json"
     atomic_write_bytes(csv_path, csv_bytes(columns, rows))
-    atomic_write_json(json_path, {"columns": columns, "rows": rows,
-                                  "ranked_by": "val_rmse_scaled (jobs that passed first)"})
+    best = rows[0] if rows and rows[0]["gate"] == "PASS" else None
+    atomic_write_json(json_path, {"columns": columns, "rows": rows, "best": best,
+                                  "ranked_by": "val_rmse, else val_rmse_scaled (jobs that passed first)"})
     return [csv_path, json_path]
 
 
@@ -174,6 +188,8 @@ def finish(status_dir: Path, statuses: List[dict], code: int) -> Optional[str]:
     jobs = f"{len(rows)} job{'' if len(rows) == 1 else 's'}"
     lines = [f"sweep {record['sweep_id']}: {jobs}, ranked by validation rmse (passed jobs first)",
              table_text(columns, rows)]
+    best = rows[0] if rows and rows[0]["gate"] == "PASS" else None
+    lines.append(best_line(columns, best))
     files: List[Path] = []
     try:
         files = write_summary(Path(record["sweep_dir"]), columns, rows)
@@ -185,7 +201,6 @@ def finish(status_dir: Path, statuses: List[dict], code: int) -> Optional[str]:
         passed = code == 0 and bool(rows) and all(r["gate"] == "PASS" for r in rows)
         status = "FINISHED" if passed else "KILLED" if code == 130 else "FAILED"
         try:
-            best = rows[0] if rows and rows[0]["gate"] == "PASS" else None
             end_parent(record["store"], record["mlflow_run_id"], status, files, best)
             lines.append(f"mlflow     parent run {record['mlflow_run_id']} {status}")
         except Exception as exc:  # noqa: BLE001

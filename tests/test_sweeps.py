@@ -46,22 +46,34 @@ def test_rows_are_ranked_by_validation_never_by_test_and_failed_jobs_come_last()
     statuses = [_status("a", 8, 0.9, 0.1), _status("b", 16, 0.5, 0.9),
                 _status("c", 32, None, None, ok=False, code=5, name="INPUT_INVALID"), _status("d", 64, 0.7, 0.2)]
     columns, rows = sweep.rank(statuses)
-    assert columns == ["rank", "run_id", "model.units", "val_rmse_scaled", "test_rmse", "gate", "exit", "error"]
+    assert columns == ["rank", "run_id", "model.units", "val_rmse", "val_rmse_scaled", "test_rmse", "gate", "exit",
+                       "error"]
     assert [r["run_id"] for r in rows] == ["b", "d", "a", "c"]
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
-    assert rows[-1] == {"rank": 4, "run_id": "c", "model.units": "32", "val_rmse_scaled": None, "test_rmse": None,
-                        "gate": "FAIL", "exit": 5, "error": "INPUT_INVALID"}
+    assert rows[-1] == {"rank": 4, "run_id": "c", "model.units": "32", "val_rmse": None, "val_rmse_scaled": None,
+                        "test_rmse": None, "gate": "FAIL", "exit": 5, "error": "INPUT_INVALID"}
     text = sweep.table_text(columns, rows).splitlines()
     assert text[0].split() == columns and text[1].split()[:2] == ["1", "b"]
     parsed = list(csv.DictReader(sweep.csv_bytes(columns, rows).decode().splitlines()))
     assert [p["run_id"] for p in parsed] == ["b", "d", "a", "c"] and parsed[3]["val_rmse_scaled"] == ""
 
 
+def test_rows_are_ranked_by_validation_rmse_in_the_series_units_when_the_runs_have_it():
+    """Scaled losses of runs with other differencing or scaling do not compare; the
+    validation rmse in the series' units does."""
+    statuses = [{**_status("a", 8, 0.1, 0.5), "val_rmse": 9.0}, {**_status("b", 16, 0.9, 0.1), "val_rmse": 3.0}]
+    columns, rows = sweep.rank(statuses)
+    assert [r["run_id"] for r in rows] == ["b", "a"]
+    assert sweep.best_line(columns, rows[0]) == "best       b val_rmse 3 (model.units=16)"
+    assert sweep.best_line(columns, None) == "best       none: no job passed the gate"
+
+
 def test_validation_rmse_is_the_best_epochs_validation_loss():
-    doc = {"best_epoch": 2, "history": {"val_loss": [4.0, 0.25, 1.0]}, "metrics": {"rmse": 3.5}}
-    assert sweep.job_metrics(doc) == {"val_rmse_scaled": 0.5, "test_rmse": 3.5}
-    assert sweep.job_metrics({"best_epoch": None, "history": {}, "metrics": {}}) == {"val_rmse_scaled": None,
-                                                                                    "test_rmse": None}
+    doc = {"best_epoch": 2, "history": {"val_loss": [4.0, 0.25, 1.0]}, "metrics": {"rmse": 3.5},
+           "validation": {"rmse": 7.0}}
+    assert sweep.job_metrics(doc) == {"val_rmse": 7.0, "val_rmse_scaled": 0.5, "test_rmse": 3.5}
+    assert sweep.job_metrics({"best_epoch": None, "history": {}, "metrics": {}}) == {
+        "val_rmse": None, "val_rmse_scaled": None, "test_rmse": None}
 
 
 def test_a_single_runs_console_format_is_unchanged_and_a_sweep_jobs_carries_its_run_id():
@@ -92,7 +104,7 @@ def _table(stdout: str) -> List[List[str]]:
     start = next(i for i, ln in enumerate(lines) if ln.startswith("rank  run_id"))
     rows = []
     for line in lines[start:]:
-        if line.startswith("summary "):
+        if line.startswith(("best ", "summary ")):
             break
         rows.append(line.split())
     return rows
@@ -126,7 +138,7 @@ def test_a_sweep_logs_by_run_id_ends_with_a_ranked_table_and_a_finished_parent_r
     rows = _summary(outputs)
     run_ids = {r["run_id"] for r in rows}
     assert len(rows) == 2 and {r["model.units"] for r in rows} == {"8", "16"}
-    vals = [float(r["val_rmse_scaled"]) for r in rows]
+    vals = [float(r["val_rmse"]) for r in rows]
     assert vals == sorted(vals) and all(r["gate"] == "PASS" and r["exit"] == "0" for r in rows)
     local = {rid: json.loads((outputs / "artifacts" / "metrics" / f"{rid}.json").read_text()) for rid in run_ids}
     for r in rows:
@@ -163,6 +175,7 @@ def test_a_sweep_logs_by_run_id_ends_with_a_ranked_table_and_a_finished_parent_r
         "summary/summary.csv", "summary/summary.json"}
     assert f"parent run {parent.info.run_id} FINISHED" in proc.stdout
     assert parent.data.tags["best_run_id"] == rows[0]["run_id"]
+    assert f"best       {rows[0]['run_id']} val_rmse" in proc.stdout
     assert math.isclose(parent.data.metrics["best/val_rmse_scaled"], float(rows[0]["val_rmse_scaled"]), rel_tol=1e-9)
 
 
