@@ -25,8 +25,8 @@ if not SHARED.exists():
 AIRLINE, MILK = SHARED / "airline-passengers.csv", SHARED / "monthly-milk-incomplete.csv"
 
 DATASETS = {
-    "airline": [f"+preset=airline", f"data.path={AIRLINE}"],
-    "milk": [f"+preset=milk", f"data.path={MILK}"],
+    "airline": ["+preset=airline", f"data.path={AIRLINE}"],
+    "milk": ["+preset=milk", f"data.path={MILK}"],
     "airline-plain": ["data=csv", f"data.path={AIRLINE}", "data.timestamp_col=Month", "data.target_col=Passengers"],
     "milk-plain": ["data=csv", f"data.path={MILK}", "data.timestamp_col=Month", "data.target_col=Pounds per cow"],
 }
