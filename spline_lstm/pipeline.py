@@ -26,6 +26,7 @@ from spline_lstm import __version__
 from spline_lstm.artifacts import (ArtifactLayout, atomic_move_in, atomic_write_bytes, atomic_write_json,
                                    dump_plain_pickle)
 from spline_lstm.config import AppConfig, flatten, to_plain
+from spline_lstm.documents import MetadataDoc
 from spline_lstm.errors import Interrupted, StorageError, classify, signals_deferred
 from spline_lstm.secrets import mask_obj
 from spline_lstm.tracking import NullTracker, Tracker, preflight, resolve_store
@@ -404,24 +405,24 @@ def _write_metadata(ctx, config_plain, bounds, summary, series, determinism, sta
     record = {kind: {"path": str(Path(os.path.relpath(ctx.paths[kind], root))), **h}
               for kind, h in ctx.hashes.items() if not kind.startswith("plot:")}
     plots = {k.split(":", 1)[1]: h for k, h in ctx.hashes.items() if k.startswith("plot:")}
-    doc = {
-        "run_id": ctx.run_id, "sweep_id": ctx.sweep_id, "preset": app.preset,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime()),
-        "duration_s": round(time.time() - started, 3),
-        "config": config_plain, "overrides": ctx.overrides, "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-        "seed": app.seed, "determinism": determinism,
-        "splits": {"bounds": [int(b) for b in bounds], "windows": summary["windows"]},
-        "versions": versions(), "git_commit": git_commit(Path.cwd()),
-        "data": {"source": series.source, "sha256": series.file_sha256, "rows": summary["rows"]},
-        "artifacts": record, "plots": plots,
-        "mlflow": ctx.tracker.info(),
-        "hydra_run_dir": str(ctx.run_dir) if ctx.run_dir else None,
-        "log_path": str(ctx.log_path) if ctx.log_path else None,
-        "timings_s": dict(ctx.timings),
-        "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
-    }
-    ctx.write_json("metadata", mask_obj(doc))
+    doc = MetadataDoc(
+        run_id=ctx.run_id, sweep_id=ctx.sweep_id, preset=app.preset,
+        started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime()),
+        duration_s=round(time.time() - started, 3),
+        config=config_plain, overrides=ctx.overrides, command=[Path(sys.argv[0]).name, *sys.argv[1:]],
+        seed=app.seed, determinism=determinism,
+        splits={"bounds": [int(b) for b in bounds], "windows": summary["windows"]},
+        versions=versions(), git_commit=git_commit(Path.cwd()),
+        data={"source": series.source, "sha256": series.file_sha256, "rows": summary["rows"]},
+        artifacts=record, plots=plots,
+        mlflow=ctx.tracker.info(),
+        hydra_run_dir=str(ctx.run_dir) if ctx.run_dir else None,
+        log_path=str(ctx.log_path) if ctx.log_path else None,
+        timings_s=dict(ctx.timings),
+        host={"platform": platform.platform(), "cpus": os.cpu_count()},
+    )
+    ctx.write_json("metadata", mask_obj(doc.to_dict()))
 
 
 def mlflow_artifact_files(ctx: RunContext, plot_dir: Path) -> List[tuple]:
