@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -47,8 +48,11 @@ def test_a_run_failing_in_training_ends_failed(tmp_path):
     proc = launch(*SMOKE_FAST, "training.learning_rate=1e30", "run_id=diverges", outputs=out)
     assert proc.returncode == 7, proc.stderr[-2000:]
     assert last_line(proc.stderr).startswith("ERROR [TRAINING_FAILED] non-finite loss")
-    _, runs = _runs(out, "diverges")
+    client, runs = _runs(out, "diverges")
     assert [r.info.status for r in runs] == ["FAILED"]
+    # the run log, traceback included, reaches the failed run (no gate ever uploads it)
+    log = Path(client.download_artifacts(runs[0].info.run_id, "run.log", str(tmp_path))).read_text()
+    assert "non-finite loss" in log and "Traceback" in log
 
 
 def test_bad_input_is_refused_before_any_run_exists(tmp_path):
