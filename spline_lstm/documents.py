@@ -40,6 +40,7 @@ class MetadataDoc:
     log_path: Optional[str] = None
     timings_s: Dict[str, float] = field(default_factory=dict)
     host: Dict[str, Any] = field(default_factory=dict)
+    threads: Dict[str, Any] = field(default_factory=dict)  # thread budget in effect (spline_lstm.threads)
 
     def to_dict(self) -> dict:
         return asdict(self)

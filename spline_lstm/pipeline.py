@@ -46,6 +46,7 @@ class RunContext:
     tracker: object = field(default_factory=NullTracker)
     timings: Dict[str, float] = field(default_factory=dict)
     hashes: Dict[str, dict] = field(default_factory=dict)
+    threads: Dict[str, object] = field(default_factory=dict)  # the thread budget in effect (spline_lstm.threads)
 
     @property
     def run_id(self) -> str:
@@ -312,11 +313,11 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
 def _fit(ctx: RunContext, prep: Prepared):
     """Build and train the model; checkpoints are staged, then moved to their canonical names."""
     from spline_lstm import model as model_mod
-    from spline_lstm import train
+    from spline_lstm import threads, train
 
     app, paths, p = ctx.app, ctx.paths, ctx.app.preprocess
     with ctx.stage("imports", "model"):
-        train.import_tensorflow(app.verbose)
+        ctx.threads = threads.apply(train.import_tensorflow(app.verbose))
         determinism = train.seed_everything(app.seed, app.deterministic)
     with ctx.stage("model_build"):
         net = model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate)
@@ -421,6 +422,7 @@ def _write_metadata(ctx, config_plain, bounds, summary, series, determinism, sta
         log_path=str(ctx.log_path) if ctx.log_path else None,
         timings_s=dict(ctx.timings),
         host={"platform": platform.platform(), "cpus": os.cpu_count()},
+        threads=ctx.threads,
     )
     ctx.write_json("metadata", mask_obj(doc.to_dict()))
 

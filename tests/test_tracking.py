@@ -1,12 +1,14 @@
 """MLflow against a real SQLite store in temp outputs dirs."""
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from spline_lstm.threads import cores
 from tests.conftest import SMOKE_FAST, Run, launch, last_line
 
 
@@ -99,6 +101,13 @@ def test_parallel_joblib_sweep_on_a_fresh_store(tmp_path):
     assert {r.data.tags["health"] for r in runs} == {"PASS"}
     sweep_dirs = list((out / "sweeps").iterdir())
     assert len(sweep_dirs) == 1 and {d.name for d in sweep_dirs[0].iterdir() if d.is_dir()} == run_ids
+    per_job = max(1, cores() // 4)  # each job's thread budget, in effect and recorded
+    for run_id in run_ids:
+        threads = Run(out, run_id).json("metadata")["threads"]
+        assert threads["parallel_jobs"] == 4 and threads["per_job"] == per_job
+        assert threads["tensorflow"] == {"intra_op": per_job, "inter_op": per_job}
+        for var, value in threads["env"].items():
+            assert value == os.environ.get(var, str(per_job))
 
 
 @pytest.mark.slow
