@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
@@ -56,12 +57,10 @@ class MlflowRun:
         """``start_time``: epoch ms of the launch (the run's real start, not this call);
         ``dataset``: see ``dataset_input``."""
         self.experiment_id = ensure_store(self.store)
-        import mlflow
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         self._client = MlflowClient(tracking_uri=self.store.uri)
-        mlflow.set_tracking_uri(self.store.uri)  # what models:/<model_id> resolves against (registry)
         run = self._call("create_run", self._client.create_run, self.experiment_id, start_time=start_time,
                          run_name=run_id, tags={"run_id": run_id, **tags})
         self.mlflow_run_id = run.info.run_id
@@ -159,9 +158,10 @@ class MlflowRun:
             self._client.get_registered_model(name)
         except MlflowException:
             self._call("create_registered_model", self._client.create_registered_model, name)
-        version = self._call("create_model_version", self._client.create_model_version, name,
-                             f"models:/{self.model_id}", run_id=self.mlflow_run_id, tags={"run_id": run_id},
-                             model_id=self.model_id)
+        with _global_tracking_uri(self.store.uri):
+            version = self._call("create_model_version", self._client.create_model_version, name,
+                                 f"models:/{self.model_id}", run_id=self.mlflow_run_id, tags={"run_id": run_id},
+                                 model_id=self.model_id)
         self._call("set_registered_model_alias", self._client.set_registered_model_alias, name, alias,
                    version.version)
 
@@ -191,6 +191,21 @@ class MlflowRun:
                 except TrackingFailed:
                     pass
             raise
+
+
+@contextmanager
+def _global_tracking_uri(uri: str):
+    """MLflow's global tracking URI (and MLFLOW_TRACKING_URI) set to ``uri`` for one call,
+    then put back: the registry resolves ``models:/<model_id>`` through it, not through
+    the client's URI, and nothing may leak into a process that serves in-process (tests)."""
+    import mlflow
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved)  # None: unset again
 
 
 def dataset_input(name: str, digest: str, sha256: Optional[str], path: Optional[str], rows: int):
