@@ -207,12 +207,12 @@ def cmd_runs_quarantine(args) -> int:
 def _recorded_experiment(metadata: Path) -> str:
     """The experiment name the run recorded (a name to look up in the configured store,
     never a store to connect to); the default one if unreadable."""
+    from spline_lstm.documents import read_metadata
     from spline_lstm.errors import SplineLSTMError
-    from spline_lstm.jsonio import read_json
 
     try:
-        name = (read_json(metadata).get("mlflow") or {}).get("experiment")
-    except (SplineLSTMError, AttributeError):
+        name = read_metadata(metadata).experiment
+    except SplineLSTMError:
         name = None
     return name if isinstance(name, str) and 0 < len(name) <= 256 else "spline-lstm"
 

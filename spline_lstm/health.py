@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional
 
 from spline_lstm.artifacts import (ArtifactLayout, RestrictedUnpickler, atomic_write_json, sha256_file,
                                    validate_run_id)
-from spline_lstm.documents import MetricsDoc
+from spline_lstm.documents import MetadataDoc, MetricsDoc
 from spline_lstm.errors import (HealthFailed, ModelUnskilled, RunIdMismatch, SplineLSTMError, StorageError,
                                 UnsafeArtifact)
 from spline_lstm.jsonio import read_json
@@ -246,8 +246,8 @@ class _Gate:
     def hashes(self) -> str:
         """Every file of the run is in metadata's hash record and matches it; nothing else
         lies in the run's folders (a stray file is as suspect as a changed one)."""
-        metadata = self.docs.get("metadata") or {}
-        record, plots = metadata.get("artifacts"), metadata.get("plots", {})
+        metadata = MetadataDoc.from_dict(self.docs.get("metadata") or {})
+        record, plots = metadata.artifacts, metadata.plots
         if not isinstance(record, dict):
             raise _Fail(HealthFailed.code, "metadata has no 'artifacts' hash record")
         if not isinstance(plots, dict):

@@ -3,7 +3,8 @@
 - ``TrackingStoreCallback`` creates a sweep's MLflow schema and experiment once,
   in the parent process, before any job starts, so the jobs find it ready (every
   process goes through the same locked ``tracking.ensure_store``), and the sweep's
-  parent MLflow run (``spline_lstm.sweep``).
+  parent MLflow run (``spline_lstm.sweep``); it also sets a parallel sweep's
+  per-job thread budget (``spline_lstm.threads``).
 - ``HealthGateCallback`` runs the gate after every job. The task's return value
   is an ``Objective``: a float (the run's validation rmse, what the Optuna sweeper
   minimises) that also carries the job's ``Tracker``, the owner of its MLflow run.
@@ -92,9 +93,10 @@ class TrackingStoreCallback(Callback):
     # sweep creates it once here so its jobs do not queue on the store's init lock, and
     # its parent MLflow run (spline_lstm.sweep), which the launcher ends after the last job.
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from spline_lstm import sweep
+        from spline_lstm import sweep, threads
 
         os.environ.pop(PARENT_ENV, None)  # never a parent from an outer shell
+        threads.set_sweep_budget(config.hydra.launcher)  # before joblib starts its workers
         parent = sweep.begin(os.environ.get("SPLINE_LSTM_STATUS_DIR"), current_sweep_id(),
                              Path(str(config.hydra.sweep.dir)), self._store(config))
         if parent:

@@ -1,4 +1,4 @@
-"""The run as an MLflow pyfunc model (artifact path ``model/``): ``best.keras`` plus
+"""The run as an MLflow pyfunc model (a LoggedModel named ``model`` of the run): ``best.keras`` plus
 the preprocessor payload (JSON), served by ``predict.forecast_frame``, the same
 core as ``spline_lstm predict``, so both give the same numbers.
 
@@ -76,9 +76,10 @@ def output_example(payload: dict, params: dict) -> pd.DataFrame:
     return pd.DataFrame({**out, "run_id": [payload["run_id"]] * h})
 
 
-def save(target: Path, keras_path: Path, payload: dict, example: pd.DataFrame) -> Path:
+def save(target: Path, keras_path: Path, payload: dict, example: pd.DataFrame, card=None) -> Path:
     """Write the pyfunc model folder at ``target`` (no pip inference: the serving
-    environment is this project's own, ``--env-manager local``)."""
+    environment is this project's own, ``--env-manager local``); ``card``: the
+    ``mlflow.models.Model`` naming the LoggedModel and run it is logged for."""
     from mlflow.models import infer_signature
 
     staging = Path(target).parent / "inputs"
@@ -93,6 +94,6 @@ def save(target: Path, keras_path: Path, payload: dict, example: pd.DataFrame) -
         str(target), python_model=SplineForecaster(), artifacts={"model": str(keras_path),
                                                                   "preprocessor": str(pre_json)},
         model_config={"run_id": payload["run_id"], "keras_sha256": _sha256(keras_path)},
-        signature=signature, input_example=example, code_paths=[str(code)], pip_requirements=[])
+        signature=signature, input_example=example, code_paths=[str(code)], pip_requirements=[], mlflow_model=card)
     shutil.rmtree(staging, ignore_errors=True)
     return Path(target)

@@ -26,7 +26,7 @@ from spline_lstm import __version__
 from spline_lstm.artifacts import (ArtifactLayout, atomic_move_in, atomic_write_bytes, atomic_write_json,
                                    dump_plain_pickle)
 from spline_lstm.config import AppConfig, flatten, to_plain
-from spline_lstm.documents import MetricsDoc
+from spline_lstm.documents import MetadataDoc, MetricsDoc
 from spline_lstm.errors import Interrupted, StorageError, classify, signals_deferred
 from spline_lstm.secrets import mask_obj
 from spline_lstm.tracking import NullTracker, Tracker, preflight, resolve_store
@@ -46,6 +46,7 @@ class RunContext:
     tracker: object = field(default_factory=NullTracker)
     timings: Dict[str, float] = field(default_factory=dict)
     hashes: Dict[str, dict] = field(default_factory=dict)
+    threads: Dict[str, object] = field(default_factory=dict)  # the thread budget in effect (spline_lstm.threads)
 
     @property
     def run_id(self) -> str:
@@ -322,11 +323,11 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
 def _fit(ctx: RunContext, prep: Prepared):
     """Build and train the model; checkpoints are staged, then moved to their canonical names."""
     from spline_lstm import model as model_mod
-    from spline_lstm import train
+    from spline_lstm import threads, train
 
     app, paths, p = ctx.app, ctx.paths, ctx.app.preprocess
     with ctx.stage("imports", "model"):
-        train.import_tensorflow(app.verbose)
+        ctx.threads = threads.apply(train.import_tensorflow(app.verbose))
         determinism = train.seed_everything(app.seed, app.deterministic)
     with ctx.stage("model_build"):
         net = model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate,
@@ -478,25 +479,26 @@ def _write_metadata(ctx, config_plain, bounds, summary, series, determinism, sta
     record = {kind: {"path": str(Path(os.path.relpath(ctx.paths[kind], root))), **h}
               for kind, h in ctx.hashes.items() if not kind.startswith("plot:")}
     plots = {k.split(":", 1)[1]: h for k, h in ctx.hashes.items() if k.startswith("plot:")}
-    doc = {
-        "run_id": ctx.run_id, "sweep_id": ctx.sweep_id, "preset": app.preset,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime()),
-        "duration_s": round(time.time() - started, 3),
-        "config": config_plain, "overrides": ctx.overrides, "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-        "seed": app.seed, "determinism": determinism,
-        "splits": {"bounds": [int(b) for b in bounds], "windows": summary["windows"]},
-        "choices": summary.get("choices"),
-        "versions": versions(), "git_commit": git_commit(Path.cwd()),
-        "data": {"source": series.source, "sha256": series.file_sha256, "rows": summary["rows"]},
-        "artifacts": record, "plots": plots,
-        "mlflow": ctx.tracker.info(),
-        "hydra_run_dir": str(ctx.run_dir) if ctx.run_dir else None,
-        "log_path": str(ctx.log_path) if ctx.log_path else None,
-        "timings_s": dict(ctx.timings),
-        "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
-    }
-    ctx.write_json("metadata", mask_obj(doc))
+    doc = MetadataDoc(
+        run_id=ctx.run_id, sweep_id=ctx.sweep_id, preset=app.preset,
+        started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime()),
+        duration_s=round(time.time() - started, 3),
+        config=config_plain, overrides=ctx.overrides, command=[Path(sys.argv[0]).name, *sys.argv[1:]],
+        seed=app.seed, determinism=determinism,
+        splits={"bounds": [int(b) for b in bounds], "windows": summary["windows"]},
+        choices=summary.get("choices"),
+        versions=versions(), git_commit=git_commit(Path.cwd()),
+        data={"source": series.source, "sha256": series.file_sha256, "rows": summary["rows"]},
+        artifacts=record, plots=plots,
+        mlflow=ctx.tracker.info(),
+        hydra_run_dir=str(ctx.run_dir) if ctx.run_dir else None,
+        log_path=str(ctx.log_path) if ctx.log_path else None,
+        timings_s=dict(ctx.timings),
+        host={"platform": platform.platform(), "cpus": os.cpu_count()},
+        threads=ctx.threads,
+    )
+    ctx.write_json("metadata", mask_obj(doc.to_dict()))
 
 
 def mlflow_artifact_files(ctx: RunContext, plot_dir: Path) -> List[tuple]:

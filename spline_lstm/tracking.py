@@ -270,6 +270,7 @@ class Tracker:
     def __init__(self, store: Store, log_path: Optional[Path] = None, register_model: Optional[str] = None):
         self.store = store
         self.register_model = register_model  # registry name for the model once the gate passed
+        self._log_path = log_path  # the run log: uploaded by ``abort`` too (a run that failed before the gate)
         self.run_id: Optional[str] = None
         self._tags: Dict[str, str] = {}
         self.experiment_id: Optional[str] = None
@@ -435,8 +436,9 @@ class Tracker:
     def abort(self, status: str) -> None:
         """End the run FAILED or KILLED, whatever state was queued or recorded before.
 
-        Through the helper if it answers in time; otherwise the helper is killed (a
-        stopped one too) and the run is ended here with a fresh MlflowClient. Never raises."""
+        Through the helper if it answers in time, then the run log uploaded to the ended
+        run (same time limit); otherwise the helper is killed (a stopped one too) and the
+        run is ended here with a fresh MlflowClient. Never raises."""
         if self.run_id is None:  # nothing was started: the helper holds nothing worth waiting for
             self._kill()
         if self.run_id is None or self._proc is None or self._ended == status:
@@ -453,9 +455,10 @@ class Tracker:
         self._failure = failure or self._failure
         if ended:
             self._ended = status
+            self._upload_log(timeout)
         else:
             log.warning("could not end the MLflow run %s through the helper: %s", self.run_id, self._failure)
-        if self._lost:
+        if self._lost and not ended:
             self._kill()
             try:
                 end_run_directly(self.store, self.run_id, self.mlflow_run_id, self._tags, status)
@@ -463,6 +466,21 @@ class Tracker:
                 log.warning("could not end the MLflow run %s (%s) directly: %s", self.run_id, status,
                             " ".join(str(exc).split())[:200])
         self.close(timeout)
+
+    def _upload_log(self, timeout: float) -> None:
+        """The run log as it stands (the traceback included) to the ended run, best effort
+        within ``timeout``: the terminal state is recorded first, a slow upload never holds
+        up the exit (the helper is killed instead)."""
+        if not self._log_path or not Path(self._log_path).is_file():
+            return
+        failure, self._failure = self._failure, None
+        try:
+            self._request("log_artifacts", timeout, files=[(str(self._log_path), None)])
+        except _HelperLost:
+            self._kill()
+        if self._failure:
+            log.warning("could not upload the run log of %s to MLflow: %s", self.run_id, self._failure)
+        self._failure = failure or self._failure
 
     def _kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

@@ -4,7 +4,7 @@ Protocol (``python -m spline_lstm.tracking_helper``): one JSON request per line 
 stdin, one JSON reply per line on stdout, in order. Requests are ``start`` (created
 with the launch's own start time, and the input logged as a dataset),
 ``log_metrics`` (timestamped by the sender), ``log_artifacts``, ``log_text``,
-``log_model`` (the pyfunc model), ``verdict`` (the gate's health tag and terminal state),
+``log_model`` (the pyfunc model, a LoggedModel of the run), ``verdict`` (the gate's health tag and terminal state),
 ``register`` (after a PASS) and ``end`` (a terminal state). Every terminal state is applied
 in the order it arrives, so a later FAILED/KILLED always replaces an earlier FINISHED.
 The launcher side is ``spline_lstm.tracking.Tracker``.
@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
@@ -29,6 +30,7 @@ from spline_lstm.tracking_server import drop_duplicate_runs, is_http
 log = logging.getLogger(__name__)
 
 MAX_PARAM_LENGTH = 6000
+MODEL_NAME = "model"  # the LoggedModel's name: runs:/<mlflow run id>/model
 
 
 class MlflowRun:
@@ -40,6 +42,7 @@ class MlflowRun:
         self.mlflow_run_id: Optional[str] = None
         self.ended = False  # a terminal state was recorded (the EOF rule leaves it alone)
         self._passed = False  # health=PASS was recorded: a later failure must turn it FAIL
+        self.model_id: Optional[str] = None  # the run's LoggedModel, once logged
         self._client = None
 
     def _call(self, what: str, fn, *args, **kwargs):
@@ -107,28 +110,64 @@ class MlflowRun:
         self._call("log_text", self._client.log_text, self.mlflow_run_id, text, artifact_file)
 
     def log_model(self, keras_path: str, payload: dict, timestamps: list, values: list) -> None:
-        """The pyfunc model (spline_lstm.mlflow_model) under the run's ``model/``."""
+        """The pyfunc model (spline_lstm.mlflow_model) as a LoggedModel named ``model``,
+        an output of the run (its Models column; ``runs:/<id>/model`` and ``models:/<model_id>``
+        resolve to it), with the run's params and final metrics linked.
+
+        The steps of ``mlflow.pyfunc.log_model`` taken one by one, for two reasons: it would
+        validate the input example by loading the model here (importing TensorFlow into
+        this helper, seconds of CPU per run), and it would log the model's config
+        (``run_id``, ``keras_sha256``) as params of the run, which holds only what the run used."""
         import tempfile
+
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+        from mlflow.models import Model
 
         from spline_lstm import mlflow_model
 
-        with tempfile.TemporaryDirectory(prefix="spline-lstm-model-") as tmp:
-            example = mlflow_model.input_example(payload, timestamps, values)
-            target = mlflow_model.save(Path(tmp) / "model", Path(keras_path), payload, example)
-            self._call("log_artifacts", self._client.log_artifacts, self.mlflow_run_id, str(target), "model")
+        run = self._call("get_run", self._client.get_run, self.mlflow_run_id)
+        model = self._call("create_logged_model", self._client.create_logged_model, self.experiment_id,
+                           name=MODEL_NAME, source_run_id=self.mlflow_run_id, params=dict(run.data.params),
+                           tags={"run_id": payload["run_id"]}, model_type="forecaster")
+        try:
+            with tempfile.TemporaryDirectory(prefix="spline-lstm-model-") as tmp:
+                example = mlflow_model.input_example(payload, timestamps, values)
+                card = Model(artifact_path=model.artifact_location, run_id=self.mlflow_run_id,
+                             model_uuid=model.model_id, model_id=model.model_id)
+                target = mlflow_model.save(Path(tmp) / MODEL_NAME, Path(keras_path), payload, example, card)
+                self._call("log_model_artifacts", self._client.log_model_artifacts, model.model_id, str(target))
+            self._call("log_outputs", self._client.log_outputs, self.mlflow_run_id,
+                       [LoggedModelOutput(model.model_id, step=0)])
+            now = int(time.time() * 1000)
+            linked = [Metric(k, v, now, 0, model_id=model.model_id, run_id=self.mlflow_run_id)
+                      for k, v in run.data.metrics.items() if not k.startswith(("train/", "val/"))]
+            for i in range(0, len(linked), 1000):
+                self._call("log_batch", self._client.log_batch, self.mlflow_run_id, metrics=linked[i:i + 1000])
+        except Exception:
+            try:
+                self._client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+            except Exception:  # noqa: BLE001 - the first failure is the one to report
+                pass
+            raise
+        self._call("finalize_logged_model", self._client.finalize_logged_model, model.model_id,
+                   LoggedModelStatus.READY)
+        self.model_id = model.model_id
 
     def register(self, name: str, run_id: str, alias: str) -> None:
-        """A model version of ``model/`` tagged with the run_id, then ``alias`` on it
-        (sent only after the gate passed)."""
+        """A model version of the run's LoggedModel tagged with the run_id, then ``alias``
+        on it (sent only after the gate passed)."""
         from mlflow.exceptions import MlflowException
 
+        if self.model_id is None:
+            raise TrackingFailed(f"MLflow register of {name!r}: run {self.mlflow_run_id} logged no model")
         try:
             self._client.get_registered_model(name)
         except MlflowException:
             self._call("create_registered_model", self._client.create_registered_model, name)
-        source = f"{self._client.get_run(self.mlflow_run_id).info.artifact_uri}/model"
-        version = self._call("create_model_version", self._client.create_model_version, name, source,
-                             run_id=self.mlflow_run_id, tags={"run_id": run_id})
+        with _global_tracking_uri(self.store.uri):
+            version = self._call("create_model_version", self._client.create_model_version, name,
+                                 f"models:/{self.model_id}", run_id=self.mlflow_run_id, tags={"run_id": run_id},
+                                 model_id=self.model_id)
         self._call("set_registered_model_alias", self._client.set_registered_model_alias, name, alias,
                    version.version)
 
@@ -158,6 +197,21 @@ class MlflowRun:
                 except TrackingFailed:
                     pass
             raise
+
+
+@contextmanager
+def _global_tracking_uri(uri: str):
+    """MLflow's global tracking URI (and MLFLOW_TRACKING_URI) set to ``uri`` for one call,
+    then put back: the registry resolves ``models:/<model_id>`` through it, not through
+    the client's URI, and nothing may leak into a process that serves in-process (tests)."""
+    import mlflow
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved)  # None: unset again
 
 
 def dataset_input(name: str, digest: str, sha256: Optional[str], path: Optional[str], rows: int):

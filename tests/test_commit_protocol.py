@@ -91,6 +91,8 @@ def test_sigterm_while_writing_artifacts(tmp_path: Path):
     _assert_interrupted(w, w.finish())
     assert_never_passes(out, "cp-artifacts")
     assert [s for s, _ in _mlflow_runs(out / "mlflow.db", "cp-artifacts")] == ["KILLED"]
+    (log,) = (out / "mlartifacts").glob("*/artifacts/run.log")  # the KILLED run has its log, traceback included
+    assert "run cp-artifacts failed:" in log.read_text()
 
 
 @pytest.mark.slow

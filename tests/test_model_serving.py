@@ -1,5 +1,5 @@
 """The run as an MLflow model, against a real SQLite store: the pyfunc model logged
-under ``model/`` forecasts exactly what ``spline_lstm predict`` does; the registry
+as the run's LoggedModel ``model`` forecasts exactly what ``spline_lstm predict`` does; the registry
 gets a version tagged with the run_id and the alias ``candidate`` after the gate
 passed; a model whose payload belongs to another run refuses to load; and
 (slow) ``mlflow models serve`` answers ``/invocations`` with the same forecast.
@@ -115,6 +115,31 @@ def test_predict_by_registered_name_equals_predict_by_run_id(registered: Run, tm
     assert proc.returncode == 5 and "--tracking-uri" in proc.stderr and not nowhere.exists()
 
 
+def _logged_models(client, mlflow_run_id: str) -> list:
+    """The LoggedModels whose source is the MLflow run (its Models column)."""
+    experiment_id = client.get_run(mlflow_run_id).info.experiment_id
+    return client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{mlflow_run_id}'")
+
+
+def test_the_run_logs_a_real_mlflow_model(registered: Run):
+    """A LoggedModel named ``model``, READY, an output of the run, with the run's params
+    and final metrics; its artifacts are the pyfunc model, not plain run artifacts."""
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=_uri(registered))
+    mlflow_run_id = registered.json("metadata")["mlflow"]["mlflow_run_id"]
+    (model,) = _logged_models(client, mlflow_run_id)
+    assert model.name == "model" and model.status == LoggedModelStatus.READY and model.tags["run_id"] == RUN_ID
+    run = client.get_run(mlflow_run_id)
+    assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
+    assert model.params == run.data.params
+    assert {m.key: m.value for m in model.metrics}["test/rmse"] == run.data.metrics["test/rmse"]
+    files = {f.path for f in client.list_logged_model_artifacts(model.model_id)}
+    assert {"MLmodel", "python_model.pkl", "artifacts", "code", "input_example.json"} <= files, files
+    assert "model" not in {f.path for f in client.list_artifacts(mlflow_run_id)}
+
+
 def test_registry_version_carries_the_run_id_and_the_alias_after_pass(registered: Run):
     from mlflow.tracking import MlflowClient
 
@@ -122,6 +147,8 @@ def test_registry_version_carries_the_run_id_and_the_alias_after_pass(registered
     version = client.get_model_version_by_alias(NAME, "candidate")
     assert version.tags.get("run_id") == RUN_ID
     assert version.run_id == registered.json("metadata")["mlflow"]["mlflow_run_id"]
+    (model,) = _logged_models(client, version.run_id)
+    assert version.source == f"models:/{model.model_id}"  # the version is the run's LoggedModel
     run = client.get_run(version.run_id)
     assert run.data.tags["health"] == "PASS" and run.info.status == "FINISHED"
 
@@ -144,19 +171,18 @@ def test_a_run_that_fails_the_gate_gets_no_version_and_no_alias(tmp_path: Path):
         client.get_registered_model(NAME)
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.data.tags["health"] == "FAIL" and run.info.status == "FAILED"
-    assert "model" in [f.path for f in client.list_artifacts(run.info.run_id)]
+    assert [m.name for m in _logged_models(client, run.info.run_id)] == ["model"]
 
 
 @pytest.mark.parametrize("swap", ["payload", "keras"])
-def test_a_model_holding_another_runs_files_refuses_to_load(registered: Run, tmp_path: Path, swap: str):
+def test_a_model_holding_another_runs_files_refuses_to_load(registered: Run, tracking_uri: str, tmp_path: Path,
+                                                           swap: str):
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     from spline_lstm.errors import RunIdMismatch
 
-    client = MlflowClient(tracking_uri=_uri(registered))
     mlflow_run_id = registered.json("metadata")["mlflow"]["mlflow_run_id"]
-    local = Path(client.download_artifacts(mlflow_run_id, "model", str(tmp_path)))
+    local = Path(mlflow.artifacts.download_artifacts(f"runs:/{mlflow_run_id}/model", dst_path=str(tmp_path)))
     if swap == "payload":
         payload_path = next(local.rglob("preprocessor.json"))
         payload = json.loads(payload_path.read_text())

@@ -1,11 +1,14 @@
 """MLflow against a real SQLite store in temp outputs dirs."""
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from spline_lstm.threads import cores
 from tests.conftest import SMOKE_FAST, Run, launch, last_line
 
 
@@ -47,8 +50,11 @@ def test_a_run_failing_in_training_ends_failed(tmp_path):
     proc = launch(*SMOKE_FAST, "training.learning_rate=1e30", "run_id=diverges", outputs=out)
     assert proc.returncode == 7, proc.stderr[-2000:]
     assert last_line(proc.stderr).startswith("ERROR [TRAINING_FAILED] non-finite loss")
-    _, runs = _runs(out, "diverges")
+    client, runs = _runs(out, "diverges")
     assert [r.info.status for r in runs] == ["FAILED"]
+    # the run log, traceback included, reaches the failed run (no gate ever uploads it)
+    log = Path(client.download_artifacts(runs[0].info.run_id, "run.log", str(tmp_path))).read_text()
+    assert "non-finite loss" in log and "Traceback" in log
 
 
 def test_bad_input_is_refused_before_any_run_exists(tmp_path):
@@ -95,6 +101,13 @@ def test_parallel_joblib_sweep_on_a_fresh_store(tmp_path):
     assert {r.data.tags["health"] for r in runs} == {"PASS"}
     sweep_dirs = list((out / "sweeps").iterdir())
     assert len(sweep_dirs) == 1 and {d.name for d in sweep_dirs[0].iterdir() if d.is_dir()} == run_ids
+    per_job = max(1, cores() // 4)  # each job's thread budget, in effect and recorded
+    for run_id in run_ids:
+        threads = Run(out, run_id).json("metadata")["threads"]
+        assert threads["parallel_jobs"] == 4 and threads["per_job"] == per_job
+        assert threads["tensorflow"] == {"intra_op": per_job, "inter_op": per_job}
+        for var, value in threads["env"].items():
+            assert value == os.environ.get(var, str(per_job))
 
 
 @pytest.mark.slow
