@@ -207,6 +207,17 @@ def mlflow_metrics(ev: "Evaluation") -> Dict[str, float]:
     return flat
 
 
+def best_epoch_of(history: Dict[str, list]) -> Optional[int]:
+    """The epoch whose checkpoint was kept: 0 = the untrained network (train.fit's
+    first candidate), which later epochs must strictly beat."""
+    val = history.get("val_loss")
+    if not val:
+        return None
+    initial = (history.get("initial_val_loss") or [float("nan")])[0]
+    best = int(np.argmin(val))
+    return 0 if np.isfinite(initial) and initial <= val[best] else best + 1
+
+
 def epoch_metrics(logs: Dict[str, float]) -> Dict[str, float]:
     """Keras' ``loss`` / ``val_loss`` as ``train/loss`` / ``val/loss``."""
     return {(f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"): v for k, v in logs.items()}
@@ -280,7 +291,10 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
         bt, skill = _assess(ctx, prep, ev)
     with ctx.stage("artifacts"):
         ctx.write("preprocessor", dump_plain_pickle(ev.pre.to_dict()))
-    best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None
+    best_epoch = best_epoch_of(history)
+    if best_epoch == 0:
+        log.warning("no epoch beat the untrained network on validation: the model kept is the baseline it "
+                    "starts from (train.py, model selection)")
     metrics_doc = MetricsDoc(
         run_id=ctx.run_id, metrics=ev.metrics, baselines=ev.baselines, improvement_pct=ev.improvement,
         test_windows=len(ev.test), evaluated_points=int(np.isfinite(ev.actual).sum()), horizon=p.horizon,

@@ -15,6 +15,14 @@ not narrow the spread over seeds (README "A model that starts from the
 baseline"); the default model starts from the naive forecast, so an early pick
 on few windows costs little.
 
+The network as built, before any training step, is a selection candidate too
+("epoch 0"): with the default zero head it forecasts the naive / seasonal-naive
+baseline in the modelled space (spline_lstm.model), so a trained epoch is kept
+only when it beats that baseline on the selection windows, and a network that
+cannot learn the series degrades to the baseline rather than below it. Its
+validation loss is returned as ``history["initial_val_loss"]``; a run that keeps
+it reports ``best_epoch`` 0.
+
 An ensemble (``training.ensemble`` > 1, ``model.members_view``) is trained as its
 members side by side, one MSE per member against the same target; selection
 watches the averaged forecast's loss, and ``loss`` / ``val_loss`` in the history
@@ -168,9 +176,17 @@ def fit(model, train: WindowSource, val: WindowSource, cfg: TrainingConfig, seed
                     logs[f"{prefix}loss"] = logs.pop(f"{prefix}ensemble_mse")
 
     class BestCheckpoint(keras.callbacks.Callback):
-        """``model`` (the averaged one for an ensemble) saved whenever val_loss improves."""
+        """``model`` (the averaged one for an ensemble) saved whenever val_loss improves,
+        starting from the untrained network (see the module doc)."""
 
         best = math.inf
+        initial = math.nan
+
+        def on_train_begin(self, logs=None):
+            self.initial = float(model.evaluate(to_dataset(val, cfg.batch_size, False, seed), verbose=0))
+            if math.isfinite(self.initial):
+                self.best = self.initial
+                model.save(str(staging / "best.keras"))
 
         def on_epoch_end(self, epoch, logs=None):
             value = (logs or {}).get("val_loss")
@@ -188,9 +204,10 @@ def fit(model, train: WindowSource, val: WindowSource, cfg: TrainingConfig, seed
                 on_epoch(epoch, logs)
 
     staging.mkdir(parents=True, exist_ok=True)
+    best_checkpoint = BestCheckpoint()
     callbacks = [
         EnsembleLogs(),
-        BestCheckpoint(),
+        best_checkpoint,
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                       restore_best_weights=False) if cfg.patience > 0 else None,
         EpochHook(),
@@ -213,7 +230,9 @@ def fit(model, train: WindowSource, val: WindowSource, cfg: TrainingConfig, seed
     model.save(str(staging / "last.keras"))
     if not (staging / "best.keras").exists():  # val_loss never finite/improved
         raise TrainingFailed("no checkpoint was saved: validation loss never improved")
-    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    out = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    out["initial_val_loss"] = [best_checkpoint.initial]
+    return out
 
 
 def predict(model, source: WindowSource, batch_size: int) -> np.ndarray:

@@ -170,3 +170,28 @@ def test_revin_auto_is_last_unless_the_forecast_integrates_its_own_differences()
     assert resolve_revin(Revin.auto, 12, 1) == Revin.last  # each step adds to a known level
     assert resolve_revin(Revin.auto, 1, 24) == Revin.none  # steps add to earlier forecast steps
     assert resolve_revin(Revin.mean, 1, 24) == Revin.mean  # an explicit choice stands
+
+
+def test_the_untrained_network_is_a_selection_candidate_that_training_must_beat(tmp_path):
+    """Epoch 0: with a zero head the untrained network is the baseline forecast; when no
+    epoch beats it on validation (here: a learning rate of 0, so no epoch changes it),
+    the kept checkpoint is that network and the run reports best_epoch 0."""
+    from spline_lstm.config import TrainingConfig
+    from spline_lstm.model import build_model, load_model_safely
+    from spline_lstm.pipeline import best_epoch_of
+    from spline_lstm.train import fit
+
+    rng = np.random.default_rng(1)
+    series = np.cumsum(rng.normal(size=300)).astype(np.float32)
+    train_src = WindowSource(series, np.arange(12, 200), 12, 1)
+    val_src = WindowSource(series, np.arange(200, 280), 12, 1)
+    model = build_model(ModelConfig(units=4, head_init=HeadInit.zeros, revin=Revin.last), 12, 1, 0.0)
+    history = fit(model, train_src, val_src, TrainingConfig(epochs=2, batch_size=32, learning_rate=0.0, patience=0),
+                  seed=0, staging=tmp_path, verbose=0)
+    assert best_epoch_of(history) == 0
+    x = np.stack([series[s - 12:s] for s in val_src.starts[:5]])[..., None]
+    kept = np.asarray(load_model_safely(tmp_path / "best.keras").predict(x, verbose=0))
+    np.testing.assert_allclose(kept, x[:, -1, :], atol=1e-5)  # naive-last: the baseline it starts from
+    # a network that learns something is kept from its best epoch on
+    assert best_epoch_of({"val_loss": [0.5, 0.4], "initial_val_loss": [1.0]}) == 2
+    assert best_epoch_of({"val_loss": [0.5, 0.4]}) == 2  # runs before the rule
