@@ -87,11 +87,15 @@ def custom_layers() -> dict:
 
 
 def resolve_revin(revin: Revin, difference: int, horizon: int) -> Revin:
-    """``auto`` -> ``last``, or ``none`` when a forecast step adds its delta to an
-    earlier forecast step (horizon > difference > 0); other values as they are."""
+    """``auto`` -> ``last`` on levels (the start is naive-last) and on seasonal
+    differences within one season (seasonal naive plus the last seasonal change);
+    ``none`` on first differences (``last`` would repeat the last step's change:
+    momentum, which lost to naive-last on noisy series, bench/quality.py) and when a
+    forecast step adds its delta to an earlier forecast step (horizon > difference > 0).
+    Other values as they are."""
     if Revin(revin) != Revin.auto:
         return Revin(revin)
-    return Revin.none if 0 < difference < horizon else Revin.last
+    return Revin.none if difference == 1 or 0 < difference < horizon else Revin.last
 
 
 def is_plain(cfg: ModelConfig, ensemble: int = 1) -> bool:
