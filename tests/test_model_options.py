@@ -169,6 +169,7 @@ def test_revin_auto_is_last_unless_the_forecast_integrates_its_own_differences()
     assert resolve_revin(Revin.auto, 0, 24) == Revin.last  # levels
     assert resolve_revin(Revin.auto, 12, 1) == Revin.last  # each step adds to a known level
     assert resolve_revin(Revin.auto, 1, 24) == Revin.none  # steps add to earlier forecast steps
+    assert resolve_revin(Revin.auto, 1, 1) == Revin.none  # first differences: last would be momentum
     assert resolve_revin(Revin.mean, 1, 24) == Revin.mean  # an explicit choice stands
 
 
