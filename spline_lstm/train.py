@@ -156,6 +156,11 @@ def stop_on_signal_callback():
     import keras
 
     class StopOnSignal(keras.callbacks.Callback):
+        # reads a flag only: Keras may run it off the main thread and re-raise its interrupt at the next
+        # batch; a batch hook that is not async-safe makes Keras wait for every step (about 30% of the
+        # windows/s of a large streamed fit, bench/scale.py)
+        async_safe = True
+
         def on_train_batch_end(self, batch, logs=None):
             raise_if_signalled()
 

@@ -102,3 +102,30 @@ def test_mirrored_over_two_logical_cpus_trains_passes_the_gate_and_predicts(tmp_
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     frame = pd.read_csv(out)
     assert len(frame) >= 1 and np.isfinite(frame["forecast"]).all(), last_line(proc.stdout)
+
+
+@pytest.mark.slow
+def test_a_sweep_over_series_files_shards_them_across_submitit_jobs_under_one_parent_run(tmp_path: Path):
+    """The SLURM route (README "Past one machine") on one machine: one job per series
+    file through the submitit launcher, every job a child of the sweep's MLflow run."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from mlflow.tracking import MlflowClient
+
+    p = related_series(2, 400, period=24, seed=4, gap_ratio=0.03)
+    stamps = pd.date_range("2024-01-01", periods=400, freq="h")
+    paths = []
+    for i, y in enumerate(p.values):
+        path = tmp_path / f"meter_{i}.csv"
+        pd.DataFrame({"timestamp": stamps, "value": y}).to_csv(path, index=False)
+        paths.append(str(path))
+    out = tmp_path / "out"
+    proc = launch("-m", "+preset=smoke", "data=csv", "data.path=" + ",".join(paths), "training.epochs=1",
+                  "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", outputs=out, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
+    every = client.search_runs([client.get_experiment_by_name("spline-lstm").experiment_id])
+    (parent,) = [r for r in every if r.data.tags.get("kind") == "sweep"]
+    jobs = [r for r in every if r is not parent]
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
+    assert sorted(r.data.tags["data_source"] for r in jobs) == ["meter_0.csv", "meter_1.csv"]
+    assert {r.data.tags["health"] for r in jobs} == {"PASS"} and parent.info.status == "FINISHED"
