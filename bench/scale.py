@@ -382,7 +382,7 @@ def section_preprocess(sizes, repeat: int, loop_cap: int, results: dict, tables:
               "per-series loop vs vectorised floor",
               ["series", "points", "loop s median [min-max]", "floor s median [min-max]", "loop / floor (paired)",
                "loop per series ms", "loop stages s (validate / fill+scale / windows)",
-               "floor stages s (validate / fill / scale / windows)", "peak RSS over base MB (loop / floor)"])
+               "floor stages s (validate / fill / scale / windows / concat)", "peak RSS over base MB (loop / floor)"])
     summary = {}
     for n, docs in rows.items():
         lp, fl = docs["loop"], docs["floor"]
