@@ -166,9 +166,10 @@ def refit_forecasts(app, prep, plan_: Plan, n_val: int, season: Optional[int]) -
         staging = Path(tempfile.mkdtemp(prefix="spline-lstm-backtest-"))
         try:
             train.seed_everything(app.seed, app.deterministic)
-            net = model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate,
-                                        app.training.ensemble, pre.difference)
-            train.fit(net, sources[0], sources[1], app.training, app.seed, staging, verbose=0)
+            with train.distribution_scope(app.training):
+                net = model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate,
+                                            app.training.ensemble, pre.difference)
+                train.fit(net, sources[0], sources[1], app.training, app.seed, staging, verbose=0)
             best = model_mod.load_model_safely(staging / "best.keras")
             pred = pre.inverse_transform(filled, test.starts,
                                          train.predict(best, test, max(app.training.batch_size, 256)))

@@ -61,6 +61,11 @@ class Cell(str, Enum):
     gru = "gru"
 
 
+class Distribute(str, Enum):
+    none = "none"  # one device (TensorFlow's default strategy)
+    mirrored = "mirrored"  # tf.distribute.MirroredStrategy over the host's GPUs, or its (logical) CPUs
+
+
 class EvaluationMode(str, Enum):
     holdout = "holdout"
     backtest = "backtest"
@@ -141,6 +146,9 @@ class TrainingConfig:
     shuffle: bool = True
     ensemble: int = 1  # members averaged into one model (spline_lstm.model)
     min_val_windows: int = 0  # model selection on at least this many windows (spline_lstm.train)
+    # data-parallel training (spline_lstm.train.distribution); batch_size is then the global batch
+    distribute: Distribute = Distribute.none
+    cpu_devices: int = 0  # > 0: split the CPU into this many logical devices for mirrored (no GPU needed)
 
 
 @dataclass
@@ -355,6 +363,9 @@ def _check_ranges(app: AppConfig) -> None:
     _require(1 <= t.ensemble <= 100, "training.ensemble", f"must be >= 1 and <= 100, got {t.ensemble}")
     _require(0 <= t.min_val_windows <= MAX_POINTS, "training.min_val_windows",
              f"must be >= 0 and <= 10^8, got {t.min_val_windows}")
+    _require(0 <= t.cpu_devices <= 256, "training.cpu_devices", f"must be >= 0 and <= 256, got {t.cpu_devices}")
+    _require(t.cpu_devices == 0 or Distribute(t.distribute) == Distribute.mirrored, "training.cpu_devices",
+             "splits the CPU for training.distribute=mirrored only; set both or neither")
     _require(1 <= m.units <= MAX_UNITS, "model.units", f"must be >= 1 and <= {MAX_UNITS}, got {m.units}")
     _require(1 <= m.layers <= 100, "model.layers", f"must be >= 1 and <= 100, got {m.layers}")
     _require(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")

@@ -341,9 +341,15 @@ def _fit(ctx: RunContext, prep: Prepared):
 
     app, paths, p = ctx.app, ctx.paths, ctx.app.preprocess
     with ctx.stage("imports", "model"):
-        ctx.threads = threads.apply(train.import_tensorflow(app.verbose))
+        tf = train.import_tensorflow(app.verbose)
+        train.split_cpu(app.training.cpu_devices)  # before anything initialises TensorFlow's devices
+        ctx.threads = threads.apply(tf)
         determinism = train.seed_everything(app.seed, app.deterministic)
-    with ctx.stage("model_build"):
+        determinism.update(train.distribution_record(app.training))
+        if determinism["distribute"] != "none":
+            log.info("distribute %s: %d replicas on %s", determinism["distribute"], determinism["replicas"],
+                     ", ".join(determinism["replica_devices"]))
+    with ctx.stage("model_build"), train.distribution_scope(app.training):
         net = model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate,
                                     app.training.ensemble, prep.pre.difference)
         log.info("model: revin %s, head %s, %d member(s)", model_mod.resolve_revin(
@@ -360,8 +366,9 @@ def _fit(ctx: RunContext, prep: Prepared):
 
     with ctx.stage("fit", f"fit ({app.training.epochs} epochs max)"):
         try:
-            history = train.fit(net, prep.sources[0], prep.sources[1], app.training, app.seed, staging, on_epoch,
-                                verbose=0 if ctx.sweep_id else 2)
+            with train.distribution_scope(app.training):
+                history = train.fit(net, prep.sources[0], prep.sources[1], app.training, app.seed, staging,
+                                    on_epoch, verbose=0 if ctx.sweep_id else 2)
         except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)  # a half-trained checkpoint helps nobody
             typed = classify(exc) if isinstance(exc, Exception) else None

@@ -29,6 +29,8 @@ watches the averaged forecast's loss, and ``loss`` / ``val_loss`` in the history
 are the ensemble's (the members' mean loss is kept as ``member_loss``)."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import os
@@ -39,8 +41,8 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from spline_lstm.config import TrainingConfig
-from spline_lstm.errors import TrainingFailed, raise_if_signalled
+from spline_lstm.config import Distribute, TrainingConfig
+from spline_lstm.errors import ConfigInvalid, TrainingFailed, raise_if_signalled
 from spline_lstm.preprocess import WindowSource
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,10 @@ log = logging.getLogger(__name__)
 
 def import_tensorflow(verbose: bool = False):
     """Import TensorFlow; unless verbose, its C++ start-up chatter (written to fd 2
-    before logging is configured) is discarded."""
+    before logging is configured) is discarded, and so are its Python INFO lines
+    (MirroredStrategy logs every reduction)."""
+    if not verbose:
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
     if verbose or "tensorflow" in sys.modules:
         import tensorflow as tf
 
@@ -83,6 +88,54 @@ def seed_everything(seed: int, deterministic: bool) -> Dict[str, object]:
             "devices": [d.device_type for d in tf.config.list_logical_devices()]}
 
 
+def split_cpu(n: int) -> None:
+    """Split the CPU into ``n`` logical devices (``training.cpu_devices``), so that
+    MirroredStrategy has replicas on a host without GPUs (tests, a laptop). Must run
+    before TensorFlow initialises its devices, i.e. before any op of the process."""
+    import tensorflow as tf
+
+    if n <= 0:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current is not None and len(current) == n:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError as exc:  # TensorFlow already initialised in this process
+        raise ConfigInvalid(f"training.cpu_devices: cannot split the CPU into {n} devices once TensorFlow "
+                            "has started in this process; run it in a process of its own") from exc
+
+
+@functools.lru_cache(maxsize=None)
+def distribution(distribute: str):
+    """The run's ``tf.distribute`` strategy: None for ``none`` (TensorFlow's default,
+    one device); ``mirrored``: MirroredStrategy over every GPU, or, without one, over
+    every logical CPU device (see ``split_cpu``). One per process: Keras keeps the
+    strategy a model was built under, and the backtest's refits reuse it."""
+    import tensorflow as tf
+
+    if Distribute(distribute) == Distribute.none:
+        return None
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
+
+
+def distribution_scope(cfg: TrainingConfig):
+    """Build, compile and fit inside this: the strategy's scope, or nothing."""
+    strategy = distribution(Distribute(cfg.distribute).value)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def distribution_record(cfg: TrainingConfig) -> Dict[str, object]:
+    """What the metadata records: strategy, replicas and their devices."""
+    strategy = distribution(Distribute(cfg.distribute).value)
+    if strategy is None:
+        return {"distribute": "none", "replicas": 1}
+    return {"distribute": Distribute(cfg.distribute).value, "strategy": type(strategy).__name__,
+            "replicas": int(strategy.num_replicas_in_sync), "replica_devices": list(strategy.extended.worker_devices)}
+
+
 def to_dataset(source: WindowSource, batch_size: int, shuffle: bool, seed: int, repeat_target: int = 1):
     """tf.data pipeline gathering each batch's windows from the 1-D series on the fly
     (the target repeated ``repeat_target`` times side by side: one per ensemble member)."""
@@ -111,6 +164,11 @@ def stop_on_signal_callback():
     import keras
 
     class StopOnSignal(keras.callbacks.Callback):
+        # reads a flag only: Keras may run it off the main thread and re-raise its interrupt at the next
+        # batch; a batch hook that is not async-safe makes Keras wait for every step (about 30% of the
+        # windows/s of a large streamed fit, bench/scale.py)
+        async_safe = True
+
         def on_train_batch_end(self, batch, logs=None):
             raise_if_signalled()
 
