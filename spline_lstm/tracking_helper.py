@@ -106,14 +106,15 @@ class MlflowRun:
         """A generated document (the HTML report) that exists only in MLflow."""
         self._call("log_text", self._client.log_text, self.mlflow_run_id, text, artifact_file)
 
-    def log_model(self, keras_path: str, payload: dict, timestamps: list, values: list) -> None:
+    def log_model(self, keras_path: str, payload: dict, timestamps: list, values: list,
+                  covariates: Optional[dict] = None) -> None:
         """The pyfunc model (spline_lstm.mlflow_model) under the run's ``model/``."""
         import tempfile
 
         from spline_lstm import mlflow_model
 
         with tempfile.TemporaryDirectory(prefix="spline-lstm-model-") as tmp:
-            example = mlflow_model.input_example(payload, timestamps, values)
+            example = mlflow_model.input_example(payload, timestamps, values, covariates)
             target = mlflow_model.save(Path(tmp) / "model", Path(keras_path), payload, example)
             self._call("log_artifacts", self._client.log_artifacts, self.mlflow_run_id, str(target), "model")
 
