@@ -188,7 +188,8 @@ def test_univariate_model_is_unchanged_and_covariates_add_inputs(tmp_path):
     shapes = {i.name: tuple(i.shape) for i in net.inputs}
     assert shapes == {"window": (None, 12, 7), "future": (None, 2, 5)}
     rng = np.random.default_rng(0)
-    x = {"window": rng.normal(size=(3, 12, 7)).astype("float32"), "future": rng.normal(size=(3, 2, 5)).astype("float32")}
+    x = {"window": rng.normal(size=(3, 12, 7)).astype("float32"),
+         "future": rng.normal(size=(3, 2, 5)).astype("float32")}
     net.save(tmp_path / "m.keras")
     again = load_model_safely(tmp_path / "m.keras")  # safe mode: no Lambda anywhere
     np.testing.assert_allclose(again.predict(x, verbose=0), net.predict(x, verbose=0), atol=1e-6)
