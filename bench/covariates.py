@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = {  # label -> (preset, dataset file, extra overrides)
     "etth1 (OT only)": ("etth1", "ETTh1.csv", []),
     "etth1-ms (OT + 6 loads + hour, dayofweek)": ("etth1-ms", "ETTh1.csv", []),
+    "etth1-ms, loads as levels": ("etth1-ms", "ETTh1.csv", ["preprocess.difference_past_covariates=false"]),
+    "etth1-ms without calendar": ("etth1-ms", "ETTh1.csv", ["data.calendar=[]"]),
     "etth1 + calendar only": ("etth1", "ETTh1.csv", ["data.calendar=[hour,dayofweek]"]),
     "ili (4 past covariates + weekofyear)": ("ili", "ILINet.csv", []),
     "ili without covariates": ("ili", "ILINet.csv", ["data.past_covariates=[]", "data.calendar=[]"]),

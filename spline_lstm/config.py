@@ -135,6 +135,8 @@ class PreprocessConfig:
     # model y[t] - y[t-difference]: an integer lag (0 = levels), none, first (1), seasonal (the
     # season) or auto (chosen from the training split, spline_lstm.seasonality)
     difference: Any = 0
+    # past covariates modelled as y[t] - y[t-difference] like the target (spline_lstm.covariates)
+    difference_past_covariates: bool = False
     lookback: Any = 24  # an integer, or auto (chosen by validation error, spline_lstm.seasonality)
     horizon: int = 1
     split_ratios: List[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])

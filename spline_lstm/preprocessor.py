@@ -59,6 +59,7 @@ class Preprocessor:
     future_covariates: Tuple[str, ...] = ()
     calendar: Tuple[str, ...] = ()
     covariate_scalers: Dict[str, preprocess.Scaler] = field(default_factory=dict)  # column -> its own scaler
+    difference_past_covariates: bool = False  # past covariates at the target's difference lag
 
     # --- training ---------------------------------------------------------------------
 
@@ -88,7 +89,8 @@ class Preprocessor:
                   difference=cfg.difference, last_timestamp=last_timestamp, choices=dict(choices or {}),
                   past_covariates=tuple(getattr(data, "past_covariates", ())),
                   future_covariates=tuple(getattr(data, "future_covariates", ())),
-                  calendar=tuple(Calendar(c).value for c in getattr(data, "calendar", ())))
+                  calendar=tuple(Calendar(c).value for c in getattr(data, "calendar", ())),
+                  difference_past_covariates=bool(cfg.difference_past_covariates))
         return pre, filled, preprocess.scale_checked(scaler, modelled, where)
 
     def fit_covariates(self, raw: Dict[str, np.ndarray], timestamps, bounds: np.ndarray, cfg: PreprocessConfig,
@@ -135,7 +137,9 @@ class Preprocessor:
         for col in self.covariate_columns:
             values = np.asarray(raw[col], dtype=np.float64)
             preprocess.check_input(values[: bounds[-1]], rules, f"{where}: covariate column {col!r}")
-            out[col] = covariates.fill(values, bounds, method, self.season, col, where)
+            filled = covariates.fill(values, bounds, method, self.season, col, where)
+            lag = self.difference if self.difference_past_covariates and col in self.past_covariates else 0
+            out[col] = preprocess.difference(filled, lag)  # the first ``lag`` points NaN: 0 once scaled
         return out
 
     def _matrix(self, filled: Dict[str, np.ndarray], timestamps, where: str) -> np.ndarray:
@@ -211,7 +215,7 @@ class Preprocessor:
                             "windows": self.calibration_windows, "quantiles": self.calibration},
             "choices": self.choices,
             "covariates": {"past": list(self.past_covariates), "future": list(self.future_covariates),
-                           "calendar": list(self.calendar),
+                           "calendar": list(self.calendar), "difference_past": self.difference_past_covariates,
                            "scalers": {c: s.to_dict() for c, s in self.covariate_scalers.items()}},
         }
 
@@ -237,4 +241,5 @@ class Preprocessor:
                    calibration_windows=int(cal.get("windows", 0)), choices=dict(payload.get("choices") or {}),
                    past_covariates=tuple(cov.get("past", ())), future_covariates=tuple(cov.get("future", ())),
                    calendar=tuple(cov.get("calendar", ())),
+                   difference_past_covariates=bool(cov.get("difference_past", False)),
                    covariate_scalers={c: preprocess.Scaler(**v) for c, v in (cov.get("scalers") or {}).items()})

@@ -107,11 +107,11 @@ def test_covariates_share_the_targets_grid_and_file_rules(tmp_path):
 
 # --- preprocessing: causal fill, training-only scaling, one code path ----------------------
 
-def _fit(load: np.ndarray, promo: np.ndarray, n: int = 400):
+def _fit(load: np.ndarray, promo: np.ndarray, n: int = 400, **pcfg):
     rng = np.random.default_rng(2)
     values = 10 + np.sin(np.arange(n) / 4) + rng.normal(0, 0.1, n)
     bounds = np.array([0, 280, 340, n])
-    cfg = PreprocessConfig(lookback=16, horizon=4, interpolation="pchip")
+    cfg = PreprocessConfig(lookback=16, horizon=4, interpolation="pchip", **pcfg)
     dcfg = DataConfig(past_covariates=["load"], future_covariates=["promo"], calendar=["hour"])
     stamps = pd.date_range("2024-01-01", periods=n, freq="h")
     pre, _, _ = Preprocessor.fit(values, bounds, cfg, run_id="r", data=dcfg, freq="h", last_timestamp="x", where="t")
@@ -145,6 +145,17 @@ def test_inference_builds_the_training_matrix_and_the_payload_round_trips():
     n = 400
     np.testing.assert_array_equal(again.covariate_inputs({"load": load, "promo": promo}, stamps,
                                                          np.array([0, n, n, n]), "t"), cov)
+
+
+def test_past_covariates_can_be_differenced_like_the_target():
+    rng = np.random.default_rng(5)
+    load, promo = np.cumsum(rng.normal(0, 1, 400)), rng.integers(0, 2, 400).astype(float)
+    pre, cov, _, _ = _fit(load, promo, difference=1, difference_past_covariates=True)
+    scaler = pre.covariate_scalers["load"]
+    np.testing.assert_allclose(scaler.inverse(cov[1:, 0].astype(float)), np.diff(load), atol=1e-4)
+    assert cov[0, 0] == 0.0  # undefined first difference
+    np.testing.assert_array_equal(cov[:, 1], pre.covariate_scalers["promo"].transform(promo).astype(np.float32))
+    assert Preprocessor.from_dict(pre.to_dict()) == pre
 
 
 def test_a_covariate_breaking_the_gap_rule_is_refused_naming_it():
