@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -153,14 +153,18 @@ def refit_forecasts(app, prep, plan_: Plan, n_val: int, season: Optional[int]) -
         pre, filled, scaled = Preprocessor.fit(values, bounds, p, run_id=app.run_id, data=app.data,
                                                freq=prep.series.freq, last_timestamp=str(prep.timestamps[fold_end - 1]),
                                                where=f"backtest fold {k + 1}")
+        cov = None
+        if pre.channels > 1:
+            raw = {c: v[:fold_end] for c, v in prep.raw_covariates.items()}
+            pre, cov = pre.fit_covariates(raw, prep.timestamps[:fold_end], bounds, p, f"backtest fold {k + 1}")
         sources = [preprocess.WindowSource(scaled, preprocess.window_starts(bounds, s, p.lookback, p.horizon,
-                                                                             p.difference), p.lookback, p.horizon)
+                                                                             p.difference), p.lookback, p.horizon,
+                                           cov, pre.known)
                    for s in range(3)]
         if not len(sources[0]) or not len(sources[1]):
             raise InputInvalid(f"backtest fold {k + 1}: no training or validation window before origin {origin}; "
                                "lower evaluation.folds or evaluation.step")
-        test = preprocess.WindowSource(scaled, sources[2].starts[np.isin(sources[2].starts, fold)],
-                                       p.lookback, p.horizon)
+        test = replace(sources[2], starts=sources[2].starts[np.isin(sources[2].starts, fold)])
         log.info("backtest fold %d/%d: train [0, %d), validation [%d, %d), %d origins from %s", k + 1,
                  len(plan_.folds), bounds[1], bounds[1], origin, len(test), prep.timestamps[origin])
         staging = Path(tempfile.mkdtemp(prefix="spline-lstm-backtest-"))
@@ -168,7 +172,7 @@ def refit_forecasts(app, prep, plan_: Plan, n_val: int, season: Optional[int]) -
             train.seed_everything(app.seed, app.deterministic)
             with train.distribution_scope(app.training):
                 net = model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate,
-                                            app.training.ensemble, pre.difference)
+                                            app.training.ensemble, pre.difference, pre.channels, pre.known)
                 train.fit(net, sources[0], sources[1], app.training, app.seed, staging, verbose=0)
             best = model_mod.load_model_safely(staging / "best.keras")
             pred = pre.inverse_transform(filled, test.starts,

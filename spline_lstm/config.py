@@ -89,6 +89,20 @@ class Revin(str, Enum):
     mean = "mean"
 
 
+class Calendar(str, Enum):
+    """Calendar features generated from the timestamps (spline_lstm.covariates), each as a
+    sin/cos pair over its cycle: known over any horizon by construction."""
+
+    minute = "minute"
+    hour = "hour"
+    dayofweek = "dayofweek"
+    dayofmonth = "dayofmonth"
+    dayofyear = "dayofyear"
+    weekofyear = "weekofyear"
+    month = "month"
+    quarter = "quarter"
+
+
 @dataclass
 class DataConfig:
     source: DataSource = DataSource.synthetic
@@ -101,6 +115,11 @@ class DataConfig:
     season: Any = "auto"
     duplicates: DuplicatePolicy = DuplicatePolicy.error
     coerce_errors: bool = False  # non-numeric target cells become gaps instead of an error
+    # covariates (spline_lstm.covariates): columns of the same file, on the target's grid
+    past_covariates: List[str] = field(default_factory=list)  # observed up to the forecast origin
+    future_covariates: List[str] = field(default_factory=list)  # known over the horizon too (predict needs them)
+    calendar: List[Calendar] = field(default_factory=list)  # generated from the timestamps, sin/cos
+    static_covariates: List[str] = field(default_factory=list)  # per-series attributes: with many series only
     # synthetic generator
     n_points: int = 720
     start: str = "2024-01-01"
@@ -121,6 +140,8 @@ class PreprocessConfig:
     # model y[t] - y[t-difference]: an integer lag (0 = levels), none, first (1), seasonal (the
     # season) or auto (chosen from the training split, spline_lstm.seasonality)
     difference: Any = 0
+    # past covariates modelled as y[t] - y[t-difference] like the target (spline_lstm.covariates)
+    difference_past_covariates: bool = False
     lookback: Any = 24  # an integer, or auto (chosen by validation error, spline_lstm.seasonality)
     horizon: int = 1
     split_ratios: List[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
@@ -328,6 +349,7 @@ def validate(cfg: DictConfig, resolve_run_id: bool = True) -> AppConfig:
     _parse_step_settings(app)
     _check_ranges(app)
     _check_data(app.data)
+    _check_covariates(app.data)
     from spline_lstm.containment import absolute_root
     from spline_lstm.tracking_server import check_http_settings
 
@@ -485,6 +507,27 @@ def _check_data(d: DataConfig) -> None:
     except (ValueError, OverflowError) as exc:  # OutOfBoundsDatetime is a ValueError
         raise ConfigInvalid(f"data.start: {d.n_points} steps of {d.synthetic_freq} from {d.start} leave "
                             f"pandas' timestamp range: {one_line(str(exc), 120)}") from None
+
+
+def _check_covariates(d: DataConfig) -> None:
+    """Covariate columns: from a file, each named once, none the timestamp or the target;
+    static covariates wait for many series (data.id_col), which this version does not have."""
+    _require(not d.static_covariates, "data.static_covariates",
+             "static (per-series) covariates arrive with multi-series runs (data.id_col), not in this "
+             "version; for one series a constant column adds nothing: leave it empty")
+    named = [("data.past_covariates", c) for c in d.past_covariates] + \
+        [("data.future_covariates", c) for c in d.future_covariates]
+    _require(not named or d.source == DataSource.file, named[0][0] if named else "",
+             "covariate columns need a file (data=csv); the synthetic series has none (data.calendar works)")
+    seen: dict = {}
+    for key, col in named:
+        _require(bool(str(col).strip()), key, "column names must not be empty")
+        _require(col not in (d.timestamp_col, d.target_col), key,
+                 f"{col!r} is data.timestamp_col or data.target_col, not a covariate")
+        _require(col not in seen, key, f"{col!r} is also listed in {seen.get(col)}; name each column once")
+        seen[col] = key
+    cal = [Calendar(c).value for c in d.calendar]
+    _require(len(set(cal)) == len(cal), "data.calendar", f"names a feature twice: {cal}")
 
 
 def _offset(key: str, value: str):

@@ -16,7 +16,7 @@ import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,7 @@ class Hints:
     coerce: str = "fix the file or set data.coerce_errors=true to treat them as gaps"
     duplicates: str = "set data.duplicates=mean or data.duplicates=last"
     freq: str = "set data.freq to the series' frequency"
+    covariates: str = "fix data.past_covariates / data.future_covariates"
 
 
 TRAINING_HINTS = Hints()
@@ -55,7 +56,8 @@ TRAINING_HINTS = Hints()
 
 def predict_hints(timestamp_col: str, target_col: str, freq: str) -> Hints:
     """Predict cannot change the run's settings: every hint is about the --input file."""
-    return Hints(path="pass --input /path/to/recent.csv",
+    return Hints(covariates="the run was trained with these covariates: pass an --input that has them",
+                 path="pass --input /path/to/recent.csv",
                  columns=f"the run reads columns {timestamp_col!r} and {target_col!r}: pass an --input with both",
                  timestamp_col=f"the run reads its dates from column {timestamp_col!r}",
                  coerce="fix the --input file (the run was trained with data.coerce_errors=false)",
@@ -73,6 +75,7 @@ class Series:
     source: str
     summary: dict = field(default_factory=dict)
     file_sha256: Optional[str] = None
+    covariates: Dict[str, np.ndarray] = field(default_factory=dict)  # column -> values on the grid, NaN = gap
 
     @property
     def observed(self) -> np.ndarray:
@@ -105,8 +108,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_table(path: Path, timestamp_col: str, target_col: str, hints: Hints = TRAINING_HINTS) -> pd.DataFrame:
-    """Read the two needed columns of a CSV or Parquet file (by extension)."""
+def read_table(path: Path, timestamp_col: str, target_col: str, hints: Hints = TRAINING_HINTS,
+               extra: Sequence[str] = ()) -> pd.DataFrame:
+    """Read the needed columns of a CSV or Parquet file (by extension): timestamp,
+    target and the ``extra`` (covariate) columns."""
     if timestamp_col == target_col:
         raise ConfigInvalid(f"data.target_col: {target_col!r} is also data.timestamp_col; "
                             "set them to two different columns")
@@ -147,8 +152,13 @@ def read_table(path: Path, timestamp_col: str, target_col: str, hints: Hints = T
         msg = " ".join(str(exc).split())[:200]
         raise InputInvalid(f"input file {path} cannot be parsed as {ext[1:].upper()}: {msg}") from exc
     if ext == ".csv":
-        _check_header(path, (timestamp_col, target_col))
+        _check_header(path, (timestamp_col, target_col, *extra))
     missing = [c for c in (timestamp_col, target_col) if c not in frame.columns]
+    absent = [c for c in extra if c not in frame.columns]
+    if absent and not missing:
+        cols = ", ".join(map(str, list(frame.columns)[:20]))
+        raise InputInvalid(f"input file {path} has no covariate column {', '.join(map(repr, absent))}; columns "
+                           f"are: {cols}; {hints.covariates}")
     if missing:
         cols = ", ".join(map(str, list(frame.columns)[:10]))
         hint = " (one column only: wrong delimiter? CSV must be comma-separated)" if frame.shape[1] == 1 else ""
@@ -156,7 +166,7 @@ def read_table(path: Path, timestamp_col: str, target_col: str, hints: Hints = T
                            f"{hints.columns}")
     if len(frame) == 0:
         raise InputInvalid(f"input file {path} has a header but no data rows")
-    return frame[[timestamp_col, target_col]]
+    return frame[[timestamp_col, target_col, *extra]]
 
 
 def _check_text(path: Path) -> None:
@@ -493,10 +503,14 @@ def load_series(cfg: DataConfig, seed: int, preset: Optional[str] = None) -> Ser
             which = f"preset {preset}" if preset else "data=csv"
             raise InputInvalid(f"data.path is required for {which}: pass data.path=/path/to/file.csv")
         path = Path(os.path.expanduser(cfg.path)).absolute()
-        frame = read_table(path, cfg.timestamp_col, cfg.target_col)
+        names = [*cfg.past_covariates, *cfg.future_covariates]
+        frame = read_table(path, cfg.timestamp_col, cfg.target_col, extra=names)
         where, sha = str(path), _sha256(path)
         raw = to_series(frame, cfg, where)
     regular, freq = regularise(raw, cfg.freq, where)
+    covariates = {col: covariate_values(frame, col, cfg, regular.index, freq, where)
+                  for col in ([*cfg.past_covariates, *cfg.future_covariates] if cfg.source != DataSource.synthetic
+                              else [])}
     values = regular.to_numpy(dtype=np.float64)
     require_observed(values, cfg.target_col, where)
     summary = {
@@ -508,4 +522,15 @@ def load_series(cfg: DataConfig, seed: int, preset: Optional[str] = None) -> Ser
         "absent_timestamps": int(len(values) - len(raw.index.unique())),
         "freq": freq,
     }
-    return Series(regular.index, values, freq, where, summary, sha)
+    return Series(regular.index, values, freq, where, summary, sha, covariates)
+
+
+def covariate_values(frame: pd.DataFrame, col: str, cfg: DataConfig, grid: pd.DatetimeIndex, freq: str,
+                     where: str, hints: Hints = TRAINING_HINTS) -> np.ndarray:
+    """One covariate column on the target's grid, held to the target's file rules
+    (numeric, the coercion and duplicate policies, magnitude); NaN = gap."""
+    from dataclasses import replace
+
+    raw = to_series(frame, replace(cfg, target_col=col), where, hints)
+    regular, _ = regularise(raw, freq, where, hints)
+    return regular.reindex(grid).to_numpy(dtype=np.float64, copy=True)

@@ -55,14 +55,22 @@ class SplineForecaster(mlflow.pyfunc.PythonModel):
         return forecast_frame(self.model, self.pre, model_input, horizon, levels, where="model input")
 
 
-def input_example(payload: dict, timestamps, values) -> pd.DataFrame:
+def input_example(payload: dict, timestamps, values, covariates=None) -> pd.DataFrame:
     """The last lookback + difference + 1 points of the training series: the
-    shortest history the model accepts."""
+    shortest history the model accepts; with covariates their columns too, and with
+    future-known ones ``horizon`` more rows whose target is empty (the forecast steps)."""
     w = payload["window"]
     n = int(w["lookback"]) + int(w.get("difference", 0)) + 1
     d = payload["data"]
-    return pd.DataFrame({d["timestamp_col"]: pd.to_datetime(list(timestamps)[-n:]),
-                         d["target_col"]: [float(v) for v in list(values)[-n:]]})
+    cov = payload.get("covariates") or {}
+    ahead = int(w["horizon"]) if cov.get("future") else 0
+    target = [float(v) for v in list(values)[-(n + ahead):]]
+    frame = {d["timestamp_col"]: pd.to_datetime(list(timestamps)[-(n + ahead):]),
+             d["target_col"]: target[: len(target) - ahead] + [float("nan")] * ahead}
+    for col in [*cov.get("past", []), *cov.get("future", [])]:
+        column = [float(v) for v in (covariates or {})[col][-(n + ahead):]]
+        frame[col] = column if col in cov.get("future", []) else column[: len(column) - ahead] + [float("nan")] * ahead
+    return pd.DataFrame(frame)
 
 
 def output_example(payload: dict, params: dict) -> pd.DataFrame:

@@ -44,13 +44,16 @@ def custom_layers() -> dict:
     from keras import ops
 
     def stats(x, mode: str):
+        if x.shape[-1] > 1:  # with covariates: the target channel's statistics only
+            x = x[:, :, :1]
         loc = x[:, -1:, :] if mode == "last" else ops.mean(x, axis=1, keepdims=True)
         scale = ops.std(x, axis=1, keepdims=True) + EPS
         return loc, scale
 
     @keras.saving.register_keras_serializable(package="spline_lstm")
     class InstanceNorm(keras.layers.Layer):
-        """(window - its last value or mean) / its standard deviation."""
+        """(window - its last value or mean) / its standard deviation; with covariates
+        only the target channel (the first) is normalised, the others pass as they are."""
 
         def __init__(self, mode: str = "last", **kwargs):
             super().__init__(**kwargs)
@@ -58,6 +61,8 @@ def custom_layers() -> dict:
 
         def call(self, x):
             loc, scale = stats(x, self.mode)
+            if x.shape[-1] > 1:
+                return ops.concatenate([(x[:, :, :1] - loc) / scale, x[:, :, 1:]], axis=-1)
             return (x - loc) / scale
 
         def get_config(self):
@@ -103,16 +108,19 @@ def is_plain(cfg: ModelConfig, ensemble: int = 1) -> bool:
 
 
 def build_model(cfg: ModelConfig, lookback: int, horizon: int, learning_rate: float, ensemble: int = 1,
-                difference: int = 0):
+                difference: int = 0, channels: int = 1, known: int = 0):
     """The forecaster, compiled (Adam, MSE). ``ensemble`` > 1: the averaged model;
     ``train.fit`` trains its members through ``members_view``. ``difference``: the
-    lag the series is modelled at, for ``revin=auto``."""
+    lag the series is modelled at, for ``revin=auto``. Covariates
+    (spline_lstm.covariates): ``channels`` > 1 widens the encoder's input ``window``
+    [lookback, channels] (the target first); ``known`` > 0 adds the input ``future``
+    [horizon, known], flattened beside the encoder's state before the head."""
     import keras
 
     cfg = replace(cfg, revin=resolve_revin(cfg.revin, difference, horizon))
 
     cell_name = Cell(cfg.cell).value
-    if is_plain(cfg, ensemble):
+    if is_plain(cfg, ensemble) and channels == 1 and not known:
         cell = keras.layers.LSTM if Cell(cfg.cell) == Cell.lstm else keras.layers.GRU
         layers = [keras.Input(shape=(lookback, 1), name="window")]
         for i in range(cfg.layers):
@@ -122,16 +130,19 @@ def build_model(cfg: ModelConfig, lookback: int, horizon: int, learning_rate: fl
         layers.append(keras.layers.Dense(horizon, name="forecast"))
         model = keras.Sequential(layers, name=f"spline_{cell_name}")
     else:
-        window = keras.Input(shape=(lookback, 1), name="window")
-        outputs = [_member(window, cfg, horizon, f"m{k}_" if ensemble > 1 else "") for k in range(ensemble)]
+        window = keras.Input(shape=(lookback, channels), name="window")
+        future = keras.Input(shape=(horizon, known), name="future") if known else None
+        outputs = [_member(window, future, cfg, horizon, f"m{k}_" if ensemble > 1 else "") for k in range(ensemble)]
         out = keras.layers.Average(name="ensemble")(outputs) if ensemble > 1 else outputs[0]
-        model = keras.Model(window, out, name=f"spline_{cell_name}")
+        inputs = window if future is None else {"window": window, "future": future}
+        model = keras.Model(inputs, out, name=f"spline_{cell_name}")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="mse")
     return model
 
 
-def _member(window, cfg: ModelConfig, horizon: int, prefix: str):
-    """One network on the window: optional RevIN, the cells, the head."""
+def _member(window, future, cfg: ModelConfig, horizon: int, prefix: str):
+    """One network on the window: optional RevIN, the cells, the future-known inputs
+    beside the last state, the head."""
     import keras
 
     cell = keras.layers.LSTM if Cell(cfg.cell) == Cell.lstm else keras.layers.GRU
@@ -144,6 +155,9 @@ def _member(window, cfg: ModelConfig, horizon: int, prefix: str):
         x = cell(cfg.units, return_sequences=i < cfg.layers - 1, name=f"{prefix}{cell_name}_{i}")(x)
         if cfg.dropout > 0:
             x = keras.layers.Dropout(cfg.dropout, name=f"{prefix}dropout_{i}")(x)
+    if future is not None:
+        flat = keras.layers.Flatten(name=f"{prefix}future_flat")(future)
+        x = keras.layers.Concatenate(name=f"{prefix}with_future")([x, flat])
     init = "zeros" if HeadInit(cfg.head_init) == HeadInit.zeros else "glorot_uniform"
     y = keras.layers.Dense(horizon, kernel_initializer=init, name=f"{prefix}forecast")(x)
     if revin != "none":

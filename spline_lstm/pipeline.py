@@ -236,6 +236,8 @@ class Prepared:
     pre: object  # preprocessor.Preprocessor, fitted on the training split; calibrated after evaluation
     sources: list  # WindowSource per split
     summary: dict
+    raw_covariates: dict = field(default_factory=dict)  # column -> values on the trimmed grid, NaN = gap
+    covariates: Optional[np.ndarray] = None  # the model's covariate channels (Preprocessor.covariate_inputs)
 
 
 def _prepare(ctx: RunContext) -> Prepared:
@@ -254,6 +256,7 @@ def _prepare(ctx: RunContext) -> Prepared:
         bounds = preprocess.split_bounds(len(values), p)
         if bounds[-1] < len(values):
             values, timestamps = values[: bounds[-1]], timestamps[: bounds[-1]]
+        raw_cov = {c: v[lo:hi][: len(values)] for c, v in series.covariates.items()}
         # auto season / interpolation / difference / lookback, once: app holds plain values from here on
         choices = seasonality.resolve(app, values, bounds, series.freq)
         for line in choices.lines():
@@ -263,17 +266,30 @@ def _prepare(ctx: RunContext) -> Prepared:
         pre, filled, scaled = Preprocessor.fit(values, bounds, p, run_id=ctx.run_id, data=app.data,
                                                freq=series.freq, last_timestamp=str(timestamps[-1]),
                                                where=series.source, choices=choices.to_dict())
+        cov = None
+        if pre.channels > 1:
+            pre, cov = pre.fit_covariates(raw_cov, timestamps, bounds, p, series.source)
     with ctx.stage("scale_window", "scale + windows"):
         sources = [preprocess.WindowSource(
             scaled, preprocess.window_starts(bounds, k, p.lookback, p.horizon, p.difference),
-            p.lookback, p.horizon) for k in range(3)]
+            p.lookback, p.horizon, cov, pre.known) for k in range(3)]
         summary = {**series.summary, **preprocess.preprocess_summary(
             values, np.isnan(values), bounds, (lo, len(series.values) - hi), pre.smoothing_lambda),
             "windows": {name: len(s) for name, s in zip(preprocess.SPLITS, sources)},
             "window_source_bytes": sources[0].nbytes, "choices": choices.to_dict()}
+        if cov is not None:
+            summary["covariates"] = covariate_summary(pre, raw_cov)
+            log.info("covariates: %s", summary["covariates"])
         log.info("%d points (%d filled), windows train/val/test = %s", len(values),
                  summary["interpolated"], "/".join(str(len(s)) for s in sources))
-    return Prepared(series, timestamps, values, filled, scaled, bounds, pre, sources, summary)
+    return Prepared(series, timestamps, values, filled, scaled, bounds, pre, sources, summary, raw_cov, cov)
+
+
+def covariate_summary(pre, raw_cov: dict) -> dict:
+    """What the model sees beside the target: the columns (with their gaps) and the calendar."""
+    return {"past": {c: int(np.isnan(raw_cov[c]).sum()) for c in pre.past_covariates},
+            "future": {c: int(np.isnan(raw_cov[c]).sum()) for c in pre.future_covariates},
+            "calendar": list(pre.calendar), "channels": pre.channels, "future_known": pre.known}
 
 
 def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
@@ -329,9 +345,18 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
             ctx.tracker.log_text(report.html(ctx.run_id, config_plain, summary, metrics_doc, pngs),
                                  f"report/{ctx.run_id}.html")
         ctx.tracker.log_model(ctx.paths["best"], ev.pre.to_dict(), [str(t) for t in timestamps[-512:]],
-                              [float(v) for v in filled[-512:]])
+                              [float(v) for v in filled[-512:]], example_covariates(ev.pre, prep.covariates))
     return {"run_id": ctx.run_id, "rmse": ev.metrics["rmse"], "val_rmse": ev.validation["rmse"],
             "baselines": {n: b["rmse"] for n, b in ev.baselines.items()}}
+
+
+def example_covariates(pre, cov: Optional[np.ndarray], n: int = 512) -> Optional[dict]:
+    """The last ``n`` filled values of each covariate column, in original units (the
+    MLflow model's input example)."""
+    if cov is None or not pre.covariate_columns:
+        return None
+    return {c: [float(v) for v in pre.covariate_scalers[c].inverse(cov[-n:, i].astype(np.float64))]
+            for i, c in enumerate(pre.covariate_columns)}
 
 
 def _fit(ctx: RunContext, prep: Prepared):
@@ -351,7 +376,7 @@ def _fit(ctx: RunContext, prep: Prepared):
                      ", ".join(determinism["replica_devices"]))
     with ctx.stage("model_build"), train.distribution_scope(app.training):
         net = model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate,
-                                    app.training.ensemble, prep.pre.difference)
+                                    app.training.ensemble, prep.pre.difference, prep.pre.channels, prep.pre.known)
         log.info("model: revin %s, head %s, %d member(s)", model_mod.resolve_revin(
             app.model.revin, prep.pre.difference, p.horizon).value, app.model.head_init.value,
                  app.training.ensemble)

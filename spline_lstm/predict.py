@@ -31,17 +31,28 @@ def significant(values: np.ndarray, digits: int = SIGNIFICANT) -> np.ndarray:
     return np.array([float(f"{x:.{digits}g}") for x in np.asarray(values, dtype=np.float64)])
 
 
-def input_series(pre: Preprocessor, frame: pd.DataFrame, where: str) -> tuple:
-    """A table with the run's timestamp and target columns -> (trimmed values on the
-    run's grid, their timestamps), held to the file rules training applies."""
-    from spline_lstm import data, preprocess
+def _input_cfg(pre: Preprocessor) -> tuple:
+    from spline_lstm import data
 
     cfg = DataConfig(timestamp_col=pre.timestamp_col, target_col=pre.target_col, freq=pre.freq,
                      duplicates=DuplicatePolicy(pre.duplicates), coerce_errors=pre.coerce_errors)
-    hints = data.predict_hints(cfg.timestamp_col, cfg.target_col, pre.freq)
+    return cfg, data.predict_hints(cfg.timestamp_col, cfg.target_col, pre.freq)
+
+
+def input_series(pre: Preprocessor, frame: pd.DataFrame, where: str) -> tuple:
+    """A table with the run's timestamp and target columns (and its covariate columns)
+    -> (trimmed values on the run's grid, their timestamps), held to the file rules
+    training applies. Rows after the last observed target (future-known covariates'
+    values) are trimmed here and read by ``input_covariates``."""
+    from spline_lstm import data, preprocess
+
+    cfg, hints = _input_cfg(pre)
     missing = [c for c in (cfg.timestamp_col, cfg.target_col) if c not in frame.columns]
     if missing:
         raise InputInvalid(f"{where}: no column {', '.join(map(repr, missing))}; {hints.columns}")
+    absent = [c for c in pre.covariate_columns if c not in frame.columns]
+    if absent:
+        raise InputInvalid(f"{where}: no covariate column {', '.join(map(repr, absent))}; {hints.covariates}")
     raw = data.to_series(frame, cfg, where, hints)
     data.check_freq(raw.index, pre.freq, where, hints)
     series, _ = data.regularise(raw, pre.freq, where, hints)
@@ -49,6 +60,44 @@ def input_series(pre: Preprocessor, frame: pd.DataFrame, where: str) -> tuple:
     data.require_observed(values, cfg.target_col, where)
     lo, hi = preprocess.observed_span(values)
     return values[lo:hi], series.index[lo:hi]
+
+
+def input_covariates(pre: Preprocessor, frame: pd.DataFrame, stamps: pd.DatetimeIndex, horizon: int,
+                     where: str) -> Optional[np.ndarray]:
+    """The covariate matrix over the history ``stamps`` and the forecast steps (whole
+    blocks of the trained horizon), or None without covariates. Future-known columns
+    must be given at every requested step (else 5, naming columns and timestamps); a
+    last partial block holds their last value. A run with past covariates forecasts at
+    most its trained horizon: later blocks would need values not yet observed."""
+    from spline_lstm import covariates, data
+
+    if pre.channels == 1:
+        return None
+    if pre.past_covariates and horizon > pre.horizon:
+        raise InputInvalid(f"--horizon {horizon}: the run has past covariates "
+                           f"({', '.join(map(repr, pre.past_covariates))}), observed only up to the forecast "
+                           f"origin, so it forecasts at most its trained horizon {pre.horizon}")
+    cfg, hints = _input_cfg(pre)
+    n, steps = len(stamps), math.ceil(horizon / pre.horizon) * pre.horizon
+    grid = stamps.append(pd.date_range(stamps[-1], periods=steps + 1, freq=pre.freq)[1:])
+    raw = {c: data.covariate_values(frame, c, cfg, grid, pre.freq, where, hints) for c in pre.covariate_columns}
+    for c in pre.past_covariates:
+        raw[c][n:] = np.nan  # values after the origin are not the run's to use
+    covariates.require_future({c: raw[c][n:] for c in pre.future_covariates}, grid[n:], horizon, where)
+    for c in pre.future_covariates:
+        raw[c][n + horizon:] = raw[c][n + horizon - 1]
+    return pre.covariate_inputs(raw, grid, np.array([0, n, n, n]), where)
+
+
+def _model_input(pre: Preprocessor, scaled: np.ndarray, cov: Optional[np.ndarray], end: int):
+    """The model's input for the forecast from origin ``end`` (history length)."""
+    window = scaled[-pre.lookback:][None, :, None]
+    if cov is None:
+        return window
+    window = np.concatenate([window, cov[end - pre.lookback:end][None]], axis=-1)
+    if not pre.known:
+        return window
+    return {"window": window, "future": cov[end:end + pre.horizon, cov.shape[1] - pre.known:][None]}
 
 
 def check_options(horizon: Optional[int], levels: Sequence[int]) -> list:
@@ -73,18 +122,19 @@ def check_request(pre: Preprocessor, horizon: Optional[int], levels: Sequence[in
 def forecast_frame(model, pre: Preprocessor, frame: pd.DataFrame, horizon: Optional[int] = None,
                    levels: Sequence[int] = (), where: str = "--input") -> pd.DataFrame:
     """Forecast table ``timestamp, step, forecast, lo_L, hi_L, ..., run_id`` for the
-    ``horizon`` steps after the input's last timestamp (default: the trained
-    horizon), values rounded to 6 significant digits."""
+    ``horizon`` steps after the input's last observed target (default: the trained
+    horizon), values rounded to 6 significant digits. With future-known covariates the
+    input has rows after that with their values (``input_covariates``)."""
     from spline_lstm import preprocess
 
     horizon, levels = check_request(pre, horizon, levels)
     values, stamps = input_series(pre, frame, where)
+    cov = input_covariates(pre, frame, stamps, horizon, where)
     filled, scaled = pre.transform(values, where)
     history = filled
     preds = []
     for _ in range(math.ceil(horizon / pre.horizon)):  # recursive beyond the trained horizon
-        window = scaled[-pre.lookback:][None, :, None]
-        out = np.asarray(model.predict(window, verbose=0), dtype=np.float64)
+        out = np.asarray(model.predict(_model_input(pre, scaled, cov, len(history)), verbose=0), dtype=np.float64)
         block = pre.inverse_transform(history, np.array([len(history)]), out)[0]
         preds.append(block)
         history = np.concatenate([history, block])
@@ -128,7 +178,8 @@ def read_input(pre: Preprocessor, input_path: Path) -> pd.DataFrame:
     from spline_lstm import data
 
     hints = data.predict_hints(pre.timestamp_col, pre.target_col, pre.freq)
-    return data.read_table(Path(input_path).absolute(), pre.timestamp_col, pre.target_col, hints)
+    return data.read_table(Path(input_path).absolute(), pre.timestamp_col, pre.target_col, hints,
+                           extra=pre.covariate_columns)
 
 
 def forecast(artifacts_dir: Path, run_id: str, input_path: Path, horizon: Optional[int] = None,

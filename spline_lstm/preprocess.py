@@ -322,25 +322,40 @@ def window_starts(bounds: np.ndarray, split: int, lookback: int, horizon: int,
 @dataclass
 class WindowSource:
     """Windows described by (series, start indices) instead of an N x lookback array:
-    O(N) memory whatever the lookback. Batches are gathered on demand."""
+    O(N) memory whatever the lookback. Batches are gathered on demand.
+
+    With covariates (spline_lstm.covariates) the encoder's window has the target and
+    every covariate channel, and the last ``known`` channels (future-known) are also
+    gathered over the horizon: the model's ``future`` input."""
 
     series: np.ndarray  # float32, 1-D
     starts: np.ndarray  # int64 first-target indices
     lookback: int
     horizon: int
+    covariates: Optional[np.ndarray] = None  # float32 [len(series), channels - 1]
+    known: int = 0  # future-known channels, the last columns of ``covariates``
 
     def __len__(self) -> int:
         return int(self.starts.size)
 
     @property
     def nbytes(self) -> int:
-        return int(self.series.nbytes + self.starts.nbytes)
+        extra = 0 if self.covariates is None else self.covariates.nbytes
+        return int(self.series.nbytes + self.starts.nbytes + extra)
 
     def gather(self, starts: np.ndarray) -> tuple:
-        """(X[batch, lookback, 1], Y[batch, horizon]) for some windows (copies only those)."""
+        """(X[batch, lookback, channels], Y[batch, horizon]) for some windows (copies only those)."""
         x_idx = starts[:, None] + np.arange(-self.lookback, 0)
         y_idx = starts[:, None] + np.arange(self.horizon)
-        return self.series[x_idx][..., None], self.series[y_idx]
+        x = self.series[x_idx][..., None]
+        if self.covariates is not None:
+            x = np.concatenate([x, self.covariates[x_idx]], axis=-1)
+        return x, self.series[y_idx]
+
+    def gather_future(self, starts: np.ndarray) -> np.ndarray:
+        """F[batch, horizon, known]: the future-known channels at the forecast steps."""
+        y_idx = starts[:, None] + np.arange(self.horizon)
+        return self.covariates[y_idx][..., self.covariates.shape[1] - self.known:]
 
 
 def target_matrix(values: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:

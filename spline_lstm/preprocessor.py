@@ -4,7 +4,9 @@ is written once (no train/serve skew).
 
 Its payload (``to_dict``) is plain data, versioned by ``format``: it is the
 canonical ``models/<run_id>/preprocessor.pkl`` (read by the restricted unpickler,
-CONTRACT §4) and the JSON logged to MLflow. Format 1 (no calibration) still loads.
+CONTRACT §4) and the JSON logged to MLflow. Formats 1 (no calibration) and 2 (no
+covariates) still load. Format 3 adds the covariates (spline_lstm.covariates): their
+names, the calendar features and one scaler per covariate column.
 
 Calibration: split-conformal on the validation split. For every horizon step the
 absolute errors of the best model on the validation windows give an empirical
@@ -16,15 +18,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from spline_lstm import preprocess
-from spline_lstm.config import Interpolation, PreprocessConfig, Smoothing
+from spline_lstm.config import Calendar, Interpolation, PreprocessConfig, Smoothing
 from spline_lstm.errors import InputInvalid
 
-FORMAT = 2
+FORMAT = 3
+READABLE = (1, 2, FORMAT)
 LEVELS = tuple(range(1, 100))  # calibrated interval levels, in %
 
 
@@ -52,6 +55,11 @@ class Preprocessor:
     calibration_windows: int = 0
     # how season, interpolation, difference and lookback were resolved (seasonality.Choices)
     choices: dict = field(default_factory=dict)
+    past_covariates: Tuple[str, ...] = ()
+    future_covariates: Tuple[str, ...] = ()
+    calendar: Tuple[str, ...] = ()
+    covariate_scalers: Dict[str, preprocess.Scaler] = field(default_factory=dict)  # column -> its own scaler
+    difference_past_covariates: bool = False  # past covariates at the target's difference lag
 
     # --- training ---------------------------------------------------------------------
 
@@ -78,8 +86,69 @@ class Preprocessor:
                   interpolation=method.value, max_gap=cfg.max_gap,
                   max_missing_ratio=cfg.max_missing_ratio, smoothing=Smoothing(cfg.smoothing).value,
                   smoothing_lambda=lam, scaler=scaler, lookback=cfg.lookback, horizon=cfg.horizon,
-                  difference=cfg.difference, last_timestamp=last_timestamp, choices=dict(choices or {}))
+                  difference=cfg.difference, last_timestamp=last_timestamp, choices=dict(choices or {}),
+                  past_covariates=tuple(getattr(data, "past_covariates", ())),
+                  future_covariates=tuple(getattr(data, "future_covariates", ())),
+                  calendar=tuple(Calendar(c).value for c in getattr(data, "calendar", ())),
+                  difference_past_covariates=bool(cfg.difference_past_covariates))
         return pre, filled, preprocess.scale_checked(scaler, modelled, where)
+
+    def fit_covariates(self, raw: Dict[str, np.ndarray], timestamps, bounds: np.ndarray, cfg: PreprocessConfig,
+                       where: str) -> tuple:
+        """(preprocessor with one scaler per covariate column, fitted on its training rows;
+        the covariate matrix, see ``covariate_inputs``)."""
+        filled = self._filled(raw, bounds, preprocess.InputRules.for_training(cfg), where)
+        scalers = {col: preprocess.Scaler.fit(cfg.scaling, v[: bounds[1]]) for col, v in filled.items()}
+        pre = replace(self, covariate_scalers=scalers)
+        return pre, pre._matrix(filled, timestamps, where)
+
+    # --- covariates (training and inference) -----------------------------------------------
+
+    @property
+    def covariate_columns(self) -> Tuple[str, ...]:
+        return self.past_covariates + self.future_covariates
+
+    @property
+    def known(self) -> int:
+        """Future-known channels: the model's ``future`` input width (0 = none)."""
+        return len(self.future_covariates) + 2 * len(self.calendar)
+
+    @property
+    def channels(self) -> int:
+        """Encoder channels: the target, then past, future and calendar covariates."""
+        return 1 + len(self.past_covariates) + self.known
+
+    def covariate_inputs(self, raw: Dict[str, np.ndarray], timestamps, bounds: np.ndarray,
+                         where: str) -> Optional[np.ndarray]:
+        """The covariate matrix [len(timestamps), channels - 1] float32 (None without
+        covariates): each column filled causally by ``bounds`` and scaled by its scaler,
+        then the calendar features. Rows after ``bounds[-1]`` (predict's forecast steps)
+        are not filled: future-known values there are required, past ones unused."""
+        if self.channels == 1:
+            return None
+        return self._matrix(self._filled(raw, bounds, self.rules, where), timestamps, where)
+
+    def _filled(self, raw: Dict[str, np.ndarray], bounds: np.ndarray, rules: preprocess.InputRules,
+                where: str) -> Dict[str, np.ndarray]:
+        from spline_lstm import covariates
+
+        out = {}
+        method = Interpolation(self.interpolation)
+        for col in self.covariate_columns:
+            values = np.asarray(raw[col], dtype=np.float64)
+            preprocess.check_input(values[: bounds[-1]], rules, f"{where}: covariate column {col!r}")
+            filled = covariates.fill(values, bounds, method, self.season, col, where)
+            lag = self.difference if self.difference_past_covariates and col in self.past_covariates else 0
+            out[col] = preprocess.difference(filled, lag)  # the first ``lag`` points NaN: 0 once scaled
+        return out
+
+    def _matrix(self, filled: Dict[str, np.ndarray], timestamps, where: str) -> np.ndarray:
+        from spline_lstm import covariates
+
+        cols = [preprocess.scale_checked(self.covariate_scalers[c], filled[c], f"{where}: covariate column {c!r}")
+                for c in self.covariate_columns]
+        cal = covariates.calendar_features(timestamps, self.calendar).astype(np.float32)
+        return np.column_stack([*cols, cal]).astype(np.float32) if cols else cal
 
     def calibrated(self, actual: np.ndarray, pred: np.ndarray) -> "Preprocessor":
         """A copy holding the split-conformal quantiles of |actual - pred| per step
@@ -145,14 +214,19 @@ class Preprocessor:
             "calibration": {"method": "split-conformal, validation split, |error| per horizon step",
                             "windows": self.calibration_windows, "quantiles": self.calibration},
             "choices": self.choices,
+            "covariates": {"past": list(self.past_covariates), "future": list(self.future_covariates),
+                           "calendar": list(self.calendar), "difference_past": self.difference_past_covariates,
+                           "scalers": {c: s.to_dict() for c, s in self.covariate_scalers.items()}},
         }
 
     @classmethod
     def from_dict(cls, payload: dict) -> "Preprocessor":
-        """Formats 1 and 2; a payload of an unknown format is refused."""
+        """Formats 1 to 3; a payload of an unknown format is refused."""
         fmt = payload.get("format")
-        if fmt not in (1, FORMAT):
-            raise InputInvalid(f"preprocessor payload format {fmt!r} is not one this version reads (1, {FORMAT})")
+        if fmt not in READABLE:
+            raise InputInvalid(f"preprocessor payload format {fmt!r} is not one this version reads "
+                               f"({', '.join(map(str, READABLE))})")
+        cov = payload.get("covariates") or {}
         d, s, w = payload["data"], payload["spline"], payload["window"]
         cal = payload.get("calibration") or {}
         return cls(run_id=str(payload["run_id"]), timestamp_col=d["timestamp_col"], target_col=d["target_col"],
@@ -164,4 +238,8 @@ class Preprocessor:
                    horizon=int(w["horizon"]), difference=int(w.get("difference", 0)),
                    last_timestamp=str(payload.get("last_timestamp", "")),
                    calibration={str(k): [float(x) for x in v] for k, v in (cal.get("quantiles") or {}).items()},
-                   calibration_windows=int(cal.get("windows", 0)), choices=dict(payload.get("choices") or {}))
+                   calibration_windows=int(cal.get("windows", 0)), choices=dict(payload.get("choices") or {}),
+                   past_covariates=tuple(cov.get("past", ())), future_covariates=tuple(cov.get("future", ())),
+                   calendar=tuple(cov.get("calendar", ())),
+                   difference_past_covariates=bool(cov.get("difference_past", False)),
+                   covariate_scalers={c: preprocess.Scaler(**v) for c, v in (cov.get("scalers") or {}).items()})

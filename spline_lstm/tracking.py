@@ -397,8 +397,10 @@ class Tracker:
     def log_text(self, text: str, artifact_file: str) -> None:
         self._send("log_text", text=text, artifact_file=artifact_file)
 
-    def log_model(self, keras_path: Path, payload: dict, timestamps: list, values: list) -> None:
-        self._send("log_model", keras_path=str(keras_path), payload=payload, timestamps=timestamps, values=values)
+    def log_model(self, keras_path: Path, payload: dict, timestamps: list, values: list,
+                  covariates: Optional[dict] = None) -> None:
+        self._send("log_model", keras_path=str(keras_path), payload=payload, timestamps=timestamps, values=values,
+                   covariates=covariates)
 
     def info(self) -> Dict[str, Optional[str]]:
         """The run's ids, once every queued call was answered (TrackingFailed if one failed)."""
@@ -519,7 +521,7 @@ class NullTracker:
     def set_tags(self, tags):
         pass
 
-    def log_model(self, keras_path, payload, timestamps, values):
+    def log_model(self, keras_path, payload, timestamps, values, covariates=None):
         pass
 
     def log_artifacts(self, files):

@@ -109,7 +109,8 @@ class MlflowRun:
         """A generated document (the HTML report) that exists only in MLflow."""
         self._call("log_text", self._client.log_text, self.mlflow_run_id, text, artifact_file)
 
-    def log_model(self, keras_path: str, payload: dict, timestamps: list, values: list) -> None:
+    def log_model(self, keras_path: str, payload: dict, timestamps: list, values: list,
+                  covariates: Optional[dict] = None) -> None:
         """The pyfunc model (spline_lstm.mlflow_model) as a LoggedModel named ``model``,
         an output of the run (its Models column; ``runs:/<id>/model`` and ``models:/<model_id>``
         resolve to it), with the run's params and final metrics linked.
@@ -131,7 +132,7 @@ class MlflowRun:
                            tags={"run_id": payload["run_id"]}, model_type="forecaster")
         try:
             with tempfile.TemporaryDirectory(prefix="spline-lstm-model-") as tmp:
-                example = mlflow_model.input_example(payload, timestamps, values)
+                example = mlflow_model.input_example(payload, timestamps, values, covariates)
                 card = Model(artifact_path=model.artifact_location, run_id=self.mlflow_run_id,
                              model_uuid=model.model_id, model_id=model.model_id)
                 target = mlflow_model.save(Path(tmp) / MODEL_NAME, Path(keras_path), payload, example, card)

@@ -36,6 +36,7 @@ import math
 import os
 import random
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -137,11 +138,13 @@ def distribution_record(cfg: TrainingConfig) -> Dict[str, object]:
 
 
 def to_dataset(source: WindowSource, batch_size: int, shuffle: bool, seed: int, repeat_target: int = 1):
-    """tf.data pipeline gathering each batch's windows from the 1-D series on the fly
-    (the target repeated ``repeat_target`` times side by side: one per ensemble member)."""
+    """tf.data pipeline gathering each batch's windows from the 1-D series (and the
+    covariate matrix: inputs ``window`` and ``future``) on the fly (the target repeated ``repeat_target`` times side by side: one per ensemble member)."""
     import tensorflow as tf
 
     series = tf.constant(source.series, dtype=tf.float32)
+    cov = None if source.covariates is None else tf.constant(source.covariates, dtype=tf.float32)
+    first_known = 0 if cov is None else int(source.covariates.shape[1]) - source.known
     x_off = tf.range(-source.lookback, 0, dtype=tf.int64)
     y_off = tf.range(0, source.horizon, dtype=tf.int64)
     ds = tf.data.Dataset.from_tensor_slices(source.starts)
@@ -152,7 +155,13 @@ def to_dataset(source: WindowSource, batch_size: int, shuffle: bool, seed: int, 
     def gather(starts):
         x = tf.gather(series, starts[:, None] + x_off)[..., None]
         y = tf.gather(series, starts[:, None] + y_off)
-        return x, (tf.tile(y, [1, repeat_target]) if repeat_target > 1 else y)
+        y = tf.tile(y, [1, repeat_target]) if repeat_target > 1 else y
+        if cov is None:
+            return x, y
+        x = tf.concat([x, tf.gather(cov, starts[:, None] + x_off)], axis=-1)
+        if not source.known:
+            return x, y
+        return {"window": x, "future": tf.gather(cov, starts[:, None] + y_off)[..., first_known:]}, y
 
     return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE,
                   deterministic=True).prefetch(tf.data.AUTOTUNE)
@@ -186,9 +195,8 @@ def selection_split(train: WindowSource, val: WindowSource, min_windows: int) ->
     if moved == 0:
         return train, val
     keep = max(0, len(train) - moved - (train.horizon - 1))
-    fit_src = WindowSource(train.series, train.starts[:keep], train.lookback, train.horizon)
-    select = WindowSource(val.series, np.concatenate([train.starts[len(train) - moved:], val.starts]),
-                          val.lookback, val.horizon)
+    fit_src = replace(train, starts=train.starts[:keep])
+    select = replace(val, starts=np.concatenate([train.starts[len(train) - moved:], val.starts]))
     return fit_src, select
 
 
