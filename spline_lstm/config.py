@@ -432,6 +432,9 @@ def _parse_step_settings(app: AppConfig) -> None:
     d.season = parse_season(d.season)
     p.lookback = parse_lookback(p.lookback)
     p.difference = parse_difference(p.difference, d.season)
+    _require(d.season is not None or Interpolation(p.interpolation) != Interpolation.seasonal,
+             "preprocess.interpolation", "seasonal needs a season; set data.season (auto or an integer), "
+             "not none, or choose pchip")
 
 
 def _steps(value: Any, key: str, low: int, words: str) -> Optional[int]:

@@ -58,7 +58,8 @@ def baseline_forecasts(series: np.ndarray, starts: np.ndarray, lookback: int, ho
         steps = np.arange(horizon)
         back = season * (steps // season + 1)
         idx = starts[:, None] + steps[None, :] - back[None, :]
-        out["seasonal_naive"] = series[np.clip(idx, 0, None)]
+        if idx.size and idx.min() >= 0:  # a season longer than the history before a window has no value to repeat
+            out["seasonal_naive"] = series[idx]
     return out
 
 

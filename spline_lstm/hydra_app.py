@@ -185,7 +185,8 @@ class HealthGateCallback(Callback):
         elapsed = time.perf_counter() - t0
         err = result.error()
         try:
-            log.info("gate       %s; recording the verdict in MLflow", "PASS" if err is None else "FAIL")
+            log.info("gate       %s%s", "PASS" if err is None else "FAIL",
+                     "; recording the verdict in MLflow" if tracker.enabled else "")
             _tag_mlflow(tracker, err is None, [(record, "health"), (log_path, None)])
         except Exception as exc:  # the gate's own verdict stays the primary error
             logging.getLogger("spline_lstm.trace").exception("could not record the gate verdict in MLflow")

@@ -238,6 +238,7 @@ class Prepared:
     summary: dict
     raw_covariates: dict = field(default_factory=dict)  # column -> values on the trimmed grid, NaN = gap
     covariates: Optional[np.ndarray] = None  # the model's covariate channels (Preprocessor.covariate_inputs)
+    backtest_plan: object = None  # backtest.Plan with evaluation=backtest: folds that do not fit are refused here
 
 
 def _prepare(ctx: RunContext) -> Prepared:
@@ -282,7 +283,20 @@ def _prepare(ctx: RunContext) -> Prepared:
             log.info("covariates: %s", summary["covariates"])
         log.info("%d points (%d filled), windows train/val/test = %s", len(values),
                  summary["interpolated"], "/".join(str(len(s)) for s in sources))
-    return Prepared(series, timestamps, values, filled, scaled, bounds, pre, sources, summary, raw_cov, cov)
+    return Prepared(series, timestamps, values, filled, scaled, bounds, pre, sources, summary, raw_cov, cov,
+                    _backtest_plan(app, bounds, sources[2].starts))
+
+
+def _backtest_plan(app: AppConfig, bounds: np.ndarray, test_starts: np.ndarray):
+    """The backtest's folds, planned from the split bounds alone, before the run is
+    claimed: folds that do not fit are an input error with nothing written."""
+    if app.evaluation.mode.value != "backtest":
+        return None
+    from spline_lstm import backtest
+
+    e, p = app.evaluation, app.preprocess
+    return backtest.plan(test_starts, int(bounds[3]), p.horizon, e.folds, e.step, e.refit,
+                         int(bounds[2] - bounds[1]), min_train=p.lookback + p.horizon + p.difference + 1)
 
 
 def covariate_summary(pre, raw_cov: dict) -> dict:
@@ -471,14 +485,12 @@ def _assess(ctx: RunContext, prep: Prepared, ev: "Evaluation") -> tuple:
     (test rmse, or the backtest mean, against the best baseline) -> (backtest or None, skill)."""
     from spline_lstm import backtest, evaluate
 
-    app, p = ctx.app, ctx.app.preprocess
+    app = ctx.app
     bt = None
     if app.evaluation.mode.value == "backtest":
         e = app.evaluation
         with ctx.stage("backtest", f"backtest ({e.folds} folds, refit={str(e.refit).lower()})"):
-            n_val = int(prep.bounds[2] - prep.bounds[1])
-            plan = backtest.plan(ev.test.starts, int(prep.bounds[3]), p.horizon, e.folds, e.step, e.refit, n_val,
-                                 min_train=p.lookback + p.horizon + p.difference + 1)
+            n_val, plan = int(prep.bounds[2] - prep.bounds[1]), prep.backtest_plan
             if e.refit:
                 starts, actual, forecasts = backtest.refit_forecasts(app, prep, plan, n_val, prep.pre.season)
             else:
@@ -497,7 +509,7 @@ def _assess(ctx: RunContext, prep: Prepared, ev: "Evaluation") -> tuple:
     if skill["verdict"]:
         (log.info if skill["verdict"] == evaluate.SKILLED else log.warning)(
             "skill      %s: rmse %.4g vs best baseline %s %.4g (needs > %g%% better, %s)", skill["verdict"],
-            model_rmse, skill["best_baseline"], skill["best_baseline_rmse"] or float("nan"), skill["min_improvement_pct"],
+            model_rmse, skill["best_baseline"], float("nan") if skill["best_baseline_rmse"] is None else skill["best_baseline_rmse"], skill["min_improvement_pct"],
             app.gate.quality.value)
         ctx.tracker.set_tags({"skill": skill["verdict"]})
     return bt, skill

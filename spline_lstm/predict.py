@@ -84,8 +84,9 @@ def input_covariates(pre: Preprocessor, frame: pd.DataFrame, stamps: pd.Datetime
     for c in pre.past_covariates:
         raw[c][n:] = np.nan  # values after the origin are not the run's to use
     covariates.require_future({c: raw[c][n:] for c in pre.future_covariates}, grid[n:], horizon, where)
-    for c in pre.future_covariates:
-        raw[c][n + horizon:] = raw[c][n + horizon - 1]
+    for c in pre.future_covariates:  # steps past --horizon (the model's last block) hold the last value given
+        tail = raw[c][n + horizon:]
+        tail[np.isnan(tail)] = raw[c][n + horizon - 1]
     return pre.covariate_inputs(raw, grid, np.array([0, n, n, n]), where)
 
 

@@ -75,7 +75,8 @@ class InputRules:
     @classmethod
     def for_training(cls, cfg: PreprocessConfig) -> "InputRules":
         need = cfg.lookback + cfg.difference + 3 * cfg.horizon + 2
-        return cls(need, f"lookback {cfg.lookback} + horizon {cfg.horizon} and three splits need at least {need}",
+        diff = f" + difference {cfg.difference}" if cfg.difference else ""
+        return cls(need, f"lookback {cfg.lookback}{diff} + horizon {cfg.horizon} and three splits need at least {need}",
                    cfg.max_missing_ratio, cfg.max_gap, "preprocess.")
 
     @classmethod

@@ -230,7 +230,7 @@ def resolve(app, values: np.ndarray, bounds: np.ndarray, freq: str) -> Choices:
     stage sees plain integers."""
     from spline_lstm import preprocess
     from spline_lstm.config import AUTO, Interpolation
-    from spline_lstm.errors import ConfigInvalid
+    from spline_lstm.errors import InputInvalid
 
     d, p = app.data, app.preprocess
     requested = {"season": d.season, "interpolation": Interpolation(p.interpolation).value,
@@ -239,14 +239,19 @@ def resolve(app, values: np.ndarray, bounds: np.ndarray, freq: str) -> Choices:
     season = season_for(d.season, freq)
     if d.season == AUTO:
         why["season"] = f"inferred from the frequency {freq!r}" + ("" if season else " (none known for it)")
+    if not season and Interpolation(p.interpolation) == Interpolation.seasonal:
+        raise InputInvalid(f"preprocess.interpolation=seasonal needs a season, but none is known for the "
+                           f"series' frequency {freq!r}; set data.season=N or choose pchip")
     method = preprocess.fill_method(p.interpolation, season)
     if Interpolation(p.interpolation) == Interpolation.auto:
         why["interpolation"] = "auto: " + ("the series has a season" if season else "no season")
+        if season and int(bounds[1]) < 2 * season:
+            why["interpolation"] += " (fewer than two seasons of training history: the fill falls back to pchip there)"
     lag = p.difference
     if lag == "seasonal":
         if not season:
-            raise ConfigInvalid(f"preprocess.difference: seasonal needs a season, but none is known for "
-                                f"frequency {freq!r}; set data.season")
+            raise InputInvalid(f"preprocess.difference=seasonal needs a season, but none is known for the "
+                               f"series' frequency {freq!r}; set data.season=N")
         lag = season
     if lag == AUTO or p.lookback == AUTO:
         filled = preprocess.fill_gaps(values[: int(bounds[2])], bounds[[0, 1, 2, 2]], method, season)

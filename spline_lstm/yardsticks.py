@@ -55,6 +55,9 @@ def forecast_all(filled: np.ndarray, train_end: int, starts: np.ndarray, horizon
                  season: Optional[int], max_fit_points: int = MAX_FIT_POINTS) -> Dict[str, Yardstick]:
     """ETS and Theta forecasts for windows whose first targets are ``starts`` (all
     after ``train_end``), fitted on ``filled[:train_end]`` (its last ``max_fit_points``)."""
+    import statsmodels.tsa.forecasting.theta  # noqa: F401 - imported before the filter below: on import
+    import statsmodels.tsa.holtwinters  # noqa: F401 - statsmodels puts an "always" filter ahead of it
+
     fit_lo = max(0, int(train_end) - int(max_fit_points))
     y = np.asarray(filled, dtype=np.float64)
     out = {}
