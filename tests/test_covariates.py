@@ -252,6 +252,11 @@ def test_predict_needs_future_values_and_equals_the_mlflow_model(cov_run, tmp_pa
     assert list(expected["timestamp"]) == [f"2024-01-13 {h:02d}:00:00" for h in range(8, 12)]
     proc = cli("predict", run.run_id, "--input", str(path), "--outputs-dir", str(run.outputs), "--horizon", "8")
     assert proc.returncode == 5 and "past covariates" in last_line(proc.stderr)
+    # a shorter --horizon forecasts the same first steps: the future values given are kept, not padded over
+    proc = cli("predict", run.run_id, "--input", str(path), "--outputs-dir", str(run.outputs), "--horizon", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    short = pd.read_csv(StringIO(proc.stdout))
+    np.testing.assert_allclose(short["forecast"].to_numpy(float), expected["forecast"].to_numpy(float)[:2], atol=1e-9)
 
     mlflow.set_tracking_uri(f"sqlite:///{run.outputs}/mlflow.db")
     model = mlflow.pyfunc.load_model(f"runs:/{run.json('metadata')['mlflow']['mlflow_run_id']}/model")

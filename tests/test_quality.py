@@ -161,3 +161,18 @@ def test_quality_gate_warn_records_and_strict_fails_with_12(tmp_path):
     assert checks["complete"] == "PASS" and checks["quality"] == "FAIL"  # sealed as evidence, never passes
     rows = {r["run_id"]: r for r in json.loads(cli("runs", "list", "--outputs-dir", str(outputs), "--json").stdout)}
     assert rows["q-strict"]["status"] == "FAIL" and rows["q-warn"]["status"] == "PASS"
+
+
+def test_backtest_folds_that_do_not_fit_are_refused_before_anything_is_written(tmp_path):
+    proc = launch(*SMOKE_FAST, "tracking=none", "evaluation=backtest", "evaluation.folds=200", outputs=tmp_path)
+    assert proc.returncode == EXIT_CODES["INPUT_INVALID"], proc.stderr[-2000:]
+    assert "evaluation.folds=200" in last_line(proc.stderr)
+    artifacts = tmp_path / "artifacts"
+    assert not artifacts.exists() or not [p for p in artifacts.rglob("*") if p.is_file()]
+
+
+def test_no_seasonal_naive_from_before_the_series():
+    series = np.arange(100, dtype=float)
+    out = evaluate.baseline_forecasts(series, np.arange(30, 90), 24, 1, season=50)
+    assert "seasonal_naive" not in out  # a window at 30 has no value 50 steps back
+    assert "seasonal_naive" in evaluate.baseline_forecasts(series, np.arange(60, 90), 24, 1, season=50)

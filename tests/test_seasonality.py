@@ -12,7 +12,7 @@ import pytest
 from spline_lstm import preprocess, seasonality
 from spline_lstm.artifacts import safe_load_pickle
 from spline_lstm.config import DataConfig, Interpolation, PreprocessConfig, validate
-from spline_lstm.errors import ConfigInvalid
+from spline_lstm.errors import ConfigInvalid, InputInvalid
 from spline_lstm.preprocessor import Preprocessor
 from tests.conftest import Run, launch, last_line
 from tests.test_config import _compose
@@ -49,6 +49,7 @@ def test_season_difference_and_lookback_settings(overrides, season, difference, 
     ("preprocess.difference=-1", "preprocess.difference"), ("preprocess.difference=second", "preprocess.difference"),
     ("preprocess.lookback=0", "preprocess.lookback"), ("preprocess.lookback=many", "preprocess.lookback"),
     ("data.season=none preprocess.difference=seasonal", "preprocess.difference"),
+    ("data.season=none preprocess.interpolation=seasonal", "preprocess.interpolation"),
     ("preprocess.interpolation=spline", "preprocess.interpolation"),
 ])
 def test_bad_season_settings_are_config_errors(override, key):
@@ -135,8 +136,8 @@ def test_resolve_without_a_season_uses_pchip_and_refuses_seasonal_difference():
     app = _app()
     choices = seasonality.resolve(app, y, preprocess.split_bounds(120, app.preprocess), "YS")
     assert (choices.season, choices.interpolation) == (None, "pchip")
-    app = _app(difference="seasonal")
-    with pytest.raises(ConfigInvalid, match="preprocess.difference"):
+    app = _app(difference="seasonal")  # the config is fine; the data has no season: an input error
+    with pytest.raises(InputInvalid, match="preprocess.difference=seasonal needs a season"):
         seasonality.resolve(app, y, preprocess.split_bounds(120, app.preprocess), "YS")
 
 
