@@ -21,6 +21,21 @@ DATASETS = REPO.parent / "shared" / "datasets"
 SMOKE_FAST = ["+preset=smoke", "training.epochs=1", "data.n_points=400"]
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_tracking_uri():
+    """``mlflow.set_tracking_uri`` also writes MLFLOW_TRACKING_URI into os.environ, which
+    every later launch.py of the session would inherit (and honour, as tracking.uri is
+    null): a test that sets it must not move the next test's runs to its store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if os.environ.get("MLFLOW_TRACKING_URI") != before:
+        import mlflow
+
+        mlflow.set_tracking_uri(before)
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 def run_cmd(args: List[str], env: Optional[Dict[str, str]] = None, timeout: int = 600,
             cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg", **(env or {})}
