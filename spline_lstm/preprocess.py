@@ -212,6 +212,19 @@ def fill_gaps(values: np.ndarray, bounds: np.ndarray, method: Interpolation,
     return filled
 
 
+def fill_gaps_panel(values: np.ndarray, spans: np.ndarray, bounds: np.ndarray, method: Interpolation,
+                    season: Optional[int] = None) -> np.ndarray:
+    """Many series on one grid (spline_lstm.panel): ``values`` [n, T], series k observed
+    over ``spans[k] = (lo, hi)``, every series cut by the same split ``bounds`` on the
+    grid. Series k is filled exactly as ``fill_gaps`` fills ``values[k, lo:hi]`` with
+    the bounds clipped to its span; outside its span it stays NaN."""
+    out = np.full_like(values, np.nan, dtype=np.float64)
+    for k, (lo, hi) in enumerate(np.asarray(spans, dtype=np.int64)):
+        local = np.clip(np.asarray(bounds, dtype=np.int64) - lo, 0, hi - lo)
+        out[k, lo:hi] = fill_gaps(values[k, lo:hi], local, method, season)
+    return out
+
+
 def _pchip_at(x: np.ndarray, values: np.ndarray, gaps: np.ndarray) -> np.ndarray:
     """``PchipInterpolator(x, values[x])(gaps)`` for observed indices ``x`` and gap
     indices with x[0] < gap < x[-1].
