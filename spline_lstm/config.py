@@ -120,6 +120,12 @@ class DataConfig:
     future_covariates: List[str] = field(default_factory=list)  # known over the horizon too (predict needs them)
     calendar: List[Calendar] = field(default_factory=list)  # generated from the timestamps, sin/cos
     static_covariates: List[str] = field(default_factory=list)  # per-series attributes: with many series only
+    # many series in one run (spline_lstm.panel): long format (one row per id and timestamp) ...
+    id_col: Optional[str] = None
+    # ... or wide format: several target columns, one series each (data.target_col unused)
+    target_cols: List[str] = field(default_factory=list)
+    paths: List[str] = field(default_factory=list)  # more files of the same layout: more series
+    n_series: int = 1  # synthetic: that many related series (spline_lstm.synthetic.related_series)
     # synthetic generator
     n_points: int = 720
     start: str = "2024-01-01"
@@ -350,6 +356,7 @@ def validate(cfg: DictConfig, resolve_run_id: bool = True) -> AppConfig:
     _check_ranges(app)
     _check_data(app.data)
     _check_covariates(app.data)
+    _check_panel(app)
     from spline_lstm.containment import absolute_root
     from spline_lstm.tracking_server import check_http_settings
 
@@ -512,12 +519,58 @@ def _check_data(d: DataConfig) -> None:
                             f"pandas' timestamp range: {one_line(str(exc), 120)}") from None
 
 
+def is_panel(d: DataConfig) -> bool:
+    """Many series in one run (spline_lstm.panel): long format, wide format or a synthetic panel."""
+    return bool(d.id_col or d.target_cols or d.paths or d.n_series > 1)
+
+
+def _check_panel(app: "AppConfig") -> None:
+    """Many-series settings that fit together; what this version does not do with many
+    series is refused here, before anything is read."""
+    d = app.data
+    _require(d.n_series >= 1, "data.n_series", f"must be >= 1, got {d.n_series}")
+    _require(d.n_series <= 10**6, "data.n_series", f"at most 1,000,000 series, got {d.n_series}")
+    if d.source == DataSource.synthetic:
+        _require(not (d.id_col or d.target_cols or d.paths), "data.id_col",
+                 "data.id_col / target_cols / paths read files (data=csv); the synthetic panel is data.n_series=N")
+    else:
+        _require(d.n_series == 1, "data.n_series", "is for the synthetic source; a file's series come from "
+                 "data.id_col (long format) or data.target_cols (wide format)")
+        _require(not (d.id_col and d.target_cols), "data.target_cols",
+                 "long format (data.id_col) and wide format (data.target_cols) exclude each other")
+        _require(not d.paths or bool(d.id_col or d.target_cols), "data.paths",
+                 "more files need data.id_col (long format) or data.target_cols (wide format)")
+        _require(not d.target_cols or not (d.past_covariates or d.future_covariates), "data.target_cols",
+                 "in wide format every listed column is a series; covariate columns need long format (data.id_col)")
+        _require(not d.target_cols or not d.static_covariates, "data.static_covariates",
+                 "static covariates are columns of a long-format file (data.id_col), constant per id")
+        seen = set()
+        for col in d.target_cols:
+            _require(bool(str(col).strip()) and col != d.timestamp_col and col not in seen, "data.target_cols",
+                     f"{col!r}: each target column once, none empty or the timestamp column")
+            seen.add(col)
+        if d.id_col:
+            _require(d.id_col not in (d.timestamp_col, d.target_col, *d.past_covariates, *d.future_covariates,
+                                      *d.static_covariates), "data.id_col",
+                     f"{d.id_col!r} is also the timestamp, target or a covariate column")
+    if not is_panel(d):
+        _require(not d.static_covariates, "data.static_covariates",
+                 "static (per-series) covariates need many series (data.id_col, or data.n_series > 1 for the "
+                 "synthetic panel); for one series a constant column adds nothing: leave it empty")
+        return
+    if d.source == DataSource.synthetic:
+        _require(all(c == "category" for c in d.static_covariates), "data.static_covariates",
+                 "the synthetic panel has one static covariate, 'category'")
+    _require(app.evaluation.mode != EvaluationMode.backtest, "evaluation",
+             "backtests of many series are not built in this version: use evaluation=holdout")
+    _require(Smoothing(app.preprocess.smoothing) == Smoothing.none, "preprocess.smoothing",
+             "smoothing splines are for one series; with many series use preprocess.smoothing=none")
+    _require(not app.preprocess.difference_past_covariates, "preprocess.difference_past_covariates",
+             "not available with many series")
+
+
 def _check_covariates(d: DataConfig) -> None:
-    """Covariate columns: from a file, each named once, none the timestamp or the target;
-    static covariates wait for many series (data.id_col), which this version does not have."""
-    _require(not d.static_covariates, "data.static_covariates",
-             "static (per-series) covariates arrive with multi-series runs (data.id_col), not in this "
-             "version; for one series a constant column adds nothing: leave it empty")
+    """Covariate columns: from a file, each named once, none the timestamp or the target."""
     named = [("data.past_covariates", c) for c in d.past_covariates] + \
         [("data.future_covariates", c) for c in d.future_covariates]
     _require(not named or d.source == DataSource.file, named[0][0] if named else "",

@@ -42,6 +42,8 @@ class MetricsDoc:
     skill: Optional[dict] = None  # evaluate.skill_verdict; None in runs before the quality gate
     backtest: Optional[dict] = None  # backtest.summary; None with evaluation=holdout
     validation: Dict[str, float] = field(default_factory=dict)  # the best model on the validation split (HPO objective)
+    # many series (spline_lstm.panel): count, per_series {id: {forecaster: metrics}}, distribution
+    series: Optional[dict] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
     REQUIRED = ("run_id", "metrics", "checkpoints")
@@ -54,6 +56,27 @@ class MetricsDoc:
         rmse = metrics.get("rmse") if isinstance(metrics, dict) else None
         if _number(rmse) is None or not math.isfinite(rmse):
             out.append(f"metrics.rmse is not a finite number ({rmse!r})")
+        series = doc.get("series")
+        if series is not None:
+            out.extend(MetricsDoc.series_problems(series))
+        return out
+
+    @staticmethod
+    def series_problems(series: Any) -> List[str]:
+        """Many series: a table with one entry per series, each with the model's metrics,
+        and at least one series scored."""
+        if not isinstance(series, dict) or not isinstance(series.get("per_series"), dict):
+            return ["metrics.series has no per_series table"]
+        table, count = series["per_series"], series.get("count")
+        out = []
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1 or len(table) > count:
+            out.append(f"metrics.series.count ({count!r}) does not cover its {len(table)} per-series entries")
+        bad = [str(k) for k, v in table.items() if not isinstance(v, dict) or not isinstance(v.get("model"), dict)]
+        if bad:
+            out.append(f"metrics.series.per_series: {len(bad)} entries without the model's metrics (first {bad[0]!r})")
+        scored = [v["model"].get("rmse") for v in table.values() if isinstance(v, dict) and isinstance(v.get("model"), dict)]
+        if not any(_number(r) is not None and math.isfinite(r) for r in scored):
+            out.append("metrics.series: no series has a finite model rmse")
         return out
 
     @classmethod
@@ -71,7 +94,7 @@ class MetricsDoc:
         for key in ("metrics", "checkpoints", "baselines", "improvement_pct", "history", "yardsticks", "validation"):
             if not isinstance(kwargs.get(key, {}), dict):
                 kwargs[key] = {}
-        for key in ("skill", "backtest"):
+        for key in ("skill", "backtest", "series"):
             if key in kwargs and not isinstance(kwargs[key], dict):
                 kwargs[key] = None
         return cls(**kwargs)

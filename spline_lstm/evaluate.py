@@ -45,9 +45,11 @@ def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, scale: float) ->
 
 
 def baseline_forecasts(series: np.ndarray, starts: np.ndarray, lookback: int, horizon: int,
-                       season: Optional[int], ma_window: Optional[int] = None) -> Dict[str, np.ndarray]:
+                       season: Optional[int], ma_window: Optional[int] = None,
+                       first: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """Forecasts [windows, horizon] of the naive baselines, from the inputs each
-    window would see (``series`` is the gap-filled series in original units)."""
+    window would see (``series`` is the gap-filled series in original units).
+    ``first``: each window's series' first index (many series flattened: spline_lstm.panel)."""
     k = ma_window or lookback
     last = series[starts - 1]
     out = {"naive_last": np.repeat(last[:, None], horizon, axis=1)}
@@ -58,7 +60,8 @@ def baseline_forecasts(series: np.ndarray, starts: np.ndarray, lookback: int, ho
         steps = np.arange(horizon)
         back = season * (steps // season + 1)
         idx = starts[:, None] + steps[None, :] - back[None, :]
-        if idx.size and idx.min() >= 0:  # a season longer than the history before a window has no value to repeat
+        low = 0 if first is None else np.asarray(first)[:, None]
+        if idx.size and (idx >= low).all():  # a season longer than the history before a window has no value to repeat
             out["seasonal_naive"] = series[idx]
     return out
 

@@ -273,7 +273,7 @@ def _print_summary(artifacts_dir: Path, run_id: str, passed: bool, record: Path,
 
     try:
         paths = ArtifactLayout(artifacts_dir).paths(run_id)
-        skill = backtest = None
+        skill = backtest = series = None
         try:
             doc = MetricsDoc.from_dict(read_json(paths["metrics"]))
             vs = ", ".join(f"{n} {v:.4g}" for n, v in doc.baseline_rmse().items() if v is not None)
@@ -281,11 +281,14 @@ def _print_summary(artifacts_dir: Path, run_id: str, passed: bool, record: Path,
             line = f"test rmse {doc.rmse:.4g} (baselines: {vs}" + (
                 f"; not available: {', '.join(missing)})" if missing else ")")
             skill, backtest = _skill_line(doc), _backtest_line(doc)
+            series = _series_line(doc)
         except Exception:
             line = "test metrics unavailable"
         log.info("== summary")
         log.info("run_id     %s", run_id)
         log.info("metrics    %s", line)
+        if series:
+            log.info("series     %s", series)
         if backtest:
             log.info("backtest   %s", backtest)
         if skill:
@@ -304,9 +307,22 @@ def _skill_line(doc) -> Optional[str]:
     if not doc.skill_verdict:
         return None
     imp = s.get("improvement_pct")
-    return (f"{doc.skill_verdict} ({s.get('mode')}): {s.get('basis')} rmse {s.get('model_rmse'):.4g} vs best "
+    return (f"{doc.skill_verdict} ({s.get('mode')}): {s.get('basis')}: {s.get('metric', 'rmse')} "
+            f"{s.get('model_rmse'):.4g} vs best "
             f"baseline {s.get('best_baseline')} {s.get('best_baseline_rmse') or float('nan'):.4g} "
             f"({'n/a' if imp is None else f'{imp:+.1f}%'}; needs > {s.get('min_improvement_pct'):g}%)")
+
+
+def _series_line(doc) -> Optional[str]:
+    """Many series: the model's MASE over series and how often it beats naive-last."""
+    d = (doc.series or {}).get("distribution") or {}
+    if not d:
+        return None
+    q = d.get("mase_quantiles") or {}
+    return (f"{d.get('series')} series: model MASE mean {doc.metrics.get('mase', float('nan')):.4g}, median "
+            f"{q.get('median', float('nan')):.4g} [p10 {q.get('p10', float('nan')):.4g}, p90 "
+            f"{q.get('p90', float('nan')):.4g}]; beats naive_last on {d.get('beats_naive_last')} of "
+            f"{d.get('compared_with_naive_last')}")
 
 
 def _backtest_line(doc) -> Optional[str]:

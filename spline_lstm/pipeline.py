@@ -239,14 +239,31 @@ class Prepared:
     raw_covariates: dict = field(default_factory=dict)  # column -> values on the trimmed grid, NaN = gap
     covariates: Optional[np.ndarray] = None  # the model's covariate channels (Preprocessor.covariate_inputs)
     backtest_plan: object = None  # backtest.Plan with evaluation=backtest: folds that do not fit are refused here
+    spans: Optional[np.ndarray] = None  # many series (spline_lstm.panel): [n, 2] observed span of each on the grid
+
+    @property
+    def is_panel(self) -> bool:
+        return self.spans is not None
+
+    @property
+    def length(self) -> int:
+        """Grid points per series: a flat index i is series i // length (many series)."""
+        return len(self.timestamps)
+
+    def series_of(self, starts: np.ndarray) -> Optional[np.ndarray]:
+        """Each window's series (None for a one-series run)."""
+        return None if self.spans is None else np.asarray(starts) // self.length
 
 
 def _prepare(ctx: RunContext) -> Prepared:
     from spline_lstm import data, preprocess, seasonality
+    from spline_lstm.config import is_panel
     from spline_lstm.preprocessor import Preprocessor
 
     app = ctx.app
     p = app.preprocess
+    if is_panel(app.data):
+        return _prepare_panel(ctx)
     with ctx.stage("load_validate", "load + validate"):
         series = data.load_series(app.data, app.seed, app.preset)
         lo, hi = preprocess.observed_span(series.values)
@@ -287,6 +304,60 @@ def _prepare(ctx: RunContext) -> Prepared:
                     _backtest_plan(app, bounds, sources[2].starts))
 
 
+def _prepare_panel(ctx: RunContext) -> Prepared:
+    """Many series (spline_lstm.panel): each validated, filled and scaled on its own span,
+    split by the same cut-offs on the shared grid; the arrays are flattened row by row,
+    so one WindowSource streams the windows of every series."""
+    from spline_lstm import panel, preprocess, seasonality
+    from spline_lstm.preprocessor import Preprocessor
+
+    app, p = ctx.app, ctx.app.preprocess
+    with ctx.stage("load_validate", "load + validate"):
+        series = panel.load_panel(app.data, app.seed, app.preset)
+        bounds = preprocess.split_bounds(series.length, p)
+        values = series.values[:, : bounds[-1]]
+        timestamps = series.timestamps[: bounds[-1]]
+        spans = panel.spans(values)
+        rep = panel.representative(values, bounds)
+        lo, hi = spans[rep]
+        choices = seasonality.resolve(app, values[rep, lo:hi], panel.local_bounds(bounds, (lo, hi)), series.freq)
+        choices.why["series"] = f"auto settings chosen on series {series.ids[rep]!r} (most training points)"
+        for line in choices.lines():
+            log.info("%s", line)
+        for k, (lo, hi) in enumerate(spans):
+            preprocess.check_series(values[k, lo:hi], panel.local_bounds(bounds, (lo, hi)), p,
+                                    f"{series.source} series {series.ids[k]!r}")
+    with ctx.stage("spline", "spline gap-filling"):
+        pre, filled, scaled = Preprocessor.fit_panel(values, spans, bounds, p, run_id=ctx.run_id, data=app.data,
+                                                     freq=series.freq, last_timestamp=str(timestamps[-1]),
+                                                     ids=series.ids, choices=choices.to_dict())
+        raw_cov = {c: v[:, : bounds[-1]] for c, v in series.covariates.items()}
+        cov = None
+        if raw_cov or series.statics or pre.calendar:
+            pre, cov = pre.fit_panel_covariates(raw_cov, series.statics, spans, timestamps, bounds, p, series.source)
+    with ctx.stage("scale_window", "scale + windows"):
+        length = len(timestamps)
+        sources = [preprocess.WindowSource(
+            scaled.ravel(), panel.window_starts(bounds, spans, length, k, p.lookback, p.horizon, p.difference),
+            p.lookback, p.horizon, cov, pre.known) for k in range(3)]
+        flat_values = values.ravel()
+        summary = {**series.summary, **preprocess.preprocess_summary(
+            flat_values, np.isnan(flat_values) & ~np.isnan(filled.ravel()), bounds, (0, 0), None),
+            "windows": {name: len(s) for name, s in zip(preprocess.SPLITS, sources)},
+            "window_source_bytes": sources[0].nbytes, "choices": choices.to_dict(),
+            "series_ids": list(series.ids)}
+        summary["points"] = int((spans[:, 1] - spans[:, 0]).sum())
+        summary["missing"] = int(sum(np.isnan(values[k, lo:hi]).sum() for k, (lo, hi) in enumerate(spans)))
+        if cov is not None:
+            summary["covariates"] = {**covariate_summary(pre, {c: v.ravel() for c, v in raw_cov.items()}),
+                                     "static": pre.static_encoding}
+            log.info("covariates: %s", summary["covariates"])
+        log.info("%d series x %d grid points (%d filled), windows train/val/test = %s", series.n, length,
+                 summary["interpolated"], "/".join(str(len(s)) for s in sources))
+    return Prepared(series, timestamps, flat_values, filled.ravel(), scaled.ravel(), bounds, pre, sources, summary,
+                    raw_cov, cov, None, spans)
+
+
 def _backtest_plan(app: AppConfig, bounds: np.ndarray, test_starts: np.ndarray):
     """The backtest's folds, planned from the split bounds alone, before the run is
     claimed: folds that do not fit are an input error with nothing written."""
@@ -313,7 +384,7 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
     series, timestamps, values, filled = prep.series, prep.timestamps, prep.values, prep.filled
     bounds, summary = prep.bounds, prep.summary
     with ctx.stage("artifacts"):
-        _write_preprocessing(ctx, timestamps, values, filled, prep.scaled, bounds, summary, series)
+        _write_preprocessing(ctx, prep)
 
     with signals_deferred():  # SIGINT/SIGTERM stop TensorFlow between batches, never inside a step
         history, determinism = _fit(ctx, prep)
@@ -330,13 +401,15 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
         test_windows=len(ev.test), evaluated_points=int(np.isfinite(ev.actual).sum()), horizon=p.horizon,
         epochs_run=len(history.get("loss", [])), best_epoch=best_epoch,
         checkpoints={"best": str(paths["best"]), "last": str(paths["last"])}, history=history, validation=ev.validation,
-        yardsticks=ev.yardsticks, skill=skill, backtest=bt).to_dict()
+        yardsticks=ev.yardsticks, skill=skill, backtest=bt, series=ev.series).to_dict()
     with ctx.stage("report", "artifacts"):
         config_plain = mask_obj(to_plain(app))  # the report shows it too
         plot_dir = ctx.layout.plot_dir(ctx.run_id)
-        pngs = report.plots(timestamps.to_numpy(), values, filled, bounds, history,
-                            timestamps.to_numpy()[ev.test.starts], ev.actual[:, 0], ev.pred[:, 0],
+        shown, raw, filled_shown, shown_bounds, test_times, actual, forecast = _plotted_series(prep, ev)
+        pngs = report.plots(shown, raw, filled_shown, shown_bounds, history, test_times, actual, forecast,
                             app.data.target_col)
+        if ev.series is not None:
+            pngs["series_mase.png"] = report.series_plot(ev.series)
         if bt is not None:
             pngs["backtest.png"] = report.backtest_plot(bt)
         for name, png in pngs.items():
@@ -358,10 +431,44 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
         if ctx.tracker.enabled:  # the report as MLflow's artifact viewer renders it, images inline
             ctx.tracker.log_text(report.html(ctx.run_id, config_plain, summary, metrics_doc, pngs),
                                  f"report/{ctx.run_id}.html")
-        ctx.tracker.log_model(ctx.paths["best"], ev.pre.to_dict(), [str(t) for t in timestamps[-512:]],
-                              [float(v) for v in filled[-512:]], example_covariates(ev.pre, prep.covariates))
+        ctx.tracker.log_model(ctx.paths["best"], ev.pre.to_dict(), *_model_example(prep, ev.pre))
     return {"run_id": ctx.run_id, "rmse": ev.metrics["rmse"], "val_rmse": ev.validation["rmse"],
             "baselines": {n: b["rmse"] for n, b in ev.baselines.items()}}
+
+
+def _plotted_series(prep: Prepared, ev: "Evaluation") -> tuple:
+    """What report.plots draws: the series, or with many series the one whose model MASE
+    is the median (its name in the title)."""
+    stamps = prep.timestamps.to_numpy()
+    if not prep.is_panel:
+        return (stamps, prep.values, prep.filled, prep.bounds, stamps[ev.test.starts], ev.actual[:, 0],
+                ev.pred[:, 0])
+    k = _median_series(prep, ev)
+    lo, hi = (int(x) for x in prep.spans[k])
+    base, rows = k * prep.length, np.flatnonzero(prep.series_of(ev.test.starts) == k)
+    from spline_lstm.panel import local_bounds
+
+    return (stamps[lo:hi], prep.values[base + lo: base + hi], prep.filled[base + lo: base + hi],
+            local_bounds(prep.bounds, (lo, hi)), stamps[ev.test.starts[rows] - base], ev.actual[rows, 0],
+            ev.pred[rows, 0])
+
+
+def _median_series(prep: Prepared, ev: "Evaluation") -> int:
+    table = ev.series["per_series"]
+    scored = [(m["model"]["mase"], prep.series.ids.index(i)) for i, m in table.items()
+              if np.isfinite(m["model"]["mase"])]
+    return sorted(scored)[len(scored) // 2][1] if scored else 0
+
+
+def _model_example(prep: Prepared, pre) -> tuple:
+    """(timestamps, values, covariates) of the MLflow model's input example: the last 512
+    filled points; with many series those of the first series."""
+    stamps, filled, cov = prep.timestamps, prep.filled, prep.covariates
+    if prep.is_panel:
+        lo, hi = (int(x) for x in prep.spans[0])
+        stamps, filled = stamps[lo:hi], filled[lo:hi]
+        cov = None if cov is None else cov[lo:hi]
+    return ([str(t) for t in stamps[-512:]], [float(v) for v in filled[-512:]], example_covariates(pre, cov))
 
 
 def example_covariates(pre, cov: Optional[np.ndarray], n: int = 512) -> Optional[dict]:
@@ -438,6 +545,7 @@ class Evaluation:
     yardsticks: Dict[str, dict] = field(default_factory=dict)  # status of each classical yardstick
     scale: float = float("nan")  # MASE scale (training split)
     validation: Dict[str, float] = field(default_factory=dict)  # the best model on the validation split
+    series: Optional[dict] = None  # many series: per-series metrics and their distribution (panel_summary)
 
 
 def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
@@ -450,12 +558,17 @@ def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
         best_model = model_mod.load_model_safely(ctx.paths["best"])
         batch = max(app.training.batch_size, 256)
         test, val = prep.sources[2], prep.sources[1]
-        pred = prep.pre.inverse_transform(prep.filled, test.starts, train.predict(best_model, test, batch))
-        val_pred = prep.pre.inverse_transform(prep.filled, val.starts, train.predict(best_model, val, batch))
+        rows, val_rows = prep.series_of(test.starts), prep.series_of(val.starts)
+        pred = prep.pre.inverse_transform(prep.filled, test.starts, train.predict(best_model, test, batch), rows)
+        val_pred = prep.pre.inverse_transform(prep.filled, val.starts, train.predict(best_model, val, batch),
+                                              val_rows)
         val_actual = preprocess.target_matrix(prep.values, val.starts, p.horizon)
-        pre = prep.pre.calibrated(val_actual, val_pred)
+        pre = prep.pre.calibrated(val_actual, val_pred, val_rows)
         actual = preprocess.target_matrix(prep.values, test.starts, p.horizon)
         season = prep.pre.season  # resolved (auto = from the frequency): seasonal naive whenever known
+    if prep.is_panel:
+        return _evaluate_panel(ctx, prep, pre, test, actual, pred, val_actual, val_pred)
+    with ctx.stage("evaluate"):
         scale = evaluate.mase_scale(prep.values[: prep.bounds[1]], season)
         metrics = evaluate.forecast_metrics(actual, pred, scale)
         forecasts = evaluate.baseline_forecasts(prep.filled, test.starts, p.lookback, p.horizon, season)
@@ -466,6 +579,80 @@ def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
     validation = evaluate.forecast_metrics(val_actual, val_pred, scale)  # the HPO objective (never test)
     return Evaluation(test, actual, pred, metrics, baselines, improvement, pre,
                       {"model": pred, **forecasts}, yardsticks, scale, validation)
+
+
+def _evaluate_panel(ctx: RunContext, prep: Prepared, pre, test, actual: np.ndarray, pred: np.ndarray,
+                    val_actual: np.ndarray, val_pred: np.ndarray) -> Evaluation:
+    """Many series: every forecaster scored per series (its own test windows and MASE
+    scale), then over all series (spline_lstm.panel.aggregate). The model's improvement
+    over a baseline, and the quality verdict, are on the mean MASE over series: scale-free,
+    so a series of large numbers does not outweigh the others."""
+    from spline_lstm import evaluate, panel
+
+    p, length = ctx.app.preprocess, prep.length
+    rows = prep.series_of(test.starts)
+    season = prep.pre.season
+    with ctx.stage("evaluate"):
+        lo = prep.spans[:, 0]
+        scales = np.array([evaluate.mase_scale(prep.values[k * length + a: k * length + max(a, int(prep.bounds[1]))],
+                                               season) for k, a in enumerate(lo)])
+        forecasts = evaluate.baseline_forecasts(prep.filled, test.starts, p.lookback, p.horizon, season,
+                                                first=rows * length + lo[rows])
+    with ctx.stage("yardsticks", "classical yardsticks (ETS, Theta), per series"):
+        forecasts, yardsticks = _panel_yardsticks(prep, test.starts, forecasts)
+    ids = prep.series.ids
+    table = panel.per_series_metrics(actual, {"model": pred, **forecasts}, rows, scales, ids)
+    metrics = panel.aggregate(actual, pred, table, "model")
+    baselines = {name: panel.aggregate(actual, fc, table, name) for name, fc in forecasts.items()}
+    improvement = {name: evaluate.improvement_pct(metrics["mase"], b["mase"]) for name, b in baselines.items()}
+    val_rows = prep.series_of(prep.sources[1].starts)
+    val_table = panel.per_series_metrics(val_actual, {"model": val_pred}, val_rows, scales, ids)
+    validation = panel.aggregate(val_actual, val_pred, val_table, "model")
+    series = {"count": len(ids), "metric": "mase", "distribution": panel.distribution(table), "per_series": table}
+    d = series["distribution"]
+    log.info("series     %d: model mean MASE %.4g (median %.4g); beats naive-last on %d of %d series", len(ids),
+             metrics["mase"], metrics["mase_median"], d["beats_naive_last"], d["compared_with_naive_last"])
+    return Evaluation(test, actual, pred, metrics, baselines, improvement, pre, {"model": pred, **forecasts},
+                      yardsticks, float("nan"), validation, series)
+
+
+YARDSTICK_MAX_SERIES = 200  # ETS and Theta are fitted per series: beyond this many, not available
+
+
+def _panel_yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tuple:
+    """ETS and Theta fitted per series (its training split), on exactly the model's
+    windows; a yardstick that fails on any series is not available for the run."""
+    from spline_lstm import yardsticks
+
+    length, rows = prep.length, prep.series_of(starts)
+    n = len(prep.series.ids)
+    if n > YARDSTICK_MAX_SERIES:
+        why = f"not fitted: {n} series (ETS and Theta are fitted per series, up to {YARDSTICK_MAX_SERIES})"
+        log.info("yardsticks %s", why)
+        return forecasts, {name: {"status": "not available", "detail": why, "fit_s": 0.0}
+                           for name in yardsticks.NAMES}
+    parts: Dict[str, np.ndarray] = {}
+    status: Dict[str, dict] = {}
+    for k in np.unique(rows):
+        lo, hi = (int(x) for x in prep.spans[k])
+        at = np.flatnonzero(rows == k)
+        base = k * length + lo
+        filled = prep.filled[base: k * length + hi]
+        fitted = yardsticks.forecast_all(filled, max(0, int(prep.bounds[1]) - lo), starts[at] - base,
+                                         prep.pre.horizon, prep.pre.season)
+        for name, y in fitted.items():
+            s = status.setdefault(name, {"status": "ok", "detail": y.detail, "fit_s": 0.0, "failed": 0})
+            s["fit_s"] = round(s["fit_s"] + y.fit_s, 4)
+            if not y.available:
+                s["failed"] += 1
+                s["status"], s["detail"] = "not available", f"failed on series {prep.series.ids[k]!r}: {y.detail}"
+                continue
+            parts.setdefault(name, np.full((len(starts), prep.pre.horizon), np.nan))[at] = y.forecasts
+    for name, s in status.items():
+        s["detail"] = s["detail"] if s["failed"] else f"fitted per series ({len(np.unique(rows))})"
+        log.info("yardstick  %s: %s (%.2f s)", name, s["detail"], s["fit_s"])
+    ok = {name: fc for name, fc in parts.items() if status[name]["status"] == "ok"}
+    return {**forecasts, **ok}, {n_: {k: v for k, v in s.items() if k != "failed"} for n_, s in status.items()}
 
 
 def _yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tuple:
@@ -503,28 +690,39 @@ def _assess(ctx: RunContext, prep: Prepared, ev: "Evaluation") -> tuple:
         model_rmse = agg["model"]["rmse_mean"]
         others = {n: a["rmse_mean"] for n, a in agg.items() if n != "model"}
         basis = f"backtest mean over {bt['folds']} folds"
+    elif ev.series is not None:  # many series: scale-free, each series counts once
+        model_rmse, others = ev.metrics["mase"], {n: b["mase"] for n, b in ev.baselines.items()}
+        basis = f"mean MASE over {ev.series['count']} series, test split"
     else:
         model_rmse, others, basis = ev.metrics["rmse"], {n: b["rmse"] for n, b in ev.baselines.items()}, "test split"
     skill = evaluate.skill_verdict(model_rmse, others, app.gate.min_improvement_pct, app.gate.quality.value, basis)
+    skill["metric"] = "mase" if ev.series is not None and bt is None else "rmse"
     if skill["verdict"]:
         (log.info if skill["verdict"] == evaluate.SKILLED else log.warning)(
-            "skill      %s: rmse %.4g vs best baseline %s %.4g (needs > %g%% better, %s)", skill["verdict"],
+            "skill      %s: " + skill["metric"] + " %.4g vs best baseline %s %.4g (needs > %g%% better, %s)", skill["verdict"],
             model_rmse, skill["best_baseline"], float("nan") if skill["best_baseline_rmse"] is None else skill["best_baseline_rmse"], skill["min_improvement_pct"],
             app.gate.quality.value)
         ctx.tracker.set_tags({"skill": skill["verdict"]})
     return bt, skill
 
 
-def _write_preprocessing(ctx, timestamps, values, filled, scaled, bounds, summary, series) -> None:
+def _write_preprocessing(ctx, prep: Prepared) -> None:
     """The processed series and its summary, before training (the preprocessor payload
-    follows evaluation, which calibrates its intervals)."""
+    follows evaluation, which calibrates its intervals). Many series: the arrays are
+    [series, grid points] and ``series_ids`` / ``series_spans`` say which row is which."""
     import io
 
-    app = ctx.app
+    app, timestamps, series, summary = ctx.app, prep.timestamps, prep.series, prep.summary
+    values, filled, scaled = prep.values, prep.filled, prep.scaled
+    extra = {}
+    if prep.is_panel:
+        shape = (len(series.ids), prep.length)
+        values, filled, scaled = values.reshape(shape), filled.reshape(shape), scaled.reshape(shape)
+        extra = {"series_ids": np.array(series.ids, dtype=str), "series_spans": prep.spans}
     buf = io.BytesIO()
     np.savez(buf, run_id=np.array(ctx.run_id),
              timestamps=timestamps.to_numpy().astype("datetime64[ns]"), raw=values, filled=filled,
-             processed=scaled, observed=~np.isnan(values), split_bounds=bounds)
+             processed=scaled, observed=~np.isnan(values), split_bounds=prep.bounds, **extra)
     ctx.write("processed", buf.getvalue())
     ctx.write_json("meta", {"run_id": ctx.run_id, "source": series.source, "target_col": app.data.target_col,
                             "timestamp_col": app.data.timestamp_col, "start": str(timestamps[0]),

@@ -6,7 +6,8 @@ Its payload (``to_dict``) is plain data, versioned by ``format``: it is the
 canonical ``models/<run_id>/preprocessor.pkl`` (read by the restricted unpickler,
 CONTRACT §4) and the JSON logged to MLflow. Formats 1 (no calibration) and 2 (no
 covariates) still load. Format 3 adds the covariates (spline_lstm.covariates): their
-names, the calendar features and one scaler per covariate column.
+names, the calendar features and one scaler per covariate column. Format 4 adds many
+series (spline_lstm.panel): ids, one target scaler per series, static covariates.
 
 Calibration: split-conformal on the validation split. For every horizon step the
 absolute errors of the best model on the validation windows give an empirical
@@ -23,11 +24,11 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from spline_lstm import preprocess
-from spline_lstm.config import Calendar, Interpolation, PreprocessConfig, Smoothing
+from spline_lstm.config import Calendar, Interpolation, PreprocessConfig, Scaling, Smoothing
 from spline_lstm.errors import InputInvalid
 
-FORMAT = 3
-READABLE = (1, 2, FORMAT)
+FORMAT = 4
+READABLE = (1, 2, 3, FORMAT)
 LEVELS = tuple(range(1, 100))  # calibrated interval levels, in %
 
 
@@ -60,6 +61,17 @@ class Preprocessor:
     calendar: Tuple[str, ...] = ()
     covariate_scalers: Dict[str, preprocess.Scaler] = field(default_factory=dict)  # column -> its own scaler
     difference_past_covariates: bool = False  # past covariates at the target's difference lag
+    # many series (spline_lstm.panel): one scaler per series (``scaler`` is then the identity
+    # of the same kind), static covariates encoded per series, intervals in units of each
+    # series' scale
+    id_col: Optional[str] = None
+    target_cols: Tuple[str, ...] = ()
+    series_ids: Tuple[str, ...] = ()
+    series_centers: Tuple[float, ...] = ()
+    series_scales: Tuple[float, ...] = ()
+    static_covariates: Tuple[str, ...] = ()
+    static_encoding: Dict[str, dict] = field(default_factory=dict)  # column -> numeric (center, scale) or levels
+    series_static: Dict[str, List[float]] = field(default_factory=dict)  # id -> encoded static vector
 
     # --- training ---------------------------------------------------------------------
 
@@ -93,6 +105,65 @@ class Preprocessor:
                   difference_past_covariates=bool(cfg.difference_past_covariates))
         return pre, filled, preprocess.scale_checked(scaler, modelled, where)
 
+    @classmethod
+    def fit_panel(cls, values: np.ndarray, spans: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, *,
+                  run_id: str, data, freq: str, last_timestamp: str, ids: Tuple[str, ...],
+                  choices: Optional[dict] = None) -> tuple:
+        """Many series on one grid (spline_lstm.panel): ``values`` [n, T]. Each series is
+        filled on its own span (causal by the shared split bounds) and scaled by its own
+        scaler, fitted on its training rows. Returns (preprocessor, filled [n, T] in
+        original units, model input [n, T] float32, 0 outside the spans)."""
+        from spline_lstm import panel
+        from spline_lstm.seasonality import season_for
+
+        season = season_for(data.season, freq)
+        method = preprocess.fill_method(cfg.interpolation, season)
+        filled = preprocess.fill_gaps_panel(values, spans, bounds, method, season)
+        modelled = panel.difference(filled, cfg.difference)
+        train = modelled[:, : int(bounds[1])]
+        scalers = [preprocess.Scaler.fit(cfg.scaling, row) for row in train]
+        centers = np.array([s.center for s in scalers])
+        scales = np.array([s.scale for s in scalers])
+        identity = preprocess.Scaler(Scaling(cfg.scaling).value, 0.0, 1.0)
+        pre = cls(run_id=run_id, timestamp_col=data.timestamp_col, target_col=data.target_col, freq=freq,
+                  duplicates=data.duplicates.value, coerce_errors=bool(data.coerce_errors), season=season,
+                  interpolation=method.value, max_gap=cfg.max_gap, max_missing_ratio=cfg.max_missing_ratio,
+                  smoothing=Smoothing.none.value, smoothing_lambda=None, scaler=identity, lookback=cfg.lookback,
+                  horizon=cfg.horizon, difference=cfg.difference, last_timestamp=last_timestamp,
+                  choices=dict(choices or {}), past_covariates=tuple(data.past_covariates),
+                  future_covariates=tuple(data.future_covariates),
+                  calendar=tuple(Calendar(c).value for c in data.calendar), id_col=data.id_col,
+                  target_cols=tuple(data.target_cols), series_ids=tuple(ids),
+                  series_centers=tuple(float(c) for c in centers), series_scales=tuple(float(x) for x in scales))
+        scaled = np.empty(values.shape, dtype=np.float32)
+        for k, (lo, hi) in enumerate(spans):
+            scaled[k] = 0.0
+            scaled[k, lo:hi] = preprocess.scale_checked(scalers[k], modelled[k, lo:hi], f"series {ids[k]!r}")
+        return pre, filled, scaled
+
+    def fit_panel_covariates(self, raw: Dict[str, np.ndarray], statics: Dict[str, list], spans: np.ndarray,
+                             timestamps, bounds: np.ndarray, cfg: PreprocessConfig, where: str) -> tuple:
+        """(preprocessor with covariate scalers pooled over every series' training rows and
+        the static encoding; the covariate matrix [n * T, channels - 1], 0 outside spans)."""
+        from spline_lstm import panel
+
+        pre = replace(self, **_static_fit(statics, self.series_ids))
+        n, t = len(spans), len(timestamps)
+        rules = preprocess.InputRules.for_training(cfg)
+        filled = []
+        for k, (lo, hi) in enumerate(spans):
+            local = panel.local_bounds(bounds, (lo, hi))
+            filled.append(pre._filled({c: v[k, lo:hi] for c, v in raw.items()}, local, rules,
+                                      f"{where} series {self.series_ids[k]!r}") if raw else {})
+        if raw:
+            scalers = {c: preprocess.Scaler.fit(cfg.scaling, np.concatenate(
+                [f[c][: max(0, int(bounds[1]) - lo)] for f, (lo, _) in zip(filled, spans)])) for c in raw}
+            pre = replace(pre, covariate_scalers=scalers)
+        out = np.zeros((n, t, pre.channels - 1), dtype=np.float32)
+        for k, (lo, hi) in enumerate(spans):
+            out[k, lo:hi] = pre._matrix(filled[k], timestamps[lo:hi], where, series=k)
+        return pre, out.reshape(n * t, pre.channels - 1)
+
     def fit_covariates(self, raw: Dict[str, np.ndarray], timestamps, bounds: np.ndarray, cfg: PreprocessConfig,
                        where: str) -> tuple:
         """(preprocessor with one scaler per covariate column, fitted on its training rows;
@@ -109,9 +180,14 @@ class Preprocessor:
         return self.past_covariates + self.future_covariates
 
     @property
+    def static_width(self) -> int:
+        return len(next(iter(self.series_static.values()))) if self.series_static else 0
+
+    @property
     def known(self) -> int:
-        """Future-known channels: the model's ``future`` input width (0 = none)."""
-        return len(self.future_covariates) + 2 * len(self.calendar)
+        """Future-known channels: the model's ``future`` input width (0 = none). Static
+        covariates count as known: constant over the window and the horizon."""
+        return len(self.future_covariates) + 2 * len(self.calendar) + self.static_width
 
     @property
     def channels(self) -> int:
@@ -119,14 +195,14 @@ class Preprocessor:
         return 1 + len(self.past_covariates) + self.known
 
     def covariate_inputs(self, raw: Dict[str, np.ndarray], timestamps, bounds: np.ndarray,
-                         where: str) -> Optional[np.ndarray]:
+                         where: str, series: Optional[int] = None) -> Optional[np.ndarray]:
         """The covariate matrix [len(timestamps), channels - 1] float32 (None without
         covariates): each column filled causally by ``bounds`` and scaled by its scaler,
         then the calendar features. Rows after ``bounds[-1]`` (predict's forecast steps)
         are not filled: future-known values there are required, past ones unused."""
         if self.channels == 1:
             return None
-        return self._matrix(self._filled(raw, bounds, self.rules, where), timestamps, where)
+        return self._matrix(self._filled(raw, bounds, self.rules, where), timestamps, where, series)
 
     def _filled(self, raw: Dict[str, np.ndarray], bounds: np.ndarray, rules: preprocess.InputRules,
                 where: str) -> Dict[str, np.ndarray]:
@@ -142,18 +218,45 @@ class Preprocessor:
             out[col] = preprocess.difference(filled, lag)  # the first ``lag`` points NaN: 0 once scaled
         return out
 
-    def _matrix(self, filled: Dict[str, np.ndarray], timestamps, where: str) -> np.ndarray:
+    def _matrix(self, filled: Dict[str, np.ndarray], timestamps, where: str,
+                series: Optional[int] = None) -> np.ndarray:
         from spline_lstm import covariates
 
         cols = [preprocess.scale_checked(self.covariate_scalers[c], filled[c], f"{where}: covariate column {c!r}")
                 for c in self.covariate_columns]
         cal = covariates.calendar_features(timestamps, self.calendar).astype(np.float32)
-        return np.column_stack([*cols, cal]).astype(np.float32) if cols else cal
+        if series is not None and self.static_width:
+            static = np.asarray(self.series_static[self.series_ids[series]], dtype=np.float32)
+            cal = np.column_stack([cal, np.broadcast_to(static, (len(timestamps), static.size))])
+        return np.column_stack([*cols, cal]).astype(np.float32) if cols else cal.astype(np.float32)
 
-    def calibrated(self, actual: np.ndarray, pred: np.ndarray) -> "Preprocessor":
+    # --- many series (spline_lstm.panel) ----------------------------------------------------
+
+    @property
+    def is_panel(self) -> bool:
+        return bool(self.series_ids)
+
+    def series_scaler(self, series: Optional[int]) -> preprocess.Scaler:
+        """The target scaler of series ``series`` (None: the run's one series)."""
+        if series is None:
+            return self.scaler
+        return preprocess.Scaler(self.scaler.kind, self.series_centers[series], self.series_scales[series])
+
+    def series_index(self, series_id: str) -> int:
+        try:
+            return self.series_ids.index(series_id)
+        except ValueError:
+            raise InputInvalid(f"series {series_id!r} is not one the run was trained on "
+                               f"({len(self.series_ids)} series)") from None
+
+    def calibrated(self, actual: np.ndarray, pred: np.ndarray, series: Optional[np.ndarray] = None) -> "Preprocessor":
         """A copy holding the split-conformal quantiles of |actual - pred| per step
-        (validation windows, original units; unobserved targets ignored)."""
+        (validation windows, original units; unobserved targets ignored). With many
+        series (``series`` = each row's series) the errors are in units of each series'
+        scale, pooled over series, and ``interval_width`` scales them back."""
         err = np.abs(np.asarray(actual, np.float64) - np.asarray(pred, np.float64))
+        if series is not None:
+            err = err / np.asarray(self.series_scales, dtype=np.float64)[series][:, None]
         table: Dict[str, List[float]] = {}
         for level in LEVELS:
             row = []
@@ -173,22 +276,32 @@ class Preprocessor:
     def rules(self) -> preprocess.InputRules:
         return preprocess.InputRules.for_predict(self.to_dict())
 
-    def transform(self, values: np.ndarray, where: str) -> tuple:
+    def transform(self, values: np.ndarray, where: str, series: Optional[int] = None) -> tuple:
         """A new (trimmed) series -> (filled in original units, model input series),
-        refused when it breaks an input rule training applies."""
+        refused when it breaks an input rule training applies. ``series``: which of a
+        many-series run's series it is (its scaler)."""
         preprocess.check_input(values, self.rules, where)
         n = len(values)
         filled = preprocess.fill_gaps(values, np.array([0, n, n, n]), Interpolation(self.interpolation), self.season)
-        return filled, preprocess.scale_checked(self.scaler, preprocess.difference(filled, self.difference), where)
+        return filled, preprocess.scale_checked(self.series_scaler(series),
+                                                preprocess.difference(filled, self.difference), where)
 
-    def inverse_transform(self, levels: np.ndarray, starts: np.ndarray, scaled_pred: np.ndarray) -> np.ndarray:
+    def inverse_transform(self, levels: np.ndarray, starts: np.ndarray, scaled_pred: np.ndarray,
+                          series: Optional[np.ndarray] = None) -> np.ndarray:
         """Model outputs [windows, horizon] -> forecasts in original units (unscale,
-        then undo differencing from the known ``levels``)."""
-        deltas = self.scaler.inverse(np.asarray(scaled_pred, dtype=np.float64))
+        then undo differencing from the known ``levels``). ``series``: each window's
+        series in a many-series run (its own scaler)."""
+        scaled_pred = np.asarray(scaled_pred, dtype=np.float64)
+        if series is None:
+            deltas = self.scaler.inverse(scaled_pred)
+        else:
+            scale = np.asarray(self.series_scales, dtype=np.float64)[series][:, None]
+            deltas = scaled_pred * scale + np.asarray(self.series_centers, dtype=np.float64)[series][:, None]
         return preprocess.undifference(levels, starts, deltas, self.difference)
 
-    def interval_width(self, level: int, steps: int) -> np.ndarray:
-        """Half-widths of the ``level`` % interval for steps 1..steps (see module doc)."""
+    def interval_width(self, level: int, steps: int, series: Optional[int] = None) -> np.ndarray:
+        """Half-widths of the ``level`` % interval for steps 1..steps (see module doc);
+        ``series``: of a many-series run (the pooled widths times its scale)."""
         key = str(int(level))
         if key not in self.calibration:
             raise InputInvalid(f"--level {level}: the run has no calibrated residuals at that level "
@@ -196,7 +309,8 @@ class Preprocessor:
         q = np.asarray(self.calibration[key], dtype=np.float64)
         k = np.arange(1, steps + 1)
         beyond = q[-1] * np.sqrt(k / self.horizon)
-        return np.where(k <= self.horizon, q[np.minimum(k, self.horizon) - 1], beyond)
+        width = np.where(k <= self.horizon, q[np.minimum(k, self.horizon) - 1], beyond)
+        return width * (self.series_scales[series] if series is not None else 1.0)
 
     # --- payload ------------------------------------------------------------------------
 
@@ -217,16 +331,21 @@ class Preprocessor:
             "covariates": {"past": list(self.past_covariates), "future": list(self.future_covariates),
                            "calendar": list(self.calendar), "difference_past": self.difference_past_covariates,
                            "scalers": {c: s.to_dict() for c, s in self.covariate_scalers.items()}},
+            "series": {"id_col": self.id_col, "target_cols": list(self.target_cols), "ids": list(self.series_ids),
+                       "centers": list(self.series_centers), "scales": list(self.series_scales),
+                       "static": list(self.static_covariates), "static_encoding": self.static_encoding,
+                       "static_values": self.series_static},
         }
 
     @classmethod
     def from_dict(cls, payload: dict) -> "Preprocessor":
-        """Formats 1 to 3; a payload of an unknown format is refused."""
+        """Formats 1 to 4; a payload of an unknown format is refused."""
         fmt = payload.get("format")
         if fmt not in READABLE:
             raise InputInvalid(f"preprocessor payload format {fmt!r} is not one this version reads "
                                f"({', '.join(map(str, READABLE))})")
         cov = payload.get("covariates") or {}
+        ser = payload.get("series") or {}  # format 3 payloads of one series have none
         d, s, w = payload["data"], payload["spline"], payload["window"]
         cal = payload.get("calibration") or {}
         return cls(run_id=str(payload["run_id"]), timestamp_col=d["timestamp_col"], target_col=d["target_col"],
@@ -242,4 +361,36 @@ class Preprocessor:
                    past_covariates=tuple(cov.get("past", ())), future_covariates=tuple(cov.get("future", ())),
                    calendar=tuple(cov.get("calendar", ())),
                    difference_past_covariates=bool(cov.get("difference_past", False)),
-                   covariate_scalers={c: preprocess.Scaler(**v) for c, v in (cov.get("scalers") or {}).items()})
+                   covariate_scalers={c: preprocess.Scaler(**v) for c, v in (cov.get("scalers") or {}).items()},
+                   id_col=ser.get("id_col"), target_cols=tuple(ser.get("target_cols", ())),
+                   series_ids=tuple(str(i) for i in ser.get("ids", ())),
+                   series_centers=tuple(float(x) for x in ser.get("centers", ())),
+                   series_scales=tuple(float(x) for x in ser.get("scales", ())),
+                   static_covariates=tuple(ser.get("static", ())),
+                   static_encoding=dict(ser.get("static_encoding") or {}),
+                   series_static={str(k): [float(x) for x in v] for k, v in (ser.get("static_values") or {}).items()})
+
+
+def _static_fit(statics: Dict[str, list], ids: Tuple[str, ...]) -> dict:
+    """Encode static covariates per series: a column of numbers is standardised over the
+    series; any other column is one-hot over its sorted levels (text codes: "c1")."""
+    encoding: Dict[str, dict] = {}
+    columns: List[np.ndarray] = []
+    for col, vals in statics.items():
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+        if numeric:
+            x = np.asarray(vals, dtype=np.float64)
+            center, scale = float(x.mean()), float(x.std())
+            scale = scale if np.isfinite(scale) and scale > 0 else 1.0
+            encoding[col] = {"kind": "numeric", "center": center, "scale": scale}
+            columns.append(((x - center) / scale)[:, None])
+        else:
+            levels = sorted({str(v) for v in vals})
+            encoding[col] = {"kind": "category", "levels": levels}
+            codes = np.array([levels.index(str(v)) for v in vals])
+            columns.append(np.eye(len(levels))[codes])
+    if not columns:
+        return {"static_covariates": (), "static_encoding": {}, "series_static": {}}
+    matrix = np.concatenate(columns, axis=1)
+    return {"static_covariates": tuple(statics), "static_encoding": encoding,
+            "series_static": {sid: [float(x) for x in row] for sid, row in zip(ids, matrix)}}

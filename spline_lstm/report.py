@@ -91,6 +91,61 @@ def backtest_plot(bt: dict) -> bytes:
     return _png(fig)
 
 
+def series_plot(series: dict) -> bytes:
+    """series_mase.png (many series): the model's and naive-last's MASE per series, as
+    histograms, and the model's against naive-last's (below the diagonal = model better)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = series["per_series"]
+    model = np.array([m["model"]["mase"] for m in table.values()], dtype=np.float64)
+    naive = np.array([m.get("naive_last", {}).get("mase", np.nan) for m in table.values()], dtype=np.float64)
+    fig, (hist, scatter) = plt.subplots(1, 2, figsize=(11, 3.4))
+    both = np.isfinite(model) & np.isfinite(naive)
+    finite = np.concatenate([model[np.isfinite(model)], naive[np.isfinite(naive)]])
+    bins = np.linspace(finite.min(), finite.max(), 30) if finite.size and np.ptp(finite) > 0 else 10
+    hist.hist(model[np.isfinite(model)], bins=bins, alpha=0.7, label="model")
+    hist.hist(naive[np.isfinite(naive)], bins=bins, alpha=0.5, label="naive_last")
+    hist.set_xlabel("MASE per series (test split)")
+    hist.set_ylabel("series")
+    hist.set_title(f"{len(table)} series")
+    hist.legend(fontsize=8)
+    scatter.scatter(naive[both], model[both], s=8)
+    if both.any():
+        top = float(max(model[both].max(), naive[both].max()))
+        scatter.plot([0, top], [0, top], color="grey", lw=0.8)
+    scatter.set_xlabel("naive_last MASE")
+    scatter.set_ylabel("model MASE")
+    scatter.set_title(f"model better on {int((model[both] < naive[both]).sum())} of {int(both.sum())}")
+    return _png(fig)
+
+
+def _series_lines(metrics: dict, plot_dir: str) -> List[str]:
+    """Many series: the distribution over series and the best and worst series."""
+    series = metrics.get("series") or {}
+    d = series.get("distribution")
+    if not d:
+        return []
+    q = d["mase_quantiles"]
+    lines = ["", f"## Series ({series.get('count')})", "",
+             "With many series, mae / rmse / mse / mape / smape / r2 above are pooled over every observed "
+             "target of every series (rmse weighs a series by its points); mase is the mean over series, "
+             "and the improvement is on it.", "",
+             f"- model MASE over series: min {_fmt(q['min'])}, p10 {_fmt(q['p10'])}, p25 {_fmt(q['p25'])}, "
+             f"median {_fmt(q['median'])}, p75 {_fmt(q['p75'])}, p90 {_fmt(q['p90'])}, max {_fmt(q['max'])}",
+             f"- model beats naive_last on {d['beats_naive_last']} of {d['compared_with_naive_last']} series",
+             f"- mase median {_fmt(metrics['metrics'].get('mase_median'))}, smape mean "
+             f"{_fmt(metrics['metrics'].get('smape_mean'))} / median {_fmt(metrics['metrics'].get('smape_median'))}",
+             "", "| best series | MASE | | worst series | MASE |", "|---|---|---|---|---|"]
+    for b, w in zip(d["best"], d["worst"]):
+        lines.append(f"| {b['id']} | {_fmt(b['mase'])} | | {w['id']} | {_fmt(w['mase'])} |")
+    lines += ["", f"![series MASE]({plot_dir}/series_mase.png)", "",
+              "The plots below show the series whose model MASE is the median."]
+    return lines
+
+
 def _quality_lines(metrics: dict) -> List[str]:
     """The yardsticks' fits and the quality gate's verdict (absent in older runs)."""
     lines = []
@@ -103,8 +158,8 @@ def _quality_lines(metrics: dict) -> List[str]:
         imp = skill.get("improvement_pct")
         lines += ["", "## Quality gate", "",
                   f"- verdict: **{skill['verdict']}** (`gate.quality={skill.get('mode')}`, needs > "
-                  f"{_fmt(skill.get('min_improvement_pct'))}% rmse improvement over the best baseline)",
-                  f"- on the {skill.get('basis')}: model rmse {_fmt(skill.get('model_rmse'))} vs best baseline "
+                  f"{_fmt(skill.get('min_improvement_pct'))}% {skill.get('metric', 'rmse')} improvement over the best baseline)",
+                  f"- on the {skill.get('basis')}: model {skill.get('metric', 'rmse')} {_fmt(skill.get('model_rmse'))} vs best baseline "
                   f"`{skill.get('best_baseline')}` {_fmt(skill.get('best_baseline_rmse'))} "
                   f"({'n/a' if imp is None else f'{imp:+.2f}%'})"]
     bt = metrics.get("backtest") or {}
@@ -159,6 +214,7 @@ def markdown(run_id: str, config: dict, data_summary: dict, metrics: dict, plot_
                      f"{_fmt(b['smape'])} | {_fmt(b['mase'])} | {_fmt(b['r2'])} | "
                      f"model {'better' if (imp or 0) > 0 else 'worse'} by {_fmt(abs(imp or 0))}% |")
     lines += _quality_lines(metrics)
+    lines += _series_lines(metrics, plot_dir)
     lines += ["", "## Plots", "",
               f"![series]({plot_dir}/series.png)", "",
               f"![loss]({plot_dir}/loss.png)", "",

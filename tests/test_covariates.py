@@ -48,7 +48,7 @@ def test_bad_calendar_is_a_config_error():
 
 
 @pytest.mark.parametrize("overrides,key,words", [
-    (["data=csv", "data.path=x.csv", "data.static_covariates=[region]"], "data.static_covariates", "multi-series"),
+    (["data=csv", "data.path=x.csv", "data.static_covariates=[region]"], "data.static_covariates", "many series"),
     (["data.past_covariates=[load]"], "data.past_covariates", "need a file"),
     (["data=csv", "data.path=x.csv", "data.past_covariates=[value]"], "data.past_covariates", "target_col"),
     (["data=csv", "data.path=x.csv", "data.past_covariates=[a]", "data.future_covariates=[a]"],
@@ -141,7 +141,7 @@ def test_inference_builds_the_training_matrix_and_the_payload_round_trips():
     load, promo = rng.normal(5, 2, 400), rng.integers(0, 2, 400).astype(float)
     pre, cov, _, stamps = _fit(load, promo)
     again = Preprocessor.from_dict(pre.to_dict())
-    assert again == pre and pre.to_dict()["format"] == 3
+    assert again == pre and pre.to_dict()["format"] == 4
     n = 400
     np.testing.assert_array_equal(again.covariate_inputs({"load": load, "promo": promo}, stamps,
                                                          np.array([0, n, n, n]), "t"), cov)

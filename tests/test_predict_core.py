@@ -34,7 +34,7 @@ def test_payload_round_trips_as_plain_data():
     import io
 
     payload = RestrictedUnpickler(io.BytesIO(data)).load()
-    assert payload["format"] == 3 and payload["run_id"] == "r1"
+    assert payload["format"] == 4 and payload["run_id"] == "r1"
     assert Preprocessor.from_dict(payload) == pre
 
 
