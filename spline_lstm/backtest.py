@@ -139,28 +139,22 @@ def mlflow_metrics(summary: dict) -> List[tuple]:
 
 def refit_forecasts(app, prep, plan_: Plan, n_val: int, season: Optional[int]) -> tuple:
     """(starts, actual, forecasts by name) over every fold, each fold's model, baselines and
-    yardsticks fitted on the data before its first origin only (see module doc)."""
-    from spline_lstm import evaluate, preprocess, train, yardsticks
+    yardsticks fitted on the data before its first origin only (see module doc): the run's
+    own chain (``pipeline.fit_chain``, ``build_network``, ``reference_forecasts``) on the
+    fold's bounds."""
+    from spline_lstm import preprocess, train
     from spline_lstm import model as model_mod
-    from spline_lstm.preprocessor import Preprocessor
+    from spline_lstm.pipeline import build_network, fit_chain, reference_forecasts
 
     p = app.preprocess
     all_starts, all_actual, out = [], [], {}
     for k, fold in enumerate(plan_.folds):
         origin, fold_end = int(fold[0]), int(fold[-1]) + p.horizon
         bounds = np.array([0, origin - n_val, origin, fold_end], dtype=np.int64)
-        values = prep.values[:fold_end]
-        pre, filled, scaled = Preprocessor.fit(values, bounds, p, run_id=app.run_id, data=app.data,
-                                               freq=prep.series.freq, last_timestamp=str(prep.timestamps[fold_end - 1]),
-                                               where=f"backtest fold {k + 1}")
-        cov = None
-        if pre.channels > 1:
-            raw = {c: v[:fold_end] for c, v in prep.raw_covariates.items()}
-            pre, cov = pre.fit_covariates(raw, prep.timestamps[:fold_end], bounds, p, f"backtest fold {k + 1}")
-        sources = [preprocess.WindowSource(scaled, preprocess.window_starts(bounds, s, p.lookback, p.horizon,
-                                                                             p.difference), p.lookback, p.horizon,
-                                           cov, pre.known)
-                   for s in range(3)]
+        raw = {c: v[:fold_end] for c, v in prep.raw_covariates.items()}
+        chain = fit_chain(app, prep.values[:fold_end], prep.timestamps[:fold_end], raw, bounds,
+                          prep.series.freq, f"backtest fold {k + 1}")
+        sources = chain.sources
         if not len(sources[0]) or not len(sources[1]):
             raise InputInvalid(f"backtest fold {k + 1}: no training or validation window before origin {origin}; "
                                "lower evaluation.folds or evaluation.step")
@@ -170,20 +164,16 @@ def refit_forecasts(app, prep, plan_: Plan, n_val: int, season: Optional[int]) -
         staging = Path(tempfile.mkdtemp(prefix="spline-lstm-backtest-"))
         try:
             train.seed_everything(app.seed, app.deterministic)
+            net = build_network(app, chain.pre)
             with train.distribution_scope(app.training):
-                net = model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate,
-                                            app.training.ensemble, pre.difference, pre.channels, pre.known)
                 train.fit(net, sources[0], sources[1], app.training, app.seed, staging, verbose=0)
             best = model_mod.load_model_safely(staging / "best.keras")
-            pred = pre.inverse_transform(filled, test.starts,
-                                         train.predict(best, test, max(app.training.batch_size, 256)))
+            pred = chain.pre.inverse_transform(chain.filled, test.starts,
+                                               train.predict(best, test, max(app.training.batch_size, 256)))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        fcs = {"model": pred, **evaluate.baseline_forecasts(filled, test.starts, p.lookback, p.horizon, season)}
-        for name, y in yardsticks.forecast_all(filled, int(bounds[1]), test.starts, p.horizon, season).items():
-            if y.available:
-                fcs[name] = y.forecasts
-        for name, fc in fcs.items():
+        fcs, _ = reference_forecasts(chain.filled, int(bounds[1]), test.starts, p.lookback, p.horizon, season)
+        for name, fc in {"model": pred, **fcs}.items():
             out.setdefault(name, []).append(fc)
         all_starts.append(test.starts)
         all_actual.append(preprocess.target_matrix(prep.values, test.starts, p.horizon))

@@ -255,10 +255,66 @@ class Prepared:
         return None if self.spans is None else np.asarray(starts) // self.length
 
 
+@dataclass
+class Chain:
+    """The preprocessing chain fitted on one set of split bounds (``fit_chain``)."""
+
+    pre: object  # preprocessor.Preprocessor
+    filled: np.ndarray  # gap-filled, original units
+    scaled: np.ndarray  # model input series
+    covariates: Optional[np.ndarray]  # the model's covariate channels, or None
+    sources: list  # WindowSource per split
+
+
+def fit_chain(app: AppConfig, values: np.ndarray, timestamps, raw_cov: dict, bounds: np.ndarray, freq: str,
+              where: str, choices: Optional[dict] = None) -> Chain:
+    """Gap filling, scaler and covariates fitted on the training split of ``bounds``, and the
+    windows of each split: the one chain a run fits, and a refitted backtest fold again."""
+    from spline_lstm import preprocess
+    from spline_lstm.preprocessor import Preprocessor
+
+    p = app.preprocess
+    pre, filled, scaled = Preprocessor.fit(values, bounds, p, run_id=app.run_id, data=app.data, freq=freq,
+                                           last_timestamp=str(timestamps[-1]), where=where, choices=choices)
+    cov = None
+    if pre.channels > 1:
+        pre, cov = pre.fit_covariates(raw_cov, timestamps, bounds, p, where)
+    sources = [preprocess.WindowSource(
+        scaled, preprocess.window_starts(bounds, k, p.lookback, p.horizon, p.difference),
+        p.lookback, p.horizon, cov, pre.known) for k in range(3)]
+    return Chain(pre, filled, scaled, cov, sources)
+
+
+def reference_forecasts(filled: np.ndarray, train_end: int, starts: np.ndarray, lookback: int, horizon: int,
+                        season: Optional[int]) -> tuple:
+    """(forecasts by name, yardstick status by name): every naive baseline and every classical
+    yardstick (ETS, Theta: fitted on ``filled[:train_end]``) at the windows ``starts``.
+    A yardstick that fails is "not available" (a warning, no failure) and has no forecasts."""
+    from spline_lstm import evaluate, yardsticks
+
+    forecasts = evaluate.baseline_forecasts(filled, starts, lookback, horizon, season)
+    fitted = yardsticks.forecast_all(filled, int(train_end), starts, horizon, season)
+    for name, y in fitted.items():
+        log.info("yardstick  %s: %s (%.2f s)", name, y.detail, y.fit_s)
+    return ({**forecasts, **{n: y.forecasts for n, y in fitted.items() if y.available}},
+            {n: y.summary() for n, y in fitted.items()})
+
+
+def build_network(app: AppConfig, pre):
+    """A new network for ``pre``'s inputs (built under the distribution strategy's scope,
+    where it must also be trained)."""
+    from spline_lstm import model as model_mod
+    from spline_lstm import train
+
+    p = app.preprocess
+    with train.distribution_scope(app.training):
+        return model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate,
+                                     app.training.ensemble, pre.difference, pre.channels, pre.known)
+
+
 def _prepare(ctx: RunContext) -> Prepared:
     from spline_lstm import data, preprocess, seasonality
     from spline_lstm.config import is_panel
-    from spline_lstm.preprocessor import Preprocessor
 
     app = ctx.app
     p = app.preprocess
@@ -281,16 +337,9 @@ def _prepare(ctx: RunContext) -> Prepared:
             log.info("%s", line)
         preprocess.check_series(values, bounds, p, series.source)
     with ctx.stage("spline", "spline gap-filling"):
-        pre, filled, scaled = Preprocessor.fit(values, bounds, p, run_id=ctx.run_id, data=app.data,
-                                               freq=series.freq, last_timestamp=str(timestamps[-1]),
-                                               where=series.source, choices=choices.to_dict())
-        cov = None
-        if pre.channels > 1:
-            pre, cov = pre.fit_covariates(raw_cov, timestamps, bounds, p, series.source)
+        chain = fit_chain(app, values, timestamps, raw_cov, bounds, series.freq, series.source, choices.to_dict())
+        pre, filled, scaled, cov, sources = chain.pre, chain.filled, chain.scaled, chain.covariates, chain.sources
     with ctx.stage("scale_window", "scale + windows"):
-        sources = [preprocess.WindowSource(
-            scaled, preprocess.window_starts(bounds, k, p.lookback, p.horizon, p.difference),
-            p.lookback, p.horizon, cov, pre.known) for k in range(3)]
         summary = {**series.summary, **preprocess.preprocess_summary(
             values, np.isnan(values), bounds, (lo, len(series.values) - hi), pre.smoothing_lambda),
             "windows": {name: len(s) for name, s in zip(preprocess.SPLITS, sources)},
@@ -381,7 +430,7 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
     from spline_lstm import report
 
     app, paths, p = ctx.app, ctx.paths, ctx.app.preprocess
-    series, timestamps, values, filled = prep.series, prep.timestamps, prep.values, prep.filled
+    series = prep.series
     bounds, summary = prep.bounds, prep.summary
     with ctx.stage("artifacts"):
         _write_preprocessing(ctx, prep)
@@ -495,9 +544,8 @@ def _fit(ctx: RunContext, prep: Prepared):
         if determinism["distribute"] != "none":
             log.info("distribute %s: %d replicas on %s", determinism["distribute"], determinism["replicas"],
                      ", ".join(determinism["replica_devices"]))
-    with ctx.stage("model_build"), train.distribution_scope(app.training):
-        net = model_mod.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate,
-                                    app.training.ensemble, prep.pre.difference, prep.pre.channels, prep.pre.known)
+    with ctx.stage("model_build"):
+        net = build_network(app, prep.pre)
         log.info("model: revin %s, head %s, %d member(s)", model_mod.resolve_revin(
             app.model.revin, prep.pre.difference, p.horizon).value, app.model.head_init.value,
                  app.training.ensemble)
@@ -571,9 +619,9 @@ def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
     with ctx.stage("evaluate"):
         scale = evaluate.mase_scale(prep.values[: prep.bounds[1]], season)
         metrics = evaluate.forecast_metrics(actual, pred, scale)
-        forecasts = evaluate.baseline_forecasts(prep.filled, test.starts, p.lookback, p.horizon, season)
     with ctx.stage("yardsticks", "classical yardsticks (ETS, Theta)"):
-        forecasts, yardsticks = _yardsticks(prep, test.starts, forecasts)
+        forecasts, yardsticks = reference_forecasts(prep.filled, int(prep.bounds[1]), test.starts, p.lookback,
+                                                    p.horizon, season)
     baselines = {name: evaluate.forecast_metrics(actual, fc, scale) for name, fc in forecasts.items()}
     improvement = {name: evaluate.improvement_pct(metrics["rmse"], b["rmse"]) for name, b in baselines.items()}
     validation = evaluate.forecast_metrics(val_actual, val_pred, scale)  # the HPO objective (never test)
@@ -653,18 +701,6 @@ def _panel_yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tu
         log.info("yardstick  %s: %s (%.2f s)", name, s["detail"], s["fit_s"])
     ok = {name: fc for name, fc in parts.items() if status[name]["status"] == "ok"}
     return {**forecasts, **ok}, {n_: {k: v for k, v in s.items() if k != "failed"} for n_, s in status.items()}
-
-
-def _yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tuple:
-    """ETS and Theta beside the naive baselines, fitted on the training split of the filled
-    series with the run's season; one that fails is "not available" (a warning, no failure)."""
-    from spline_lstm import yardsticks
-
-    fitted = yardsticks.forecast_all(prep.filled, int(prep.bounds[1]), starts, prep.pre.horizon, prep.pre.season)
-    for name, y in fitted.items():
-        log.info("yardstick  %s: %s (%.2f s)", name, y.detail, y.fit_s)
-    return ({**forecasts, **{n: y.forecasts for n, y in fitted.items() if y.available}},
-            {n: y.summary() for n, y in fitted.items()})
 
 
 def _assess(ctx: RunContext, prep: Prepared, ev: "Evaluation") -> tuple:
