@@ -306,7 +306,7 @@ def _linear_prefill_rows(y: np.ndarray, observed: np.ndarray) -> np.ndarray:
 
 
 def _seasonal_rows(y: np.ndarray, m: int, observed: np.ndarray) -> np.ndarray:
-    """``seasonality.seasonal_index`` of each gap-free row [n, m]: the centred m-MA by
+    """``seasonality.seasonal_index`` of each gap-free row (>= 2m points) [n, m]: the centred m-MA by
     cumulative sums of the row less its mean (no cancellation on large levels), phase
     means of y - MA over observed points by ``bincount``."""
     n, t = y.shape
@@ -314,11 +314,10 @@ def _seasonal_rows(y: np.ndarray, m: int, observed: np.ndarray) -> np.ndarray:
     y = y - y.mean(axis=1, keepdims=True)
     c = np.concatenate([np.zeros((n, 1)), np.cumsum(y, axis=1)], axis=1)
     ma = np.full((n, t), np.nan)
-    if t > 2 * h:
-        window = c[:, 2 * h + 1:] - c[:, : t - 2 * h]
-        if m % 2 == 0:
-            window = window - 0.5 * y[:, : t - 2 * h] - 0.5 * y[:, 2 * h:]
-        ma[:, h: t - h] = window / m
+    window = c[:, 2 * h + 1:] - c[:, : t - 2 * h]  # t >= 2m: the caller's rule
+    if m % 2 == 0:
+        window = window - 0.5 * y[:, : t - 2 * h] - 0.5 * y[:, 2 * h:]
+    ma[:, h: t - h] = window / m
     detrended = y - ma
     ok = np.isfinite(detrended) & observed
     key = (np.arange(n)[:, None] * m + np.arange(t) % m)[ok]
