@@ -140,6 +140,41 @@ def check_series(values: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, 
         raise InputInvalid(f"{where}: the target is constant over the training split; nothing to learn")
 
 
+def check_panel(values: np.ndarray, spans: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig,
+                names: Sequence[str]) -> None:
+    """``check_series(values[k, lo:hi], bounds clipped to the span, cfg, names[k])`` for
+    every series of a panel (the conventions of ``fill_gaps_panel``). The rules'
+    statistics are computed for all series at once; only series that could break a
+    rule (a constant training split is suspected with a margin for rounding) go
+    through ``check_series`` itself, in order: the same first error as the loop."""
+    values = np.asarray(values, dtype=np.float64)
+    spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    rules = InputRules.for_training(cfg)
+    lo, hi = spans[:, 0], spans[:, 1]
+    length = hi - lo
+    local = np.clip(np.asarray(bounds, dtype=np.int64)[None, :] - lo[:, None], 0, length[:, None])
+    sizes = np.diff(local, axis=1)
+    suspect = ((length < rules.min_points) | (sizes < cfg.horizon).any(axis=1)
+               | (sizes[:, 0] < cfg.lookback + cfg.difference + cfg.horizon))
+    cols = np.arange(values.shape[1])
+    for i in range(0, len(values), PANEL_BLOCK):
+        r = slice(i, i + PANEL_BLOCK)
+        v, inside = values[r], (cols >= lo[r, None]) & (cols < hi[r, None])
+        missing = np.isnan(v) & inside
+        edges = np.diff(np.pad(missing.astype(np.int8), ((0, 0), (1, 1))), axis=1)
+        row, start = np.nonzero(edges == 1)
+        longest = np.zeros(len(v), dtype=np.int64)
+        np.maximum.at(longest, row, np.nonzero(edges == -1)[1] - start)
+        train = inside & (cols < (lo[r] + local[r, 1])[:, None]) & ~missing
+        count = np.maximum(train.sum(axis=1), 1)
+        mean = np.where(train, v, 0.0).sum(axis=1) / count
+        std = np.sqrt((np.where(train, v - mean[:, None], 0.0) ** 2).sum(axis=1) / count)
+        suspect[r] |= ((missing.sum(axis=1) / np.maximum(length[r], 1) > rules.max_missing_ratio)
+                       | (longest > rules.max_gap) | ~(std > 1e-8 * np.abs(mean)))
+    for k in np.flatnonzero(suspect):
+        check_series(values[k, lo[k]:hi[k]], local[k], cfg, names[k])
+
+
 def _interpolator(method: Interpolation, x: np.ndarray, y: np.ndarray):
     from scipy import interpolate
 

@@ -146,3 +146,29 @@ def test_a_panel_scaler_row_with_no_value_has_a_nan_center_and_scale_one():
         for kind in Scaling:
             centers, scales = preprocess.fit_scalers_panel(kind, train)
             assert scales[0] == 1.0 and (np.isnan(centers[0]) or kind == Scaling.none)
+
+
+def panel_cfg():
+    from spline_lstm.config import PreprocessConfig
+
+    return PreprocessConfig(lookback=12, horizon=2, max_gap=6, max_missing_ratio=0.2)
+
+
+def test_panel_checks_pass_what_each_series_passes_and_refuse_the_first_that_fails():
+    p = related_series(30, 200, period=12, seed=6, gap_ratio=0.03, gap_stretches=1, k_past=0, k_future=0)
+    values, spans, bounds, names = p.values, np.tile([0, 200], (30, 1)), np.array([0, 140, 170, 200]), \
+        [f"series {k}" for k in range(30)]
+    cfg = panel_cfg()
+    preprocess.check_panel(values, spans, bounds, cfg, names)
+    bad = {7: "longest-gap rule", 9: "missing-ratio rule", 12: "minimum-length rule", 15: "constant"}
+    values = values.copy()
+    values[7, 50:57] = np.nan
+    values[9, 1:199:4] = np.nan
+    spans[12] = (150, 165)
+    values[15, :140] = 3.0
+    for k in sorted(bad):  # each the first failure once the ones before it are mended
+        with pytest.raises(InputInvalid, match=f"series {k}.*{bad[k]}"):
+            preprocess.check_panel(values, spans, bounds, cfg, names)
+        spans[k] = (0, 200)
+        values[k] = p.values[k]
+    preprocess.check_panel(values, spans, bounds, cfg, names)
