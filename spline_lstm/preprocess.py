@@ -140,6 +140,41 @@ def check_series(values: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, 
         raise InputInvalid(f"{where}: the target is constant over the training split; nothing to learn")
 
 
+def check_panel(values: np.ndarray, spans: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig,
+                names: Sequence[str]) -> None:
+    """``check_series(values[k, lo:hi], bounds clipped to the span, cfg, names[k])`` for
+    every series of a panel (the conventions of ``fill_gaps_panel``). The rules'
+    statistics are computed for all series at once; only series that could break a
+    rule (a constant training split is suspected with a margin for rounding) go
+    through ``check_series`` itself, in order: the same first error as the loop."""
+    values = np.asarray(values, dtype=np.float64)
+    spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    rules = InputRules.for_training(cfg)
+    lo, hi = spans[:, 0], spans[:, 1]
+    length = hi - lo
+    local = np.clip(np.asarray(bounds, dtype=np.int64)[None, :] - lo[:, None], 0, length[:, None])
+    sizes = np.diff(local, axis=1)
+    suspect = ((length < rules.min_points) | (sizes < cfg.horizon).any(axis=1)
+               | (sizes[:, 0] < cfg.lookback + cfg.difference + cfg.horizon))
+    cols = np.arange(values.shape[1])
+    for i in range(0, len(values), PANEL_BLOCK):
+        r = slice(i, i + PANEL_BLOCK)
+        v, inside = values[r], (cols >= lo[r, None]) & (cols < hi[r, None])
+        missing = np.isnan(v) & inside
+        edges = np.diff(np.pad(missing.astype(np.int8), ((0, 0), (1, 1))), axis=1)
+        row, start = np.nonzero(edges == 1)
+        longest = np.zeros(len(v), dtype=np.int64)
+        np.maximum.at(longest, row, np.nonzero(edges == -1)[1] - start)
+        train = inside & (cols < (lo[r] + local[r, 1])[:, None]) & ~missing
+        count = np.maximum(train.sum(axis=1), 1)
+        mean = np.where(train, v, 0.0).sum(axis=1) / count
+        std = np.sqrt((np.where(train, v - mean[:, None], 0.0) ** 2).sum(axis=1) / count)
+        suspect[r] |= ((missing.sum(axis=1) / np.maximum(length[r], 1) > rules.max_missing_ratio)
+                       | (longest > rules.max_gap) | ~(std > 1e-8 * np.abs(mean)))
+    for k in np.flatnonzero(suspect):
+        check_series(values[k, lo[k]:hi[k]], local[k], cfg, names[k])
+
+
 def _interpolator(method: Interpolation, x: np.ndarray, y: np.ndarray):
     from scipy import interpolate
 
@@ -212,17 +247,169 @@ def fill_gaps(values: np.ndarray, bounds: np.ndarray, method: Interpolation,
     return filled
 
 
+PANEL_BLOCK = 250  # series per vectorised block: whole-panel temporaries at 10^7 points cost page faults
+
+
 def fill_gaps_panel(values: np.ndarray, spans: np.ndarray, bounds: np.ndarray, method: Interpolation,
                     season: Optional[int] = None) -> np.ndarray:
     """Many series on one grid (spline_lstm.panel): ``values`` [n, T], series k observed
     over ``spans[k] = (lo, hi)``, every series cut by the same split ``bounds`` on the
     grid. Series k is filled exactly as ``fill_gaps`` fills ``values[k, lo:hi]`` with
-    the bounds clipped to its span; outside its span it stays NaN."""
-    out = np.full_like(values, np.nan, dtype=np.float64)
-    for k, (lo, hi) in enumerate(np.asarray(spans, dtype=np.int64)):
-        local = np.clip(np.asarray(bounds, dtype=np.int64) - lo, 0, hi - lo)
-        out[k, lo:hi] = fill_gaps(values[k, lo:hi], local, method, season)
+    the bounds clipped to its span; outside its span it stays NaN.
+
+    Series that share a span (usually all of them) share their clipped bounds, so they
+    are filled together, ``PANEL_BLOCK`` at a time (``_fill_block``: the same arithmetic
+    as ``fill_gaps``, once per block instead of once per series and split). A span held
+    by one series, a series whose span starts unobserved, and ``cubic`` / ``akima`` go
+    through ``fill_gaps`` one series at a time."""
+    method = fill_method(method, season)
+    values = np.asarray(values, dtype=np.float64)
+    spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    bounds = np.asarray(bounds, dtype=np.int64)
+    out = np.full(values.shape, np.nan)
+    if spans.shape[0] == 0:
+        return out
+    vectorised = method in (Interpolation.linear, Interpolation.pchip, Interpolation.seasonal)
+    unique, group = np.unique(spans, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    for g, (lo, hi) in enumerate(unique):
+        if hi <= lo:
+            continue
+        rows = np.flatnonzero(group == g)
+        local = np.clip(bounds - lo, 0, hi - lo)
+        each = rows if not vectorised or rows.size == 1 else rows[np.isnan(values[rows, lo])]
+        for k in each:
+            out[k, lo:hi] = fill_gaps(values[k, lo:hi], local, method, season)
+        rows = np.setdiff1d(rows, each, assume_unique=True)
+        for i in range(0, rows.size, PANEL_BLOCK):
+            block = rows[i:i + PANEL_BLOCK]
+            out[block, lo:hi] = _fill_block(values[block, lo:hi], local, method, season)
     return out
+
+
+def _fill_block(values: np.ndarray, bounds: np.ndarray, method: Interpolation,
+                season: Optional[int]) -> np.ndarray:
+    """``fill_gaps`` of every row of ``values`` [n, t] (rows observed at column 0, one
+    set of bounds), split by split: rows with fewer than 4 points reachable interpolate
+    linearly, the others by PCHIP (``_pchip_rows``), seasonal ones on the series less
+    their classical seasonal index (``_seasonal_rows`` on ``_linear_prefill_rows``)."""
+    filled = values.copy()
+    observed = ~np.isnan(values)
+    spline_method = method in (Interpolation.pchip, Interpolation.seasonal)
+    for k in range(3):
+        lo, hi = int(bounds[k]), int(bounds[k + 1])
+        rows = np.flatnonzero((~observed[:, lo:hi]).any(axis=1))
+        if rows.size == 0:
+            continue
+        y, obs = values[rows, :hi], observed[rows, :hi]
+        gr, gc = np.nonzero(~obs[:, lo:])
+        gc = gc + lo
+        last = hi - 1 - np.argmax(obs[:, ::-1], axis=1)
+        spline = (obs.sum(axis=1) >= 4) & spline_method
+        effect, adjusted = None, y
+        if method == Interpolation.seasonal and hi >= 2 * season and spline.any():
+            effect = np.zeros((rows.size, season))
+            effect[spline] = _seasonal_rows(_linear_prefill_rows(y[spline], obs[spline]), season, obs[spline])
+            adjusted = y - effect[:, np.arange(hi) % season]
+        after = gc > last[gr]
+        curve, line = ~after & spline[gr], ~after & ~spline[gr]
+        est = np.empty(gr.size)
+        est[after] = adjusted[gr[after], last[gr[after]]]
+        if curve.any():
+            est[curve] = _pchip_rows(adjusted, obs, gr[curve], gc[curve])
+        if line.any():
+            key = np.flatnonzero(obs)
+            est[line] = np.interp((gr[line] * hi + gc[line]).astype(np.float64), key.astype(np.float64),
+                                  adjusted.ravel()[key])
+        if effect is not None:
+            est += effect[gr, gc % season]
+        filled[rows[gr], gc] = est
+    return filled
+
+
+def _linear_prefill_rows(y: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """``np.interp`` through each row's observed points (rows start observed; points
+    after a row's last observed one hold it), all rows in one call on flattened indices."""
+    n, t = y.shape
+    key = np.flatnonzero(observed)
+    out = np.interp(np.arange(n * t, dtype=np.float64), key.astype(np.float64), y.ravel()[key]).reshape(n, t)
+    last = t - 1 - np.argmax(observed[:, ::-1], axis=1)
+    tail = np.arange(t) > last[:, None]
+    if tail.any():
+        out[tail] = np.repeat(y[np.arange(n), last], tail.sum(axis=1))
+    return out
+
+
+def _seasonal_rows(y: np.ndarray, m: int, observed: np.ndarray) -> np.ndarray:
+    """``seasonality.seasonal_index`` of each gap-free row (>= 2m points) [n, m]: the centred m-MA by
+    cumulative sums of the row less its mean (no cancellation on large levels), phase
+    means of y - MA over observed points by ``bincount``."""
+    n, t = y.shape
+    h = m // 2
+    y = y - y.mean(axis=1, keepdims=True)
+    c = np.concatenate([np.zeros((n, 1)), np.cumsum(y, axis=1)], axis=1)
+    ma = np.full((n, t), np.nan)
+    window = c[:, 2 * h + 1:] - c[:, : t - 2 * h]  # t >= 2m: the caller's rule
+    if m % 2 == 0:
+        window = window - 0.5 * y[:, : t - 2 * h] - 0.5 * y[:, 2 * h:]
+    ma[:, h: t - h] = window / m
+    detrended = y - ma
+    ok = np.isfinite(detrended) & observed
+    key = (np.arange(n)[:, None] * m + np.arange(t) % m)[ok]
+    sums = np.bincount(key, weights=detrended[ok], minlength=n * m).reshape(n, m)
+    counts = np.bincount(key, minlength=n * m).reshape(n, m)
+    effect = np.divide(sums, counts, out=np.zeros((n, m)), where=counts > 0)
+    seen = counts > 0
+    mean = np.where(seen, effect, 0.0).sum(axis=1) / np.maximum(seen.sum(axis=1), 1)
+    return effect - mean[:, None]
+
+
+def _pchip_edge(h0, h1, m0, m1):
+    """scipy's PchipInterpolator end slope (its ``_edge_case``)."""
+    d = ((2 * h0 + h1) * m0 - h0 * m1) / (h0 + h1)
+    flip = np.sign(d) != np.sign(m0)
+    big = (np.sign(m0) != np.sign(m1)) & (np.abs(d) > 3.0 * np.abs(m0))
+    return np.where(flip, 0.0, np.where(big, 3.0 * m0, d))
+
+
+def _pchip_rows(y: np.ndarray, observed: np.ndarray, gap_rows: np.ndarray, gap_cols: np.ndarray) -> np.ndarray:
+    """scipy's PchipInterpolator through each row's observed points, at gaps that lie
+    between two observed points of a row with >= 4 of them: the Fritsch-Carlson slopes
+    (scipy's formulas) at the two knots around each gap only (see ``_pchip_at`` for
+    why that is the whole spline's value), then the cubic Hermite."""
+    n, t = y.shape
+    key = np.flatnonzero(observed)
+    rows, cols = np.divmod(key, t)
+    xk, yk = cols.astype(np.float64), y.ravel()[key]
+    first = np.r_[True, rows[1:] != rows[:-1]]
+    last = np.r_[rows[1:] != rows[:-1], True]
+    j = np.searchsorted(key, gap_rows * t + gap_cols) - 1
+
+    def h(q):
+        return xk[q + 1] - xk[q]
+
+    def m(q):
+        return (yk[q + 1] - yk[q]) / (xk[q + 1] - xk[q])
+
+    def slope(q):
+        d = np.empty(q.size)
+        f, l_, i = first[q], last[q], ~first[q] & ~last[q]
+        qi = q[i]
+        m0, m1, h0, h1 = m(qi - 1), m(qi), h(qi - 1), h(qi)
+        flat = (np.sign(m0) != np.sign(m1)) | (m0 == 0) | (m1 == 0)
+        w1, w2 = 2 * h1 + h0, h1 + 2 * h0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d[i] = np.where(flat, 0.0, 1.0 / ((w1 / m0 + w2 / m1) / (w1 + w2)))
+        qf, ql = q[f], q[l_]
+        d[f] = _pchip_edge(h(qf), h(qf + 1), m(qf), m(qf + 1))
+        d[l_] = _pchip_edge(h(ql - 1), h(ql - 2), m(ql - 1), m(ql - 2))
+        return d
+
+    x0, hh, d0, d1 = xk[j], h(j), slope(j), slope(j + 1)
+    s = (gap_cols - x0) / hh
+    s2, s3 = s * s, s * s * s
+    return ((2 * s3 - 3 * s2 + 1) * yk[j] + (s3 - 2 * s2 + s) * hh * d0 + (-2 * s3 + 3 * s2) * yk[j + 1]
+            + (s3 - s2) * hh * d1)
 
 
 def _pchip_at(x: np.ndarray, values: np.ndarray, gaps: np.ndarray) -> np.ndarray:
@@ -296,6 +483,52 @@ class Scaler:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "center": self.center, "scale": self.scale}
+
+
+def fit_scalers_panel(kind: Scaling, train: np.ndarray) -> tuple:
+    """(centers [n], scales [n]): ``Scaler.fit(kind, train[k])`` for every row k at once
+    (non-finite values ignored; a scale <= 0 or non-finite is 1.0). A row with no finite
+    value gets a NaN center (``Scaler.fit`` would warn or raise there)."""
+    import warnings
+
+    kind = Scaling(kind)
+    x = np.asarray(train, dtype=np.float64)
+    x = np.where(np.isfinite(x), x, np.nan)
+    n = x.shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: NaN, as documented
+        if kind == Scaling.standard:
+            center, scale = np.nanmean(x, axis=1), np.nanstd(x, axis=1)
+        elif kind == Scaling.minmax:
+            center = np.nanmin(x, axis=1) if x.shape[1] else np.full(n, np.nan)
+            scale = (np.nanmax(x, axis=1) if x.shape[1] else np.full(n, np.nan)) - center
+        elif kind == Scaling.robust:
+            q1, center, q3 = _percentile_rows(x, (0.25, 0.5, 0.75))
+            scale = q3 - q1
+        else:
+            center, scale = np.zeros(n), np.ones(n)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    return np.asarray(center, dtype=np.float64), scale
+
+
+def _percentile_rows(x: np.ndarray, quantiles: Sequence[float]) -> list:
+    """``np.percentile`` (linear) of each row's non-NaN values, by one sort of the
+    panel: ``np.nanpercentile`` along an axis with NaN loops over the rows in Python."""
+    ordered = np.sort(x, axis=1)  # NaN last
+    count = (~np.isnan(x)).sum(axis=1)
+    top = np.maximum(count - 1, 0)
+    out = []
+    for q in quantiles:
+        virtual = top * q
+        below = np.floor(virtual).astype(np.int64)
+        gamma = virtual - below
+        a = np.take_along_axis(ordered, below[:, None], axis=1)[:, 0] if x.shape[1] else np.full(len(x), np.nan)
+        b = (np.take_along_axis(ordered, np.minimum(below + 1, top)[:, None], axis=1)[:, 0] if x.shape[1]
+             else a)
+        diff = b - a
+        value = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
+        out.append(np.where(count > 0, value, np.nan))
+    return out
 
 
 def difference(series: np.ndarray, lag: int) -> np.ndarray:
