@@ -373,9 +373,7 @@ def _prepare_panel(ctx: RunContext) -> Prepared:
         choices.why["series"] = f"auto settings chosen on series {series.ids[rep]!r} (most training points)"
         for line in choices.lines():
             log.info("%s", line)
-        for k, (lo, hi) in enumerate(spans):
-            preprocess.check_series(values[k, lo:hi], panel.local_bounds(bounds, (lo, hi)), p,
-                                    f"{series.source} series {series.ids[k]!r}")
+        preprocess.check_panel(values, spans, bounds, p, [f"{series.source} series {i!r}" for i in series.ids])
     with ctx.stage("spline", "spline gap-filling"):
         pre, filled, scaled = Preprocessor.fit_panel(values, spans, bounds, p, run_id=ctx.run_id, data=app.data,
                                                      freq=series.freq, last_timestamp=str(timestamps[-1]),

@@ -120,10 +120,7 @@ class Preprocessor:
         method = preprocess.fill_method(cfg.interpolation, season)
         filled = preprocess.fill_gaps_panel(values, spans, bounds, method, season)
         modelled = panel.difference(filled, cfg.difference)
-        train = modelled[:, : int(bounds[1])]
-        scalers = [preprocess.Scaler.fit(cfg.scaling, row) for row in train]
-        centers = np.array([s.center for s in scalers])
-        scales = np.array([s.scale for s in scalers])
+        centers, scales = preprocess.fit_scalers_panel(cfg.scaling, modelled[:, : int(bounds[1])])
         identity = preprocess.Scaler(Scaling(cfg.scaling).value, 0.0, 1.0)
         pre = cls(run_id=run_id, timestamp_col=data.timestamp_col, target_col=data.target_col, freq=freq,
                   duplicates=data.duplicates.value, coerce_errors=bool(data.coerce_errors), season=season,
@@ -135,11 +132,13 @@ class Preprocessor:
                   calendar=tuple(Calendar(c).value for c in data.calendar), id_col=data.id_col,
                   target_cols=tuple(data.target_cols), series_ids=tuple(ids),
                   series_centers=tuple(float(c) for c in centers), series_scales=tuple(float(x) for x in scales))
-        scaled = np.empty(values.shape, dtype=np.float32)
-        for k, (lo, hi) in enumerate(spans):
-            scaled[k] = 0.0
-            scaled[k, lo:hi] = preprocess.scale_checked(scalers[k], modelled[k, lo:hi], f"series {ids[k]!r}")
-        return pre, filled, scaled
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = ((modelled - centers[:, None]) / scales[:, None]).astype(np.float32)
+        bad = ~np.isfinite(scaled) & ~np.isnan(modelled)
+        if bad.any():  # the finite-after-scaling rule of preprocess.scale_checked, naming the series
+            k = int(np.flatnonzero(bad.any(axis=1))[0])
+            preprocess.scale_checked(pre.series_scaler(k), modelled[k], f"series {ids[k]!r}")
+        return pre, filled, np.nan_to_num(scaled, nan=0.0)
 
     def fit_panel_covariates(self, raw: Dict[str, np.ndarray], statics: Dict[str, list], spans: np.ndarray,
                              timestamps, bounds: np.ndarray, cfg: PreprocessConfig, where: str) -> tuple:
