@@ -126,6 +126,7 @@ class DataConfig:
     target_cols: List[str] = field(default_factory=list)
     paths: List[str] = field(default_factory=list)  # more files of the same layout: more series
     n_series: int = 1  # synthetic: that many related series (spline_lstm.synthetic.related_series)
+    shard: Optional[str] = None  # "i/N": only the series whose id hashes to shard i of N (a sweep over shards)
     # synthetic generator
     n_points: int = 720
     start: str = "2024-01-01"
@@ -553,6 +554,11 @@ def _check_panel(app: "AppConfig") -> None:
             _require(d.id_col not in (d.timestamp_col, d.target_col, *d.past_covariates, *d.future_covariates,
                                       *d.static_covariates), "data.id_col",
                      f"{d.id_col!r} is also the timestamp, target or a covariate column")
+    if d.shard is not None:
+        i, _, n = str(d.shard).partition("/")
+        ok = i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)
+        _require(ok and is_panel(d), "data.shard", f"{d.shard!r}: 'i/N' with 0 <= i < N, e.g. 0/4, and many series "
+                 "(data.id_col, data.target_cols or data.n_series)")
     if not is_panel(d):
         _require(not d.static_covariates, "data.static_covariates",
                  "static (per-series) covariates need many series (data.id_col, or data.n_series > 1 for the "

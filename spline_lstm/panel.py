@@ -66,7 +66,32 @@ class Panel:
 # --- loading ----------------------------------------------------------------------------------------
 
 def load_panel(cfg: DataConfig, seed: int, preset: Optional[str] = None) -> Panel:
-    """Read and validate the configured series (see module doc) onto one grid."""
+    """Read and validate the configured series (see module doc) onto one grid; with
+    ``data.shard=i/N`` only that shard's series (``in_shard``)."""
+    panel = _load(cfg, seed, preset)
+    if cfg.shard is None:
+        return panel
+    keep = in_shard(panel.ids, cfg.shard)
+    if not keep.any():
+        raise InputInvalid(f"data.shard={cfg.shard}: none of the {panel.n} series falls in this shard; use fewer shards")
+    log.info("data.shard=%s: %d of %d series", cfg.shard, int(keep.sum()), panel.n)
+    return replace(panel, ids=tuple(i for i, k in zip(panel.ids, keep) if k), values=panel.values[keep],
+                   covariates={c: v[keep] for c, v in panel.covariates.items()},
+                   statics={c: [v for v, k in zip(vals, keep) if k] for c, vals in panel.statics.items()},
+                   summary={**panel.summary, "series": int(keep.sum()), "shard": cfg.shard, "series_before_shard": panel.n})
+
+
+def in_shard(ids: Tuple[str, ...], shard: str) -> np.ndarray:
+    """Series i of shard "k/N": crc32(id) % N == k. Stable across runs, machines and
+    Python versions (not ``hash``), so every job of a sweep over k = 0..N-1 takes a
+    disjoint share and together they take every series."""
+    import zlib
+
+    k, n = (int(x) for x in str(shard).split("/"))
+    return np.array([zlib.crc32(i.encode("utf-8")) % n == k for i in ids], dtype=bool)
+
+
+def _load(cfg: DataConfig, seed: int, preset: Optional[str]) -> Panel:
     if cfg.source == DataSource.synthetic:
         return _synthetic(cfg, seed)
     from spline_lstm.data import _sha256
