@@ -4,7 +4,8 @@ Runs ``+preset=etth1`` (OT alone) and ``+preset=etth1-ms`` (OT + the six loads +
 day of week) for a few seeds, and ``+preset=ili``, each a full run without MLflow, then
 prints one table: test rmse in original units and, for ETTh1, the MSE under the Informer
 protocol (z-score of OT fitted on the training rows [0, 8640), metrics on normalised values:
-mse / std_train^2), with naive-last under the same protocol. Bounded: about 30 s a run on
+mse / std_train^2), with naive-last under the same protocol; ETTh2's OT the same way (the
+etth1 presets on ETTh2.csv: the same columns and split). Bounded: about 30 s a run on
 two CPU cores.
 
     python bench/covariates.py --datasets ../shared/datasets --seeds 42 7
@@ -28,6 +29,9 @@ RUNS = {  # label -> (preset, dataset file, extra overrides)
     "etth1-ms, loads as levels": ("etth1-ms", "ETTh1.csv", ["preprocess.difference_past_covariates=false"]),
     "etth1-ms without calendar": ("etth1-ms", "ETTh1.csv", ["data.calendar=[]"]),
     "etth1 + calendar only": ("etth1", "ETTh1.csv", ["data.calendar=[hour,dayofweek]"]),
+    "etth2 (OT only)": ("etth1", "ETTh2.csv", []),
+    "etth2-ms (OT + 6 loads + hour, dayofweek)": ("etth1-ms", "ETTh2.csv", []),
+    "etth2-ms without calendar": ("etth1-ms", "ETTh2.csv", ["data.calendar=[]"]),
     "ili (4 past covariates + weekofyear)": ("ili", "ILINet.csv", []),
     "ili without covariates": ("ili", "ILINet.csv", ["data.past_covariates=[]", "data.calendar=[]"]),
 }
@@ -47,8 +51,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 7])
     ap.add_argument("--only", nargs="*", help="labels to run (default: all)")
     args = ap.parse_args()
-    ot = pd.read_csv(args.datasets / "ETTh1.csv")["OT"].to_numpy()
-    var = float(np.std(ot[:8640]) ** 2)  # the Informer protocol's scaler: population std of the train rows
+    # the Informer protocol's scaler: population std of OT's training rows, per ETT file
+    var = {f: float(np.std(pd.read_csv(args.datasets / f)["OT"].to_numpy()[:8640]) ** 2)
+           for f in ("ETTh1.csv", "ETTh2.csv")}
     print("| setup | seed | test rmse | naive_last rmse | seasonal_naive rmse | norm. MSE | naive_last norm. MSE |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory(prefix="bench-cov-") as tmp:
@@ -58,9 +63,9 @@ def main() -> None:
             for seed in args.seeds:
                 m = run(preset, args.datasets / file, extra, seed, Path(tmp))
                 b = m["baselines"]
-                ett = file == "ETTh1.csv"
-                norm = f"{m['metrics']['mse'] / var:.4f}" if ett else ""
-                naive_norm = f"{b['naive_last']['mse'] / var:.4f}" if ett else ""
+                ett = file in var
+                norm = f"{m['metrics']['mse'] / var[file]:.4f}" if ett else ""
+                naive_norm = f"{b['naive_last']['mse'] / var[file]:.4f}" if ett else ""
                 sn = b.get("seasonal_naive", {}).get("rmse", float("nan"))
                 print(f"| {label} | {seed} | {m['metrics']['rmse']:.4f} | {b['naive_last']['rmse']:.4f} | "
                       f"{sn:.4f} | {norm} | {naive_norm} |", flush=True)
