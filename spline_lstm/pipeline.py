@@ -167,8 +167,8 @@ def _tags(ctx: RunContext) -> Dict[str, str]:
 
 
 # data.* settings only one kind of source reads; the other kind's are not params of the run
-SYNTHETIC_ONLY = ("n_points", "start", "synthetic_freq", "gap_ratio", "gap_stretches", "noise")
-FILE_ONLY = ("path", "duplicates", "coerce_errors")
+SYNTHETIC_ONLY = ("n_points", "start", "synthetic_freq", "gap_ratio", "gap_stretches", "noise", "n_series")
+FILE_ONLY = ("path", "duplicates", "coerce_errors", "id_col", "target_cols", "paths")
 NOT_PARAMS = ("tracking", "paths", "run_id", "run_prefix", "verbose")  # where it is logged, not what ran
 
 
