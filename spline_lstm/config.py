@@ -553,6 +553,11 @@ def _check_panel(app: "AppConfig") -> None:
             _require(d.id_col not in (d.timestamp_col, d.target_col, *d.past_covariates, *d.future_covariates,
                                       *d.static_covariates), "data.id_col",
                      f"{d.id_col!r} is also the timestamp, target or a covariate column")
+    other = (d.timestamp_col, d.target_col, d.id_col, *d.past_covariates, *d.future_covariates)
+    for k, col in enumerate(d.static_covariates):
+        _require(bool(str(col).strip()) and col not in other and col not in d.static_covariates[:k],
+                 "data.static_covariates", f"{col!r}: each static column once, none empty or the timestamp, "
+                 "target, id or a covariate column")
     if not is_panel(d):
         _require(not d.static_covariates, "data.static_covariates",
                  "static (per-series) covariates need many series (data.id_col, or data.n_series > 1 for the "

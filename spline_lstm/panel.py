@@ -110,11 +110,14 @@ def load_panel(cfg: DataConfig, seed: int, preset: Optional[str] = None) -> Pane
 def _long(path: Path, cfg: DataConfig) -> Tuple[_Rows, int]:
     """A long-format file, validated column by column over the whole file (so a message
     names the file's row), then split by id: one sort, no per-id pandas work."""
-    from spline_lstm.data import _row, infer_freq, parse_timestamps, read_table
+    from spline_lstm.data import TRAINING_HINTS, _row, infer_freq, parse_timestamps, read_table
 
     covs = [*cfg.past_covariates, *cfg.future_covariates]
-    frame = read_table(path, cfg.timestamp_col, cfg.target_col, extra=[cfg.id_col, *covs, *cfg.static_covariates],
-                       text={cfg.id_col: "data.id_col"}).reset_index(drop=True)
+    hints = replace(TRAINING_HINTS, covariates="fix data.static_covariates / data.past_covariates / "
+                    "data.future_covariates")
+    frame = read_table(path, cfg.timestamp_col, cfg.target_col, hints,
+                       extra=[cfg.id_col, *covs, *cfg.static_covariates], text={cfg.id_col: "data.id_col"})
+    frame = frame.reset_index(drop=True)
     where = str(path)
     ids = frame[cfg.id_col].astype("string").str.strip()
     empty = (ids.isna() | (ids == "")).to_numpy(dtype=bool)
@@ -139,8 +142,8 @@ def _long(path: Path, cfg: DataConfig) -> Tuple[_Rows, int]:
     cuts = np.flatnonzero(np.diff(codes)) + 1
     starts, ends = np.r_[0, cuts], np.r_[cuts, len(codes)]
     freqs = [cfg.freq or infer_freq(stamps[a:b], w) for a, b, w in zip(starts, ends, wheres)]
-    return _Rows(names, [where] * len(names), wheres, [cfg.target_col] * len(names), freqs, statics, codes, stamps, values, cov,
-                 counts), len(frame)
+    return _Rows(names, [where] * len(names), wheres, [cfg.target_col] * len(names), freqs, statics, codes, stamps,
+                 values, cov, counts), len(frame)
 
 
 def _cells(frame: pd.DataFrame, col: str, cfg: DataConfig, where: str) -> Tuple[np.ndarray, Dict[str, int]]:
@@ -233,8 +236,8 @@ def _wide(path: Path, cfg: DataConfig, prefix: str) -> Tuple[_Rows, int]:
     index = [p[4].index for p in parts]
     counts = {k: int(sum(p[4].attrs[a] for p in parts)) for k, a in
               (("non_numeric", "non_numeric"), ("infinite", "infinite"), ("duplicates", "duplicates"))}
-    return _Rows([p[0] for p in parts], [str(path)] * len(parts), [p[1] for p in parts], [p[2] for p in parts], [p[3] for p in parts],
-                 [{} for _ in parts], np.repeat(np.arange(len(parts)), [len(i) for i in index]),
+    return _Rows([p[0] for p in parts], [str(path)] * len(parts), [p[1] for p in parts], [p[2] for p in parts],
+                 [p[3] for p in parts], [{} for _ in parts], np.repeat(np.arange(len(parts)), [len(i) for i in index]),
                  index[0].append(index[1:]) if len(index) > 1 else index[0],
                  np.concatenate([p[4].to_numpy(dtype=np.float64) for p in parts]), {}, counts), len(frame)
 
@@ -276,7 +279,8 @@ def _on_grid(s: _Rows, cfg: DataConfig, where: str, sha: str, rows: int) -> Pane
         by = {}
         for sid, f in zip(s.ids, s.freqs):
             by.setdefault(f, []).append(sid)
-        shown = "; ".join(f"{f}: {len(v)} series (e.g. {v[0]!r})" for f, v in sorted(by.items(), key=lambda x: -len(x[1])))
+        ranked = sorted(by.items(), key=lambda fv: -len(fv[1]))
+        shown = "; ".join(f"{f}: {len(v)} series (e.g. {v[0]!r})" for f, v in ranked)
         raise InputInvalid(f"{where}: the series have different frequencies ({shown}); give series of one "
                            "frequency, or set data.freq to put them all on one grid")
     freq = s.freqs[0]
@@ -305,7 +309,7 @@ def _on_grid(s: _Rows, cfg: DataConfig, where: str, sha: str, rows: int) -> Pane
         off = mine & (pos < 0)
         raise InputInvalid(f"{s.wheres[k]}: {int(off.sum())} of {int(mine.sum())} timestamps are off the shared "
                            f"{freq!r} grid that starts at {grid[0]} (first {s.stamps[np.flatnonzero(off)[0]]}); every "
-                           f"series must step on one grid (same phase, e.g. all on the hour); {hints.freq}")
+                           f"series must step on one grid (same phase, e.g. all on the hour)")
     seen = np.bincount(s.codes, weights=~np.isnan(s.values), minlength=n)
     if (seen == 0).any():
         k = int(np.flatnonzero(seen == 0)[0])
