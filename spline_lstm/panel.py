@@ -9,9 +9,11 @@ Input (``data`` group):
 - synthetic, ``data.n_series=N``: ``synthetic.related_series`` (shared season, gaps,
   one static covariate ``category``).
 
-Every series is validated by the single-series rules (``data.to_series`` and
-``regularise``: numeric, duplicates, coercion, its frequency) and placed on the
-shared grid from the earliest to the latest timestamp of any series. A panel is
+Every series is held to the single-series rules (numeric cells, coercion, duplicates,
+its frequency, a grid it steps on): a long file column by column over the whole file
+(``data.to_series``'s rules, so messages name the file's row), then per id with numpy;
+each wide column by ``data.to_series``. The series are placed on the shared grid from
+the earliest to the latest timestamp of any series (same frequency and phase). A panel is
 an [n, T] array: NaN = gap, or outside the series' observed span ``spans[k]``.
 
 Splits are by time: the same cut-offs on the grid for every series (no series'
