@@ -559,6 +559,11 @@ def _check_panel(app: "AppConfig") -> None:
         ok = i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)
         _require(ok and is_panel(d), "data.shard", f"{d.shard!r}: 'i/N' with 0 <= i < N, e.g. 0/4, and many series "
                  "(data.id_col, data.target_cols or data.n_series)")
+    other = (d.timestamp_col, d.target_col, d.id_col, *d.past_covariates, *d.future_covariates)
+    for k, col in enumerate(d.static_covariates):
+        _require(bool(str(col).strip()) and col not in other and col not in d.static_covariates[:k],
+                 "data.static_covariates", f"{col!r}: each static column once, none empty or the timestamp, "
+                 "target, id or a covariate column")
     if not is_panel(d):
         _require(not d.static_covariates, "data.static_covariates",
                  "static (per-series) covariates need many series (data.id_col, or data.n_series > 1 for the "

@@ -109,9 +109,11 @@ def _sha256(path: Path) -> str:
 
 
 def read_table(path: Path, timestamp_col: str, target_col: str, hints: Hints = TRAINING_HINTS,
-               extra: Sequence[str] = ()) -> pd.DataFrame:
+               extra: Sequence[str] = (), text: Optional[Dict[str, str]] = None) -> pd.DataFrame:
     """Read the needed columns of a CSV or Parquet file (by extension): timestamp,
-    target and the ``extra`` (covariate) columns."""
+    target and the ``extra`` (covariate) columns. ``text`` maps columns read as text
+    (a CSV's "007" stays "007", not 7.0) to the setting that names them."""
+    text = text or {}
     if timestamp_col == target_col:
         raise ConfigInvalid(f"data.target_col: {target_col!r} is also data.timestamp_col; "
                             "set them to two different columns")
@@ -136,7 +138,7 @@ def read_table(path: Path, timestamp_col: str, target_col: str, hints: Hints = T
         raise InputInvalid(f"input file {path} is empty (0 bytes)")
     try:
         if ext == ".csv":
-            frame = _read_csv(path)
+            frame = _read_csv(path, list(text))
         else:
             frame = pd.read_parquet(path)
     except InputInvalid:
@@ -155,6 +157,10 @@ def read_table(path: Path, timestamp_col: str, target_col: str, hints: Hints = T
         _check_header(path, (timestamp_col, target_col, *extra))
     missing = [c for c in (timestamp_col, target_col) if c not in frame.columns]
     absent = [c for c in extra if c not in frame.columns]
+    keyed = [c for c in absent if c in text]
+    if keyed and not missing:
+        cols = ", ".join(map(str, list(frame.columns)[:20]))
+        raise InputInvalid(f"input file {path} has no column {keyed[0]!r} ({text[keyed[0]]}); columns are: {cols}")
     if absent and not missing:
         cols = ", ".join(map(str, list(frame.columns)[:20]))
         raise InputInvalid(f"input file {path} has no covariate column {', '.join(map(repr, absent))}; columns "
@@ -216,15 +222,16 @@ def _check_header(path: Path, needed: tuple) -> None:
                                "rename them so the column to use is unambiguous")
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, text: Sequence[str] = ()) -> pd.DataFrame:
     _check_text(path)
+    dtype = {c: "string" for c in text} or None
     try:
-        return pd.read_csv(path, engine="pyarrow")
+        return pd.read_csv(path, engine="pyarrow", dtype=dtype)
     except ImportError:  # pragma: no cover - pyarrow is a dependency
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype=dtype)
     except Exception:
         # pyarrow is strict about ragged rows; the C parser gives a clearer message
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype=dtype)
 
 
 # "2024-01-01 00:00:00+02:00", "...T00:00Z": a time of day followed by a UTC offset

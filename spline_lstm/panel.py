@@ -9,9 +9,11 @@ Input (``data`` group):
 - synthetic, ``data.n_series=N``: ``synthetic.related_series`` (shared season, gaps,
   one static covariate ``category``).
 
-Every series is validated by the single-series rules (``data.to_series`` and
-``regularise``: numeric, duplicates, coercion, its frequency) and placed on the
-shared grid from the earliest to the latest timestamp of any series. A panel is
+Every series is held to the single-series rules (numeric cells, coercion, duplicates,
+its frequency, a grid it steps on): a long file column by column over the whole file
+(``data.to_series``'s rules, so messages name the file's row), then per id with numpy;
+each wide column by ``data.to_series``. The series are placed on the shared grid from
+the earliest to the latest timestamp of any series (same frequency and phase). A panel is
 an [n, T] array: NaN = gap, or outside the series' observed span ``spans[k]``.
 
 Splits are by time: the same cut-offs on the grid for every series (no series'
@@ -35,7 +37,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from spline_lstm.config import DataConfig, DataSource
+from spline_lstm.config import DataConfig, DataSource, DuplicatePolicy
 from spline_lstm.errors import InputInvalid
 
 log = logging.getLogger("spline_lstm")
@@ -64,6 +66,24 @@ class Panel:
 
 
 # --- loading ----------------------------------------------------------------------------------------
+
+@dataclass
+class _Rows:
+    """Series read from one or more files, before the shared grid: one row per (series,
+    timestamp), sorted by series then time. What each series' messages name is kept."""
+
+    ids: List[str]
+    files: List[str]  # the file of each series
+    wheres: List[str]  # "<file> series 'id'" / "<file> column 'col'"
+    cols: List[str]  # the target column of each series
+    freqs: List[str]
+    statics: List[dict]
+    codes: np.ndarray  # [N] series number of each row
+    stamps: pd.DatetimeIndex  # [N]
+    values: np.ndarray  # [N] float64, NaN = gap
+    covariates: Dict[str, np.ndarray]  # column -> [N]
+    counts: Dict[str, int]  # non_numeric, infinite, duplicates (target cells)
+
 
 def load_panel(cfg: DataConfig, seed: int, preset: Optional[str] = None) -> Panel:
     """Read and validate the configured series (see module doc) onto one grid; with
@@ -102,107 +122,239 @@ def _load(cfg: DataConfig, seed: int, preset: Optional[str]) -> Panel:
     files = [Path(os.path.expanduser(p)).absolute() for p in [cfg.path, *cfg.paths]]
     if len(set(files)) < len(files):
         raise InputInvalid(f"data.path / data.paths name a file twice: {', '.join(map(str, files))}")
-    series: List[tuple] = []  # (id, regular pd.Series, covariates {col: pd.Series}, statics {col: value}, where)
-    rows = 0
+    blocks, rows = [], 0
     for path in files:
-        read = _long if cfg.id_col else _wide
-        got, n_rows = read(path, cfg, prefix=f"{path.stem}:" if len(files) > 1 else "")
-        series += got
+        block, n_rows = _long(path, cfg) if cfg.id_col else _wide(path, cfg, f"{path.stem}:" if len(files) > 1 else "")
+        blocks.append(block)
         rows += n_rows
-    ids = [s[0] for s in series]
-    dup = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
-    if dup:
-        raise InputInvalid(f"series id {dup[0]!r} appears in more than one file; ids must be unique")
+    series = _concat(blocks)
     shas = [_sha256(p) for p in files]
     sha = shas[0] if len(shas) == 1 else hashlib.sha256("".join(shas).encode()).hexdigest()
     where = str(files[0]) if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"
     return _on_grid(series, cfg, where, sha, rows)
 
 
-def _long(path: Path, cfg: DataConfig, prefix: str) -> tuple:
-    from spline_lstm.data import read_table
+def _long(path: Path, cfg: DataConfig) -> Tuple[_Rows, int]:
+    """A long-format file, validated column by column over the whole file (so a message
+    names the file's row), then split by id: one sort, no per-id pandas work."""
+    from spline_lstm.data import TRAINING_HINTS, _row, infer_freq, parse_timestamps, read_table
 
-    extra = [cfg.id_col, *cfg.past_covariates, *cfg.future_covariates, *cfg.static_covariates]
-    frame = read_table(path, cfg.timestamp_col, cfg.target_col, extra=extra)
-    ids = frame[cfg.id_col]
-    if ids.isna().any():
-        first = int(np.flatnonzero(ids.isna().to_numpy())[0])
-        raise InputInvalid(f"{path}: column {cfg.id_col!r} (data.id_col) is empty in {int(ids.isna().sum())} rows "
-                           f"(first at data row {first + 1}); every row needs its series id")
-    out = []
-    for key, part in frame.groupby(ids.astype(str), sort=False):
-        where = f"{path} series {key!r}"
-        statics = {}
-        for col in cfg.static_covariates:
-            vals = part[col].dropna().unique()
-            if len(vals) != 1:
-                raise InputInvalid(f"{where}: static covariate {col!r} must hold one value per series, found "
-                                   f"{len(vals)} ({', '.join(map(repr, vals[:3].tolist()))}); fix the file")
-            statics[col] = vals[0].item() if hasattr(vals[0], "item") else vals[0]
-        out.append((prefix + key, part.reset_index(drop=True), statics, where, cfg.target_col))
-    return _regular(out, cfg), len(frame)
+    covs = [*cfg.past_covariates, *cfg.future_covariates]
+    hints = replace(TRAINING_HINTS, covariates="fix data.static_covariates / data.past_covariates / "
+                    "data.future_covariates")
+    frame = read_table(path, cfg.timestamp_col, cfg.target_col, hints,
+                       extra=[cfg.id_col, *covs, *cfg.static_covariates], text={cfg.id_col: "data.id_col"})
+    frame = frame.reset_index(drop=True)
+    where = str(path)
+    ids = frame[cfg.id_col].astype("string").str.strip()
+    empty = (ids.isna() | (ids == "")).to_numpy(dtype=bool)
+    if empty.any():
+        first = int(np.flatnonzero(empty)[0])
+        raise InputInvalid(f"{where}: column {cfg.id_col!r} (data.id_col) is empty in {int(empty.sum())} of "
+                           f"{len(frame)} rows (first at {_row(first, where)}); every row needs its series id")
+    codes, names = pd.factorize(ids.to_numpy(dtype=object), sort=False)
+    names = [str(i) for i in names]
+    wheres = [f"{where} series {i!r}" for i in names]
+    stamps = pd.DatetimeIndex(parse_timestamps(frame[cfg.timestamp_col], cfg.timestamp_col, where))
+    values, counts = _cells(frame, cfg.target_col, cfg, where)
+    cov = {c: _cells(frame, c, cfg, where)[0] for c in covs}
+    statics = _statics(frame, codes, names, wheres, cfg)
+    order = np.lexsort((stamps.asi8, codes))
+    if (order[1:] < order[:-1]).any() and _unsorted_within(codes, stamps.asi8):
+        log.warning("%s: rows of a series are not in time order; sorted them", where)
+    codes, stamps, values = codes[order], stamps[order], values[order]
+    cov = {c: v[order] for c, v in cov.items()}
+    codes, stamps, values, cov, counts["duplicates"] = _merge_duplicates(codes, stamps, values, cov, cfg, wheres,
+                                                                          where)
+    cuts = np.flatnonzero(np.diff(codes)) + 1
+    starts, ends = np.r_[0, cuts], np.r_[cuts, len(codes)]
+    freqs = [cfg.freq or infer_freq(stamps[a:b], w) for a, b, w in zip(starts, ends, wheres)]
+    return _Rows(names, [where] * len(names), wheres, [cfg.target_col] * len(names), freqs, statics, codes, stamps,
+                 values, cov, counts), len(frame)
 
 
-def _wide(path: Path, cfg: DataConfig, prefix: str) -> tuple:
-    from spline_lstm.data import read_table
+def _cells(frame: pd.DataFrame, col: str, cfg: DataConfig, where: str) -> Tuple[np.ndarray, Dict[str, int]]:
+    """One column's cells by the single-series rules (numeric, data.coerce_errors,
+    magnitude), in row order: ``to_series`` over row-order stand-in timestamps, so its
+    messages name the file's rows."""
+    from spline_lstm.data import to_series
 
-    first, *rest = cfg.target_cols
-    frame = read_table(path, cfg.timestamp_col, first, extra=rest)
-    out = [(prefix + col, frame, {}, f"{path} column {col!r}", col) for col in cfg.target_cols]
-    return _regular(out, cfg), len(frame)
+    ts = cfg.timestamp_col
+    stand_in = pd.DataFrame({ts: pd.DatetimeIndex(np.arange(len(frame)).view("M8[ns]")),
+                             col: frame[col].reset_index(drop=True)})
+    raw = to_series(stand_in, replace(cfg, target_col=col), where)
+    return raw.to_numpy(dtype=np.float64), {"non_numeric": int(raw.attrs["non_numeric"]),
+                                            "infinite": int(raw.attrs["infinite"])}
 
 
-def _regular(parts: list, cfg: DataConfig) -> list:
-    """Each series by the single-series rules, on its own regular grid."""
-    from spline_lstm.data import covariate_values, regularise, to_series
+def _unsorted_within(codes: np.ndarray, stamps: np.ndarray) -> bool:
+    by_id = np.argsort(codes, kind="stable")
+    c, t = codes[by_id], stamps[by_id]
+    return bool(((c[1:] == c[:-1]) & (t[1:] < t[:-1])).any())
 
-    out = []
-    for sid, frame, statics, where, col in parts:
-        one = replace(cfg, target_col=col)
-        raw = to_series(frame, one, where)
-        regular, freq = regularise(raw, cfg.freq, where)
-        cov = {c: covariate_values(frame, c, one, regular.index, freq, where)
-               for c in [*cfg.past_covariates, *cfg.future_covariates]}
-        out.append((sid, regular, freq, cov, statics, where,
-                    {**raw.attrs, "absent": len(regular) - len(raw.index.unique())}))
+
+def _statics(frame: pd.DataFrame, codes: np.ndarray, names: List[str], wheres: List[str], cfg: DataConfig) -> list:
+    """Each static covariate's one value per series (blank cells ignored)."""
+    out: List[dict] = [{} for _ in names]
+    for col in cfg.static_covariates:
+        pairs = pd.DataFrame({"k": codes, "v": frame[col].to_numpy(dtype=object)}).dropna().drop_duplicates()
+        count = np.bincount(pairs["k"].to_numpy(dtype=np.int64), minlength=len(names))
+        bad = np.flatnonzero(count != 1)
+        if bad.size:
+            k = int(bad[0])
+            if not count[k]:
+                raise InputInvalid(f"{wheres[k]}: static covariate {col!r} is empty in every row of the series; "
+                                   "give each series its value")
+            vals = pairs["v"][pairs["k"] == k].tolist()
+            raise InputInvalid(f"{wheres[k]}: static covariate {col!r} must hold one value per series, found "
+                               f"{len(vals)} ({', '.join(map(repr, vals[:3]))}); fix the file")
+        first = pairs.groupby("k", sort=True)["v"].first().tolist()
+        for k, v in enumerate(first):
+            out[k][col] = v.item() if hasattr(v, "item") else v
     return out
 
 
-def _on_grid(series: list, cfg: DataConfig, where: str, sha: str, rows: int) -> Panel:
-    """Every series on the grid from the earliest to the latest timestamp, at one frequency."""
-    from spline_lstm.data import _offset, check_grid_size, require_observed
+def _merge_duplicates(codes, stamps, values, cov, cfg: DataConfig, wheres: List[str], where: str) -> tuple:
+    """data.duplicates per series: rows of one id at one timestamp are refused, or merged
+    as ``to_series`` merges them (mean or last of the non-missing values, per column)."""
+    from spline_lstm.data import TRAINING_HINTS
 
-    freqs = {s[2] for s in series}
-    if len(freqs) > 1:
-        shown = ", ".join(f"{s[0]!r}: {s[2]}" for s in series[:MAX_SHOWN_IDS])
-        raise InputInvalid(f"{where}: the series have different frequencies ({shown}); set data.freq, or give "
-                           "series of one frequency")
-    freq = freqs.pop()
-    start = min(s[1].index[0] for s in series)
-    end = max(s[1].index[-1] for s in series)
-    offset = _offset(freq, where, _hints())
-    check_grid_size(pd.DatetimeIndex([start, end]), offset, freq, where, _hints())
-    grid = pd.date_range(start, end, freq=offset, unit=series[0][1].index.unit)
-    n, t = len(series), len(grid)
-    values = np.full((n, t), np.nan)
-    covariates = {c: np.full((n, t), np.nan) for c in [*cfg.past_covariates, *cfg.future_covariates]}
-    for k, (sid, regular, _, cov, _, swhere, _) in enumerate(series):
-        require_observed(regular.to_numpy(), sid, swhere)
-        pos = grid.get_indexer(regular.index)
-        if (pos < 0).any():
-            raise InputInvalid(f"{swhere}: timestamps are off the shared {freq!r} grid of the other series (first "
-                               f"{regular.index[pos < 0][0]}); give every series the same phase")
-        values[k, pos] = regular.to_numpy(dtype=np.float64)
-        for c, v in cov.items():
-            covariates[c][k, pos] = v
-    attrs = [s[6] for s in series]
-    summary = {"rows": int(rows), "series": n,
-               "non_numeric_coerced": int(sum(a.get("non_numeric", 0) for a in attrs)),
-               "infinite_as_missing": int(sum(a.get("infinite", 0) for a in attrs)),
-               "duplicates_merged": int(sum(a.get("duplicates", 0) for a in attrs)),
-               "grid_points": int(n * t), "absent_timestamps": int(sum(a["absent"] for a in attrs)), "freq": freq}
-    statics = {c: [s[4][c] for s in series] for c in cfg.static_covariates}
-    return Panel(tuple(s[0] for s in series), grid, values, freq, where, summary, sha, covariates, statics)
+    i8 = stamps.asi8
+    same = (codes[1:] == codes[:-1]) & (i8[1:] == i8[:-1])
+    n_dup = int(same.sum())
+    if not n_dup:
+        return codes, stamps, values, cov, 0
+    if cfg.duplicates == DuplicatePolicy.error:
+        at = int(np.flatnonzero(same)[0]) + 1
+        k = int(codes[at])
+        in_k = int(same[codes[1:] == k].sum())
+        raise InputInvalid(f"{wheres[k]}: column {cfg.timestamp_col!r} has {in_k} duplicated timestamps "
+                           f"(first {stamps[at]}); {TRAINING_HINTS.duplicates}")
+    keep = np.r_[True, ~same]
+    group = np.cumsum(keep) - 1
+    heads = np.flatnonzero(keep)
+    how = "mean" if cfg.duplicates == DuplicatePolicy.mean else "last"
+
+    def merged(v: np.ndarray) -> np.ndarray:
+        seen = ~np.isnan(v)
+        if how == "mean":
+            total = np.bincount(group, weights=np.where(seen, v, 0.0))
+            count = np.bincount(group, weights=seen)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        last = np.maximum.reduceat(np.where(seen, np.arange(len(v)), -1), heads)
+        return np.where(last >= heads, v[np.maximum(last, 0)], np.nan)
+
+    log.warning("%s: %d duplicated (id, timestamp) rows merged by '%s'", where, n_dup, how)
+    return codes[keep], stamps[keep], merged(values), {c: merged(v) for c, v in cov.items()}, n_dup
+
+
+def _wide(path: Path, cfg: DataConfig, prefix: str) -> Tuple[_Rows, int]:
+    """A wide-format file: each listed column is one series, by the single-series rules."""
+    from spline_lstm.data import infer_freq, read_table, to_series
+
+    first, *rest = cfg.target_cols
+    frame = read_table(path, cfg.timestamp_col, first, extra=rest)
+    parts = []
+    for col in cfg.target_cols:
+        where = f"{path} column {col!r}"
+        raw = to_series(frame, replace(cfg, target_col=col), where)
+        parts.append((prefix + col, where, col, cfg.freq or infer_freq(raw.index, where), raw))
+    index = [p[4].index for p in parts]
+    counts = {k: int(sum(p[4].attrs[a] for p in parts)) for k, a in
+              (("non_numeric", "non_numeric"), ("infinite", "infinite"), ("duplicates", "duplicates"))}
+    return _Rows([p[0] for p in parts], [str(path)] * len(parts), [p[1] for p in parts], [p[2] for p in parts],
+                 [p[3] for p in parts], [{} for _ in parts], np.repeat(np.arange(len(parts)), [len(i) for i in index]),
+                 index[0].append(index[1:]) if len(index) > 1 else index[0],
+                 np.concatenate([p[4].to_numpy(dtype=np.float64) for p in parts]), {}, counts), len(frame)
+
+
+def _concat(blocks: List[_Rows]) -> _Rows:
+    """The series of every file; an id in two files is refused."""
+    if len(blocks) == 1:
+        return blocks[0]
+    seen: Dict[str, str] = {}
+    for b in blocks:
+        for sid, file in zip(b.ids, b.files):
+            if sid in seen:
+                raise InputInvalid(f"series id {sid!r} is in two files ({seen[sid]} and {file}); ids must be unique "
+                                   "across data.path and data.paths: put each series' rows in one file")
+            seen[sid] = file
+    offsets = np.cumsum([0, *[len(b.ids) for b in blocks[:-1]]])
+    unit = min((b.stamps.unit for b in blocks), key=["ns", "us", "ms", "s"].index)
+    try:
+        stamps = blocks[0].stamps.as_unit(unit).append([b.stamps.as_unit(unit) for b in blocks[1:]])
+    except (ValueError, OverflowError) as exc:
+        raise InputInvalid(f"the files' timestamps do not fit one time unit ({unit}): {exc}") from exc
+    return _Rows([i for b in blocks for i in b.ids], [f for b in blocks for f in b.files],
+                 [w for b in blocks for w in b.wheres],
+                 [c for b in blocks for c in b.cols], [f for b in blocks for f in b.freqs],
+                 [s for b in blocks for s in b.statics],
+                 np.concatenate([b.codes + o for b, o in zip(blocks, offsets)]), stamps,
+                 np.concatenate([b.values for b in blocks]),
+                 {c: np.concatenate([b.covariates[c] for b in blocks]) for c in blocks[0].covariates},
+                 {k: sum(b.counts[k] for b in blocks) for k in blocks[0].counts})
+
+
+def _on_grid(s: _Rows, cfg: DataConfig, where: str, sha: str, rows: int) -> Panel:
+    """Every series on the grid from the earliest to the latest timestamp, at one frequency."""
+    from spline_lstm.data import _offset, _step_ns, grid_limit
+
+    hints = _hints()
+    n = len(s.ids)
+    if len(set(s.freqs)) > 1:
+        by = {}
+        for sid, f in zip(s.ids, s.freqs):
+            by.setdefault(f, []).append(sid)
+        ranked = sorted(by.items(), key=lambda fv: -len(fv[1]))
+        shown = "; ".join(f"{f}: {len(v)} series (e.g. {v[0]!r})" for f, v in ranked)
+        raise InputInvalid(f"{where}: the series have different frequencies ({shown}); give series of one "
+                           "frequency, or set data.freq to put them all on one grid")
+    freq = s.freqs[0]
+    offset = _offset(freq, where, hints)
+    i8 = s.stamps.asi8
+    lo, hi = int(i8.min()), int(i8.max())
+    start, end = s.stamps[int(i8.argmin())], s.stamps[int(i8.argmax())]
+    step = _step_ns(offset, start)
+    if step is None or step <= 0:
+        raise InputInvalid(f"{where}: frequency {freq!r} does not step forward in time; {hints.freq}")
+    points = (hi - lo) * int(pd.Timedelta(1, unit=s.stamps.unit).value) // step + 1
+    limit = grid_limit(rows)
+    if n * points > limit:
+        raise InputInvalid(f"{where} fails the grid-size rule: {n:,} series on one {freq!r} grid from {start} to "
+                           f"{end} ({points:,} points) make {n * points:,} cells for {rows:,} rows (limit {limit:,}); "
+                           f"series far apart in time, or a stray timestamp? Else {hints.freq}")
+    try:
+        grid = pd.date_range(start, end, freq=offset, unit=s.stamps.unit)
+    except (ValueError, OverflowError) as exc:
+        raise InputInvalid(f"{where}: no regular {freq!r} grid from {start} to {end}: "
+                           f"{' '.join(str(exc).split())[:160]}") from exc
+    pos = grid.get_indexer(s.stamps)
+    if (pos < 0).any():
+        k = int(s.codes[np.flatnonzero(pos < 0)[0]])
+        mine = s.codes == k
+        off = mine & (pos < 0)
+        raise InputInvalid(f"{s.wheres[k]}: {int(off.sum())} of {int(mine.sum())} timestamps are off the shared "
+                           f"{freq!r} grid that starts at {grid[0]} (first {s.stamps[np.flatnonzero(off)[0]]}); every "
+                           f"series must step on one grid (same phase, e.g. all on the hour)")
+    seen = np.bincount(s.codes, weights=~np.isnan(s.values), minlength=n)
+    if (seen == 0).any():
+        k = int(np.flatnonzero(seen == 0)[0])
+        raise InputInvalid(f"{s.wheres[k]}: column {s.cols[k]!r} has no numeric value at all")
+    values = np.full((n, len(grid)), np.nan)
+    values[s.codes, pos] = s.values
+    covariates = {}
+    for c, v in s.covariates.items():
+        covariates[c] = np.full((n, len(grid)), np.nan)
+        covariates[c][s.codes, pos] = v
+    cuts = np.flatnonzero(np.diff(s.codes)) + 1
+    first, last = pos[np.r_[0, cuts]], pos[np.r_[cuts, len(pos)] - 1]
+    summary = {"rows": int(rows), "series": n, "non_numeric_coerced": s.counts["non_numeric"],
+               "infinite_as_missing": s.counts["infinite"], "duplicates_merged": s.counts["duplicates"],
+               "grid_points": int(n * len(grid)), "absent_timestamps": int((last - first + 1).sum() - len(pos)),
+               "freq": freq}
+    statics = {c: [st[c] for st in s.statics] for c in cfg.static_covariates}
+    return Panel(tuple(s.ids), grid, values, freq, where, summary, sha, covariates, statics)
 
 
 def _hints():
