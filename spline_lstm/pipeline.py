@@ -358,6 +358,7 @@ def _prepare_panel(ctx: RunContext) -> Prepared:
     split by the same cut-offs on the shared grid; the arrays are flattened row by row,
     so one WindowSource streams the windows of every series."""
     from spline_lstm import panel, preprocess, seasonality
+    from spline_lstm.errors import InputInvalid
     from spline_lstm.preprocessor import Preprocessor
 
     app, p = ctx.app, ctx.app.preprocess
@@ -367,6 +368,11 @@ def _prepare_panel(ctx: RunContext) -> Prepared:
         values = series.values[:, : bounds[-1]]
         timestamps = series.timestamps[: bounds[-1]]
         spans = panel.spans(values)
+        unseen = np.flatnonzero(np.isnan(values).all(axis=1))
+        if unseen.size:  # observed only after the last split (split_indices shorter than the grid)
+            raise InputInvalid(f"{series.source} series {series.ids[unseen[0]]!r}: no observed value in the "
+                               f"splits' {int(bounds[-1])} grid points ({unseen.size} series like it); "
+                               "fix preprocess.split_indices or drop the series")
         rep = panel.representative(values, bounds)
         lo, hi = spans[rep]
         choices = seasonality.resolve(app, values[rep, lo:hi], panel.local_bounds(bounds, (lo, hi)), series.freq)
