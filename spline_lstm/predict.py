@@ -288,14 +288,19 @@ def select_series(pre: Preprocessor, parts: Sequence[Part], series: Optional[Seq
 
 def load_run(artifacts_dir: Path, run_id: str, verbose: bool = False) -> tuple:
     """(Keras model, Preprocessor) of a run that passes the pre-inference gate."""
+    pre, keras_path = gated_run(artifacts_dir, run_id)
+    return load_keras(keras_path, verbose), pre
+
+
+def gated_run(artifacts_dir: Path, run_id: str) -> tuple:
+    """(Preprocessor, path of best.keras) of a run that passes the pre-inference gate."""
     from spline_lstm.health import run_gate
 
     result = run_gate(artifacts_dir, run_id)
     if not result.passed:
         raise result.error()
     paths = ArtifactLayout(Path(artifacts_dir).absolute()).paths(run_id)
-    pre = Preprocessor.from_dict(safe_load_pickle(paths["preprocessor"]))
-    return load_keras(paths["best"], verbose), pre
+    return Preprocessor.from_dict(safe_load_pickle(paths["preprocessor"])), paths["best"]
 
 
 def load_keras(path: Path, verbose: bool = False):
@@ -355,9 +360,10 @@ def forecast(artifacts_dir: Path, run_id: str, input_path: Union[Path, Sequence[
              levels: Sequence[int] = (), verbose: bool = False, series: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """Gate the run, then ``forecast_parts`` on the --input file(s)."""
     check_options(horizon, levels)  # a bad option costs no model load
-    model, pre = load_run(artifacts_dir, run_id, verbose)
+    pre, keras_path = gated_run(artifacts_dir, run_id)
     parts, where = read_parts(pre, _paths(input_path))
-    return forecast_parts(model, pre, parts, horizon, levels, series, where)
+    select_series(pre, parts, series, where)  # nor does a bad file or --series
+    return forecast_parts(load_keras(keras_path, verbose), pre, parts, horizon, levels, series, where)
 
 
 def forecast_registered(uri: str, tracking_uri: str, input_path: Union[Path, Sequence[Path]],
