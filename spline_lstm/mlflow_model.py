@@ -27,7 +27,8 @@ def _sha256(path: Path) -> str:
 
 
 class SplineForecaster(mlflow.pyfunc.PythonModel):
-    """``predict(frame, params={"horizon": H, "levels": [80, 95]})`` -> the forecast table."""
+    """``predict(frame, params={"horizon": H, "levels": [80, 95]})`` -> the forecast table; a
+    many-series run reads a long-format frame and takes ``"series": [ids]`` (default: all)."""
 
     def load_context(self, context) -> None:
         from spline_lstm.predict import load_keras
@@ -52,13 +53,31 @@ class SplineForecaster(mlflow.pyfunc.PythonModel):
         params = params or {}
         horizon = params.get("horizon") or None
         levels = [int(x) for x in (params.get("levels") or [])]
-        return forecast_frame(self.model, self.pre, model_input, horizon, levels, where="model input")
+        series = [str(x) for x in (params.get("series") or [])] or None
+        return forecast_frame(self.model, self.pre, model_input, horizon, levels, where="model input", series=series)
+
+
+def id_column(payload: dict) -> str:
+    """The id column of a many-series run's model input (``predict.id_column``); None: one series."""
+    ser = payload.get("series") or {}
+    return (ser.get("id_col") or "series") if ser.get("ids") else None
 
 
 def input_example(payload: dict, timestamps, values, covariates=None) -> pd.DataFrame:
     """The last lookback + difference + 1 points of the training series: the
     shortest history the model accepts; with covariates their columns too, and with
-    future-known ones ``horizon`` more rows whose target is empty (the forecast steps)."""
+    future-known ones ``horizon`` more rows whose target is empty (the forecast steps).
+    Many series: ``timestamps``, ``values`` (and ``covariates``) map a few series' ids
+    to theirs; the example is long format, the id column first."""
+    col = id_column(payload)
+    if col is not None:
+        frames = [_series_example(payload, timestamps[i], values[i], (covariates or {}).get(i)) for i in values]
+        frame = pd.concat(frames, keys=list(values), names=[col, None]).reset_index(level=0)
+        return frame.reset_index(drop=True)
+    return _series_example(payload, timestamps, values, covariates)
+
+
+def _series_example(payload: dict, timestamps, values, covariates=None) -> pd.DataFrame:
     w = payload["window"]
     n = int(w["lookback"]) + int(w.get("difference", 0)) + 1
     d = payload["data"]
@@ -81,7 +100,9 @@ def output_example(payload: dict, params: dict) -> pd.DataFrame:
            "forecast": [0.0] * h}
     for level in params["levels"]:
         out.update({f"lo_{level}": [0.0] * h, f"hi_{level}": [0.0] * h})
-    return pd.DataFrame({**out, "run_id": [payload["run_id"]] * h})
+    col = id_column(payload)
+    ids = {col: [str(payload["series"]["ids"][0])] * h} if col is not None else {}
+    return pd.DataFrame({**ids, **out, "run_id": [payload["run_id"]] * h})
 
 
 def save(target: Path, keras_path: Path, payload: dict, example: pd.DataFrame, card=None) -> Path:
@@ -89,6 +110,7 @@ def save(target: Path, keras_path: Path, payload: dict, example: pd.DataFrame, c
     environment is this project's own, ``--env-manager local``); ``card``: the
     ``mlflow.models.Model`` naming the LoggedModel and run it is logged for."""
     from mlflow.models import infer_signature
+    from mlflow.types.schema import DataType, ParamSchema, ParamSpec
 
     staging = Path(target).parent / "inputs"
     staging.mkdir(parents=True, exist_ok=True)
@@ -98,6 +120,8 @@ def save(target: Path, keras_path: Path, payload: dict, example: pd.DataFrame, c
     shutil.copytree(PACKAGE, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     params = {"horizon": int(payload["window"]["horizon"]), "levels": [80, 95]}
     signature = infer_signature(example, output_example(payload, params), params=params)
+    if id_column(payload) is not None:  # many series: which to forecast (default: every one in the input)
+        signature.params = ParamSchema([*signature.params.params, ParamSpec("series", DataType.string, [], (-1,))])
     mlflow.pyfunc.save_model(
         str(target), python_model=SplineForecaster(), artifacts={"model": str(keras_path),
                                                                   "preprocessor": str(pre_json)},

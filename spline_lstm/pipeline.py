@@ -513,15 +513,21 @@ def _median_series(prep: Prepared, ev: "Evaluation") -> int:
     return sorted(scored)[len(scored) // 2][1] if scored else 0
 
 
-def _model_example(prep: Prepared, pre) -> tuple:
+def _model_example(prep: Prepared, pre, n_series: int = 3) -> tuple:
     """(timestamps, values, covariates) of the MLflow model's input example: the last 512
-    filled points; with many series those of the first series."""
+    filled points; with many series those of the first ``n_series``, each a dict by id
+    (the example is long format, mlflow_model.input_example)."""
     stamps, filled, cov = prep.timestamps, prep.filled, prep.covariates
-    if prep.is_panel:
-        lo, hi = (int(x) for x in prep.spans[0])
-        stamps, filled = stamps[lo:hi], filled[lo:hi]
-        cov = None if cov is None else cov[lo:hi]
-    return ([str(t) for t in stamps[-512:]], [float(v) for v in filled[-512:]], example_covariates(pre, cov))
+    if not prep.is_panel:
+        return ([str(t) for t in stamps[-512:]], [float(v) for v in filled[-512:]], example_covariates(pre, cov))
+    out: tuple = ({}, {}, {})
+    for k, sid in enumerate(prep.series.ids[:n_series]):
+        lo, hi = (int(x) for x in prep.spans[k])
+        lo, base = max(lo, hi - 512), k * prep.length
+        out[0][sid] = [str(t) for t in stamps[lo:hi]]
+        out[1][sid] = [float(v) for v in filled[base + lo: base + hi]]
+        out[2][sid] = example_covariates(pre, None if cov is None else cov[base + lo: base + hi])
+    return out
 
 
 def example_covariates(pre, cov: Optional[np.ndarray], n: int = 512) -> Optional[dict]:
