@@ -96,7 +96,7 @@ class TrackingStoreCallback(Callback):
         from spline_lstm import sweep, threads
 
         os.environ.pop(PARENT_ENV, None)  # never a parent from an outer shell
-        threads.set_sweep_budget(config.hydra.launcher)  # before joblib starts its workers
+        threads.set_sweep_budget(config)  # caps the workers; before Hydra makes the launcher
         parent = sweep.begin(os.environ.get("SPLINE_LSTM_STATUS_DIR"), current_sweep_id(),
                              Path(str(config.hydra.sweep.dir)), self._store(config))
         if parent:
