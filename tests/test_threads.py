@@ -62,6 +62,7 @@ def test_jobs_per_launch_reads_the_grid_and_the_batches():
 def clean_env(monkeypatch):
     for var in (*threads.BLAS_VARS, threads.THREADS_ENV, threads.JOBS_ENV, threads.REQUESTED_ENV):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv(threads.IDLE_CHECK_ENV, raising=False)  # the idle cores measured, as for a user
 
 
 @pytest.mark.parametrize("cores, idle, expected", [
@@ -107,3 +108,11 @@ def test_the_parent_caps_the_launchers_workers_before_hydra_makes_it(clean_env, 
     assert n == (None if k == 1 else max(1, usable // k))
     (line,) = [r.getMessage() for r in caplog.records if r.name == "spline_lstm"]
     assert f"not n_jobs={asked}: {usable} of {threads.cores()} cores idle" in line
+
+
+def test_without_the_idle_check_every_core_is_usable(clean_env, monkeypatch):
+    monkeypatch.setenv(threads.IDLE_CHECK_ENV, "0")
+    asked = threads.cores() + 2
+    cfg = sweep_config(asked, [f"seed=range(0,{asked + 1})"])
+    threads.set_sweep_budget(cfg)
+    assert cfg.hydra.launcher.n_jobs == threads.cores() == int(os.environ[threads.USABLE_ENV])
