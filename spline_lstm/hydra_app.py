@@ -3,8 +3,8 @@
 - ``TrackingStoreCallback`` creates a sweep's MLflow schema and experiment once,
   in the parent process, before any job starts, so the jobs find it ready (every
   process goes through the same locked ``tracking.ensure_store``), and the sweep's
-  parent MLflow run (``spline_lstm.sweep``); it also sets a parallel sweep's
-  per-job thread budget (``spline_lstm.threads``).
+  parent MLflow run (``spline_lstm.sweep``); it also caps a parallel sweep's
+  workers and sets their per-job thread budget (``spline_lstm.threads``).
 - ``HealthGateCallback`` runs the gate after every job. The task's return value
   is an ``Objective``: a float (the run's validation rmse, what the Optuna sweeper
   minimises) that also carries the job's ``Tracker``, the owner of its MLflow run.
@@ -96,7 +96,7 @@ class TrackingStoreCallback(Callback):
         from spline_lstm import sweep, threads
 
         os.environ.pop(PARENT_ENV, None)  # never a parent from an outer shell
-        threads.set_sweep_budget(config.hydra.launcher)  # before joblib starts its workers
+        threads.set_sweep_budget(config)  # caps the workers; before Hydra makes the launcher
         parent = sweep.begin(os.environ.get("SPLINE_LSTM_STATUS_DIR"), current_sweep_id(),
                              Path(str(config.hydra.sweep.dir)), self._store(config))
         if parent:

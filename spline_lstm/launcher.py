@@ -38,12 +38,12 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
 
     from spline_lstm.config import new_sweep_id, register_configs
     from spline_lstm.hydra_app import task
-    from spline_lstm.threads import JOBS_ENV, THREADS_ENV
+    from spline_lstm.threads import JOBS_ENV, REQUESTED_ENV, THREADS_ENV, USABLE_ENV
 
     os.environ["HYDRA_FULL_ERROR"] = "1"
     logging.raiseExceptions = False  # a log handler on a full disk fails quietly; the run's own writes report it
     os.environ["SPLINE_LSTM_SWEEP_ID"] = new_sweep_id()  # fresh per launch, never inherited
-    for var in (THREADS_ENV, JOBS_ENV):  # a thread budget only from this launch's own parallel sweep
+    for var in (THREADS_ENV, JOBS_ENV, REQUESTED_ENV, USABLE_ENV):  # a thread budget only from this launch's own parallel sweep
         os.environ.pop(var, None)
     status_dir = Path(tempfile.mkdtemp(prefix="spline-lstm-status-"))
     os.environ["SPLINE_LSTM_STATUS_DIR"] = str(status_dir)

@@ -1,20 +1,31 @@
-"""Thread budget of a job in a parallel sweep: K jobs on C cores get C // K threads each.
+"""Workers and thread budget of a parallel sweep: K workers on C idle cores get C // K threads each.
 
 Left alone, each job's TensorFlow sizes its intra- and inter-op pools to all C cores, so
 ``hydra/launcher=joblib hydra.launcher.n_jobs=K`` runs K times too many busy threads and
-the parallel sweep is slower than the same jobs one after another. The sweep's parent
-sets the budget in the environment before joblib starts its workers (BLAS/OpenMP read
-``OMP_NUM_THREADS`` & co. when NumPy loads there; a value the user exported wins); each
-job applies it to TensorFlow once imported, and to BLAS pools already loaded through
-threadpoolctl, and records what is in effect in its metadata (``threads``).
+the parallel sweep is slower than the same jobs one after another. Each joblib (loky)
+worker is a fresh process that imports Hydra, NumPy, pandas and TensorFlow again (about
+4 s of CPU), so a worker beyond the cores, or beyond the jobs it could run, only adds
+start-up cost: the sweep's parent caps the workers at min(n_jobs, idle cores, jobs per
+launch) before the launcher is made (one worker: joblib runs the jobs in the parent, one
+after another, as the basic launcher does). It sets the budget in the environment before joblib
+starts its workers (BLAS/OpenMP read ``OMP_NUM_THREADS`` & co. when NumPy loads there; a
+value the user exported wins); each job applies it to TensorFlow once imported, and to
+BLAS pools already loaded through threadpoolctl, and records what is in effect in its
+metadata (``threads``).
 """
 from __future__ import annotations
 
+import logging
 import os
+import time
 from typing import Any, Dict, Optional
 
 THREADS_ENV = "SPLINE_LSTM_THREADS"  # threads per job, set by a parallel sweep's parent
-JOBS_ENV = "SPLINE_LSTM_PARALLEL_JOBS"  # K, for the record
+JOBS_ENV = "SPLINE_LSTM_PARALLEL_JOBS"  # K, the workers in effect, for the record
+REQUESTED_ENV = "SPLINE_LSTM_REQUESTED_JOBS"  # n_jobs as asked, for the record
+USABLE_ENV = "SPLINE_LSTM_USABLE_CORES"  # idle cores the sweep found, for the record
+IDLE_CHECK_ENV = "SPLINE_LSTM_SWEEP_IDLE_CHECK"  # "0": every affinity core is usable (the tests'
+# concurrency cases need the workers they ask for whatever else the machine runs)
 BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -24,6 +35,40 @@ def cores() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def idle_cores(sample_s: float = 0.2) -> Optional[float]:
+    """How many of this process's cores sat idle over a short sample (idle + iowait time of
+    each core in /proc/stat, summed); None where it cannot be read (not Linux)."""
+    def snapshot() -> Dict[int, tuple]:
+        out = {}
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    name, *ticks = line.split()
+                    t = [int(x) for x in ticks[:8]]  # user nice system idle iowait irq softirq steal
+                    out[int(name[3:])] = (t[3] + t[4], sum(t))
+        return out
+
+    try:
+        mask = os.sched_getaffinity(0)
+        before = snapshot()
+        time.sleep(sample_s)
+        after = snapshot()
+    except (OSError, AttributeError, ValueError, IndexError):
+        return None
+    idle = 0.0
+    for cpu in mask & before.keys() & after.keys():
+        total = after[cpu][1] - before[cpu][1]
+        idle += (after[cpu][0] - before[cpu][0]) / total if total > 0 else 1.0
+    return idle
+
+
+def usable_cores(cores: int, idle: Optional[float]) -> int:
+    """Cores a worker would have to itself: the idle ones, rounded (a core other processes
+    keep busy would only be shared, so a second worker's start-up and its job's CPU come on
+    top of the same work); ``cores`` when unknown; at least 1."""
+    return cores if idle is None else max(1, min(cores, round(idle)))
 
 
 def parallel_jobs(launcher: Any) -> int:
@@ -38,16 +83,60 @@ def parallel_jobs(launcher: Any) -> int:
     return n if n > 0 else max(1, cores() + 1 + n)
 
 
-def set_sweep_budget(launcher: Any) -> Optional[int]:
-    """In the sweep's parent, before any job: the per-job budget into the environment the
-    workers inherit (None: not a parallel sweep, nothing set)."""
-    for var in (THREADS_ENV, JOBS_ENV):
-        os.environ.pop(var, None)  # never a budget from an outer shell
-    k = parallel_jobs(launcher)
-    if k <= 1:
+def workers(n_jobs: int, usable: int, jobs: Optional[int]) -> int:
+    """The workers worth starting: no more than asked, than idle cores to run them on, or
+    than jobs to give them (None: not known); at least 1."""
+    return max(1, min(n_jobs, usable, jobs if jobs else n_jobs))
+
+
+def jobs_per_launch(config: Any) -> Optional[int]:
+    """The most jobs one call of the launcher gets: the basic sweeper's grid (its batch
+    size at most), the Optuna sweeper's ``n_jobs``; None when it cannot be known here."""
+    sweeper = config.hydra.sweeper
+    target = str(sweeper.get("_target_", ""))
+    try:
+        if target.endswith("BasicSweeper"):
+            from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+            overrides = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
+            batches = BasicSweeper.split_arguments(overrides, sweeper.get("max_batch_size"))
+            return max((len(b) for b in batches), default=None)
+        if "optuna" in target.lower() and sweeper.get("n_jobs"):
+            return int(sweeper.n_jobs)
+    except Exception:  # e.g. a glob() sweep, which needs Hydra's config loader: no cap by jobs
         return None
-    n = max(1, cores() // k)
-    os.environ.update({THREADS_ENV: str(n), JOBS_ENV: str(k)})
+    return None
+
+
+def set_sweep_budget(config: Any) -> Optional[int]:
+    """In the sweep's parent, before the launcher is made and any job runs: the launcher's
+    ``n_jobs`` capped (``workers``) in ``config``, and the per-job budget into the
+    environment the workers inherit (None: the jobs run one at a time, no budget set)."""
+    for var in (THREADS_ENV, JOBS_ENV, REQUESTED_ENV, USABLE_ENV):
+        os.environ.pop(var, None)  # never a budget from an outer shell
+    launcher = config.hydra.launcher
+    asked = parallel_jobs(launcher)
+    if asked <= 1:
+        return None
+    jobs = jobs_per_launch(config)
+    usable = usable_cores(cores(), None if os.environ.get(IDLE_CHECK_ENV) == "0" else idle_cores())
+    k = workers(asked, usable, jobs)
+    os.environ.update({JOBS_ENV: str(k), REQUESTED_ENV: str(asked), USABLE_ENV: str(usable)})
+    if k < asked:
+        from omegaconf import open_dict, read_write
+
+        with read_write(launcher), open_dict(launcher):
+            launcher.n_jobs = k  # read when Hydra makes the launcher, after this callback
+        logging.getLogger("spline_lstm").info(
+            "sweep      %d parallel worker%s, not n_jobs=%d: %d of %d cores idle, %s jobs per launch%s",
+            k, "" if k == 1 else "s", asked, usable, cores(), "unknown" if jobs is None else jobs,
+            " (the jobs run one after another in this process)" if k == 1 else "")
+    if k == 1:
+        return None
+    n = max(1, usable // k)
+    os.environ[THREADS_ENV] = str(n)
     for var in BLAS_VARS:
         os.environ.setdefault(var, str(n))
     return n
@@ -79,6 +168,8 @@ def record(tf) -> Dict[str, Any]:
     variables, and the BLAS/OpenMP pools loaded in this process (threadpoolctl)."""
     out: Dict[str, Any] = {
         "cores": cores(), "parallel_jobs": int(os.environ.get(JOBS_ENV, 1)),
+        "requested_jobs": int(os.environ.get(REQUESTED_ENV, 1)),
+        "usable_cores": int(os.environ[USABLE_ENV]) if os.environ.get(USABLE_ENV) else None,
         "per_job": int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV) else None,
         "tensorflow": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                        "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},

@@ -101,13 +101,15 @@ def test_parallel_joblib_sweep_on_a_fresh_store(tmp_path):
     assert {r.data.tags["health"] for r in runs} == {"PASS"}
     sweep_dirs = list((out / "sweeps").iterdir())
     assert len(sweep_dirs) == 1 and {d.name for d in sweep_dirs[0].iterdir() if d.is_dir()} == run_ids
-    per_job = max(1, cores() // 4)  # each job's thread budget, in effect and recorded
-    for run_id in run_ids:
+    for run_id in run_ids:  # workers: min(n_jobs, idle cores, jobs); each job's budget, in effect and recorded
         threads = Run(out, run_id).json("metadata")["threads"]
-        assert threads["parallel_jobs"] == 4 and threads["per_job"] == per_job
-        assert threads["tensorflow"] == {"intra_op": per_job, "inter_op": per_job}
+        workers = threads["parallel_jobs"]
+        assert threads["requested_jobs"] == 4 and 1 <= workers == min(4, threads["usable_cores"]) <= cores()
+        per_job = max(1, threads["usable_cores"] // workers) if workers > 1 else None
+        assert threads["per_job"] == per_job
+        assert threads["tensorflow"] == {"intra_op": per_job or 0, "inter_op": per_job or 0}
         for var, value in threads["env"].items():
-            assert value == os.environ.get(var, str(per_job))
+            assert value == os.environ.get(var, per_job and str(per_job))
 
 
 @pytest.mark.slow
