@@ -307,7 +307,7 @@ def _skill_line(doc) -> Optional[str]:
     if not doc.skill_verdict:
         return None
     imp = s.get("improvement_pct")
-    return (f"{doc.skill_verdict} ({s.get('mode')}): {s.get('basis')}: {s.get('metric', 'rmse')} "
+    return (f"{doc.skill_verdict} ({s.get('mode')}): {s.get('basis')} {s.get('metric', 'rmse')} "
             f"{s.get('model_rmse'):.4g} vs best "
             f"baseline {s.get('best_baseline')} {s.get('best_baseline_rmse') or float('nan'):.4g} "
             f"({'n/a' if imp is None else f'{imp:+.1f}%'}; needs > {s.get('min_improvement_pct'):g}%)")
