@@ -137,11 +137,12 @@ def distribution_record(cfg: TrainingConfig) -> Dict[str, object]:
             "replicas": int(strategy.num_replicas_in_sync), "replica_devices": list(strategy.extended.worker_devices)}
 
 
-# Windows up to which an epoch is shuffled by tf.data's shuffle buffer, as before
-# (every single-series run up to 2^20 training windows: the same order bit for bit). The buffer holds every start as a tensor of its
-# own, about 210 bytes a window, and refills each epoch: 10^4 series x 1,000 points
-# (7 * 10^6 windows) cost 1.5 GB and 18 s an epoch before the first step. Above, an
-# epoch is a stateless permutation instead (``permuted_batches``): O(batch) memory.
+# Windows up to which an epoch is shuffled by tf.data's shuffle buffer, as before (any
+# run up to 2^20 training windows, i.e. every single series up to ~1.5 M points: the same
+# order bit for bit). The buffer holds every start as a tensor of its own, about 200 bytes
+# a window, and refills each epoch before the first step: 10^4 series x 1,000 points
+# (6.8 * 10^6 windows) cost 1.3-1.5 GB and 12-42 s an epoch on 2 shared cores
+# (docs/PERFORMANCE.md). Above, an epoch is a stateless permutation (``permuted_batches``).
 SHUFFLE_BUFFER_MAX = 1 << 20
 
 

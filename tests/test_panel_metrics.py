@@ -15,7 +15,8 @@ def _one_by_one(actual, forecasts, series, scales, ids) -> dict:
     out = {}
     for k in sorted(set(series.tolist())):
         rows = np.flatnonzero(series == k)
-        out[ids[k]] = {name: forecast_metrics(actual[rows], fc[rows], float(scales[k])) for name, fc in forecasts.items()}
+        out[ids[k]] = {name: forecast_metrics(actual[rows], fc[rows], float(scales[k]))
+                       for name, fc in forecasts.items()}
     return out
 
 
