@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Many series on one machine (issue 14, item 3), on today's single-series code paths.
 
-    python bench/scale.py [--quick] [--only preprocess,train] [--sizes 100,1000,10000]
+    python bench/scale.py [--quick] [--only preprocess,train,train-scale] [--sizes 100,1000,10000]
                           [--repeat 3] [--train-series 50] [--epochs 4] [--batch-size 1024]
+                          [--scale-sizes 100,1000,10000] [--steps 40] [--scale-repeat 2]
 
 preprocess: N related series x 1,000 points with 5% gaps (``spline_lstm.synthetic``,
   season 24), the chain a run applies to its series (trim, split, input rules, causal
@@ -24,6 +25,17 @@ train: windows/s of ``train.fit`` on streamed windows (a ``WindowSource`` over t
   epochs, shuffling and op determinism; both validate on the same windows each epoch.
   Steady state: training windows / the median seconds of epochs 2.. (epoch 1 traces);
   framework and plain alternate, ratios are paired (the machine is shared and noisy).
+
+train-scale: training at --scale-sizes (default 100,1000,10000) series x 1,000 points on
+  the run's panel path (``Preprocessor.fit_panel``, ``panel.window_starts``, one
+  ``WindowSource`` over the flattened panel), a fixed number of steps an epoch (a full
+  epoch at 10^4 series is 7 * 10^6 windows): ``model.fit`` on ``train.to_dataset`` with
+  ``steps_per_epoch`` (one iterator: the shuffle is paid once, epochs 2.. are steady steps)
+  vs ``model.fit`` on the same number of windows materialised as arrays (``plain``); and
+  ``buffer`` at the largest size: the framework with the shuffle buffer forced on
+  whatever the size (what ``to_dataset`` did before ``SHUFFLE_BUFFER_MAX``). Also the
+  cost of starting an epoch (a fresh iterator's first batch: a buffer fills here), the
+  WindowSource bytes, peak RSS over the RSS with TensorFlow loaded, growth exponents.
 
 Writes ``bench/results/<date>-<host>-scale[-quick].{json,md}``; tables on stdout.
 Bounded: about 4 min in full mode on 2 cores, 1.5 min with --quick.
@@ -301,6 +313,72 @@ def worker_train(mode: str, n_series: int, epochs: int, batch: int, units: int) 
           "peak_rss_mb": self_peak_rss_mb(), "tf": tf.__version__})
 
 
+def worker_train_scale(mode: str, n_series: int, steps: int, epochs: int, batch: int, units: int) -> None:
+    """One size, one case (``framework``, ``buffer``, ``plain``): steady windows/s over
+    ``steps`` batches an epoch, the epoch start cost, bytes and peak RSS."""
+    import numpy as np
+
+    from spline_lstm import panel as panel_mod
+    from spline_lstm import preprocess, train
+    from spline_lstm.config import HeadInit, ModelConfig, Revin
+    from spline_lstm.model import build_model
+    from spline_lstm.preprocessor import Preprocessor
+
+    tf = train.import_tensorflow()
+    import keras
+
+    base = self_peak_rss_mb()
+    values = panel(n_series).values
+    t0 = time.perf_counter()
+    p, d = preprocess_cfg()
+    spans = panel_mod.spans(values)
+    bounds = preprocess.split_bounds(values.shape[1], p)
+    _, _, scaled = Preprocessor.fit_panel(values, spans, bounds, p, run_id="bench", data=d, freq="h",
+                                          last_timestamp="", ids=tuple(f"s{k}" for k in range(n_series)))
+    del values
+    starts = panel_mod.window_starts(bounds, spans, scaled.shape[1], 0, LOOKBACK, HORIZON, 0)
+    src = preprocess.WindowSource(scaled.ravel(), starts, LOOKBACK, HORIZON)
+    prep_s = time.perf_counter() - t0
+    rss_prep = self_peak_rss_mb()
+    if mode == "buffer":
+        train.SHUFFLE_BUFFER_MAX = len(src)  # the buffer whatever the size (the code before the limit)
+    train.seed_everything(42, True)
+    model = build_model(ModelConfig(units=units, head_init=HeadInit.default, revin=Revin.none), LOOKBACK, HORIZON,
+                        1e-3, 1, 0)
+    marks, cpu = [], []
+
+    class Marks(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            marks.append(time.perf_counter())
+            cpu.append(time.process_time())
+
+    start_s = None
+    if mode == "plain":
+        pick = np.random.default_rng(0).choice(len(src), size=steps * batch, replace=False)
+        x, y = src.gather(src.starts[np.sort(pick)])
+        marks.append(time.perf_counter())
+        cpu.append(time.process_time())
+        model.fit(x, y, epochs=epochs, batch_size=batch, shuffle=True, callbacks=[Marks()], verbose=0)
+    else:
+        ds = train.to_dataset(src, batch, True, 42)
+        t = time.perf_counter()
+        next(iter(ds))  # the cost of starting an epoch (a fresh iterator; a shuffle buffer fills here)
+        start_s = time.perf_counter() - t
+        marks.append(time.perf_counter())
+        cpu.append(time.process_time())
+        model.fit(ds.repeat(), steps_per_epoch=steps, epochs=epochs, callbacks=[Marks()], verbose=0)
+    epoch_s, epoch_cpu_s = list(np.diff(marks)), list(np.diff(cpu))
+    steady = statistics.median(epoch_s[1:] or epoch_s)
+    emit({"mode": mode, "series": n_series, "points": int(scaled.size), "train_windows": len(src),
+          "steps": steps, "epochs": epochs, "batch_size": batch, "prep_s": prep_s, "epoch_s": epoch_s,
+          "epoch_start_s": start_s, "windows_per_s_steady": steps * batch / steady,
+          "cpu_per_window_us_steady": 1e6 * statistics.median(epoch_cpu_s[1:] or epoch_cpu_s) / (steps * batch),
+          "source_bytes": src.nbytes, "bytes_per_point": src.nbytes / scaled.size,
+          "shuffle": "buffer" if mode == "buffer" or (mode == "framework" and len(src) <= train.SHUFFLE_BUFFER_MAX)
+          else ("permutation" if mode == "framework" else "keras arrays"),
+          "rss_tf_mb": base, "rss_prep_mb": rss_prep, "peak_rss_mb": self_peak_rss_mb(), "tf": tf.__version__})
+
+
 # --- the suite ---------------------------------------------------------------------------------
 
 def alternate(rounds: int, cases: dict) -> dict:
@@ -410,6 +488,71 @@ def section_train(args, results: dict, tables: list) -> None:
          "value": slow_steady["median"], "limit": TARGET_TRAIN, "met": slow_steady["median"] <= TARGET_TRAIN})
 
 
+def section_train_scale(args, results: dict, tables: list) -> None:
+    sizes = [int(float(v)) for v in args.scale_sizes.split(",")]
+    common = [str(args.steps), str(args.epochs), str(args.batch_size), str(args.units)]
+    rows = {}
+    for n in sizes:
+        cases = {m: (lambda n=n, m=m: child("worker-train-scale", m, str(n), *common)) for m in ("framework", "plain")}
+        log(f"train-scale {n} series: {', '.join(cases)}, {args.steps} steps x {args.epochs} epochs, batch "
+            f"{args.batch_size}")
+        rows[n] = alternate(args.scale_repeat, cases)
+        if n == sizes[-1]:
+            rows[n]["buffer"] = [child("worker-train-scale", "buffer", str(n), *common)]
+    t = Table(f"Training at N series x {POINTS} points on the panel path: steady windows/s over {args.steps} "
+              f"steps of {args.batch_size} an epoch (epochs 2..{args.epochs}), LSTM {args.units}",
+              ["series", "training windows", "case (shuffle)", "windows/s steady median [min-max]",
+               "time / plain (paired)", "CPU / plain (paired)", "CPU us / window", "epoch start s (first batch)",
+               "full epoch s (start + windows / rate)",
+               "WindowSource MB (bytes / point)", "peak RSS over TF-loaded MB", "prep s (fit_panel + starts)"])
+    summary = {}
+    med = lambda ds, k: statistics.median(d[k] for d in ds)  # noqa: E731
+    for n, docs in rows.items():
+        pl = docs["plain"]
+        for m, ds in docs.items():
+            d = ds[0]
+            rate, start = med(ds, "windows_per_s_steady"), d["epoch_start_s"] and med(ds, "epoch_start_s")
+            full = (start or 0) + d["train_windows"] / rate
+            pair = min(len(ds), len(pl))
+            wall = paired_ratio([1 / x["windows_per_s_steady"] for x in ds[:pair]],
+                                [1 / x["windows_per_s_steady"] for x in pl[:pair]])
+            cpu = paired_ratio([x["cpu_per_window_us_steady"] for x in ds[:pair]],
+                               [x["cpu_per_window_us_steady"] for x in pl[:pair]])
+            summary.setdefault(n, {})[m] = {
+                "windows_per_s": round(rate), "rounds": len(ds), "time_ratio": wall, "cpu_ratio": cpu,
+                "cpu_per_window_us": round(med(ds, "cpu_per_window_us_steady"), 2),
+                "epoch_start_s": start, "full_epoch_s": round(full, 1),
+                "source_bytes": d["source_bytes"], "rss_over_tf_mb": round(statistics.median(
+                    x["peak_rss_mb"] - x["rss_tf_mb"] for x in ds), 1),
+                "train_windows": d["train_windows"], "shuffle": d["shuffle"]}
+            sm = summary[n][m]
+            t.add(f"{n:,}", f"{d['train_windows']:,}", f"{m} ({d['shuffle']}), {len(ds)} round(s)",
+                  _fmt(stats([x["windows_per_s_steady"] for x in ds], 0)), wall["median"], cpu["median"],
+                  sm["cpu_per_window_us"], "" if start is None else round(start, 2),
+                  round(full, 1) if m != "plain" else "",
+                  f"{d['source_bytes'] / 2**20:.1f} ({d['bytes_per_point']:.1f})",
+                  sm["rss_over_tf_mb"], round(med(ds, "prep_s"), 2))
+    ns = [n for n in sizes if n in summary]
+    growth = {"source_bytes": growth_exponent(ns, [summary[n]["framework"]["source_bytes"] for n in ns]),
+              "time_per_window_framework": growth_exponent(ns, [1 / summary[n]["framework"]["windows_per_s"]
+                                                                for n in ns]),
+              "cpu_per_window_framework": growth_exponent(ns, [summary[n]["framework"]["cpu_per_window_us"]
+                                                               for n in ns]),
+              "time_per_window_plain": growth_exponent(ns, [1 / summary[n]["plain"]["windows_per_s"] for n in ns]),
+              "rss_over_tf_framework": growth_exponent(ns, [summary[n]["framework"]["rss_over_tf_mb"] for n in ns])}
+    t.add("growth", "", "framework", f"time/window n^{growth['time_per_window_framework']}", "", "",
+          f"n^{growth['cpu_per_window_framework']}", "", "", f"n^{growth['source_bytes']}",
+          f"n^{growth['rss_over_tf_framework']}", "")
+    tables.append(t)
+    results["train_scale"] = {"rows": rows, "summary": summary, "growth": growth}
+    for n in ns:
+        for what, key in (("time", "time_ratio"), ("CPU", "cpu_ratio")):
+            r = summary[n]["framework"][key]["median"]
+            results.setdefault("targets", []).append(
+                {"target": f"3 training {what} per window at {n:,} series, framework / plain Keras (paired)",
+                 "value": r, "limit": TARGET_TRAIN, "met": r <= TARGET_TRAIN})
+
+
 def _fmt(s: dict) -> str:
     return f"{s['median']} [{s['min']}-{s['max']}]"
 
@@ -425,6 +568,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--units", type=int, default=32)
+    ap.add_argument("--scale-sizes", default="100,1000,10000", help="train-scale: series counts")
+    ap.add_argument("--steps", type=int, default=40, help="train-scale: batches an epoch")
+    ap.add_argument("--scale-repeat", type=int, default=2, help="train-scale: rounds (framework, plain alternate)")
     args = ap.parse_args()
     args.repeat = args.repeat or (1 if args.quick else 3)
     args.epochs = 3 if args.quick and args.epochs == 4 else args.epochs
@@ -441,6 +587,8 @@ def main() -> None:
         section_preprocess(sizes, args.repeat, args.loop_cap, results, tables)
     if "train" in only:
         section_train(args, results, tables)
+    if "train-scale" in only:
+        section_train_scale(args, results, tables)
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     results["wall_s"] = round(time.time() - started, 1)
     tt = Table("Targets", ["target", "value", "limit", "met"])
@@ -464,6 +612,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "worker-preprocess":
         worker_preprocess(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "worker-train-scale":
+        worker_train_scale(sys.argv[2], *(int(a) for a in sys.argv[3:8]))
     elif len(sys.argv) > 1 and sys.argv[1] == "worker-train":
         worker_train(sys.argv[2], *(int(a) for a in sys.argv[3:7]))
     else:

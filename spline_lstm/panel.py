@@ -434,19 +434,57 @@ def representative(values: np.ndarray, bounds: np.ndarray) -> int:
 
 def per_series_metrics(actual: np.ndarray, forecasts: Dict[str, np.ndarray], series: np.ndarray,
                        scales: np.ndarray, ids: Tuple[str, ...]) -> Dict[str, Dict[str, dict]]:
-    """{id: {forecaster: metrics}} on each series' own test windows and MASE scale."""
+    """{id: {forecaster: metrics}} on each series' own test windows and MASE scale:
+    ``evaluate.forecast_metrics`` of each series, bit for bit, computed for all the series
+    with the same number of observed targets at once (``_same_length_metrics``; one call
+    per series and forecaster took 10 s at 10^4 series)."""
     from spline_lstm.evaluate import forecast_metrics
 
     order = np.argsort(series, kind="stable")
-    cuts = np.flatnonzero(np.diff(series[order])) + 1
-    out: Dict[str, Dict[str, dict]] = {}
-    for rows in np.split(order, cuts):
-        if not rows.size:
-            continue
-        k = int(series[rows[0]])
-        out[ids[k]] = {name: forecast_metrics(actual[rows], fc[rows], float(scales[k]))
-                       for name, fc in forecasts.items()}
-    return out
+    a = actual[order].reshape(len(order), -1)
+    finite = np.isfinite(a)
+    ks, first, n_rows = np.unique(series[order], return_index=True, return_counts=True)
+    owner = np.broadcast_to(np.repeat(np.arange(ks.size), n_rows)[:, None], a.shape)[finite]
+    lengths = np.bincount(owner, minlength=ks.size)  # observed targets of each series
+    offsets = np.cumsum(lengths) - lengths
+    y_all = a[finite].astype(np.float64)
+    scale = np.asarray(scales, dtype=np.float64)[ks]
+    cols = {}
+    for name, fc in forecasts.items():
+        f = fc[order].reshape(len(order), -1)
+        p_all = f[finite].astype(np.float64)
+        got = {m: np.full(ks.size, np.nan) for m in ("mae", "mse", "rmse", "mape", "smape", "mase", "r2")}
+        slow = []
+        for length in np.unique(lengths[lengths > 0]):
+            at = np.flatnonzero(lengths == length)
+            take = offsets[at][:, None] + np.arange(length)
+            y, p = y_all[take], p_all[take]
+            plain = (y != 0).all(axis=1) & ((np.abs(y) + np.abs(p)) > 0).all(axis=1)
+            slow += at[~plain].tolist()
+            for m, v in _same_length_metrics(y[plain], p[plain], scale[at[plain]]).items():
+                got[m][at[plain]] = v
+        for i in slow + np.flatnonzero(lengths == 0).tolist():  # zero targets, or none observed
+            rows = order[first[i]: first[i] + n_rows[i]]
+            for m, v in forecast_metrics(actual[rows], fc[rows], float(scale[i])).items():
+                got[m][i] = v
+        cols[name] = {m: v.tolist() for m, v in got.items()}  # Python floats, as float(v[i])
+    return {ids[int(k)]: {name: {m: v[i] for m, v in got.items()} for name, got in cols.items()}
+            for i, k in enumerate(ks)}
+
+
+def _same_length_metrics(y: np.ndarray, p: np.ndarray, scale: np.ndarray) -> Dict[str, np.ndarray]:
+    """``evaluate.forecast_metrics`` of each row of y, p [series, targets] (every target
+    observed and nonzero): the same operations row-wise (a row's mean along the last axis
+    is NumPy's pairwise sum of that row, as for the row alone)."""
+    err = p - y
+    mae = np.mean(np.abs(err), axis=1)
+    mse = np.mean(err ** 2, axis=1)
+    ss_tot = np.sum((y - y.mean(axis=1, keepdims=True)) ** 2, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(ss_tot > 0, 1 - np.sum(err ** 2, axis=1) / ss_tot, np.nan)
+        mase = np.where(np.isfinite(scale) & (scale > 0), mae / scale, np.nan)
+    return {"mae": mae, "mse": mse, "rmse": np.sqrt(mse), "mape": np.mean(np.abs(err / y), axis=1) * 100,
+            "smape": np.mean(2 * np.abs(err) / (np.abs(y) + np.abs(p)), axis=1) * 100, "mase": mase, "r2": r2}
 
 
 def aggregate(actual: np.ndarray, forecast: np.ndarray, table: Dict[str, Dict[str, dict]], name: str) -> dict:

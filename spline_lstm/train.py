@@ -137,9 +137,38 @@ def distribution_record(cfg: TrainingConfig) -> Dict[str, object]:
             "replicas": int(strategy.num_replicas_in_sync), "replica_devices": list(strategy.extended.worker_devices)}
 
 
+# Windows up to which an epoch is shuffled by tf.data's shuffle buffer, as before (any
+# run up to 2^20 training windows, i.e. every single series up to ~1.5 M points: the same
+# order bit for bit). The buffer holds every start as a tensor of its own, about 200 bytes
+# a window, and refills each epoch before the first step: 10^4 series x 1,000 points
+# (6.8 * 10^6 windows) cost 1.3-1.5 GB and 12-42 s an epoch on 2 shared cores
+# (docs/PERFORMANCE.md). Above, an epoch is a stateless permutation (``permuted_batches``).
+SHUFFLE_BUFFER_MAX = 1 << 20
+
+
+def permuted_batches(starts: np.ndarray, batch_size: int, seed: int):
+    """Batches of ``starts`` in a fresh pseudorandom order every iteration (epoch), each
+    start once an epoch: ``index_shuffle`` maps positions through a permutation keyed by
+    (seed, a per-iteration draw), so nothing but the starts is held."""
+    import tensorflow as tf
+
+    n = len(starts)
+    values = tf.constant(starts, dtype=tf.int64)
+
+    def epoch(key):
+        key = tf.stack([tf.constant(seed, tf.int64), key])
+        return tf.data.Dataset.range(0, n, batch_size).map(lambda i: tf.gather(
+            values, tf.random.experimental.index_shuffle(tf.range(i, tf.minimum(i + batch_size, n)), key, n - 1)))
+
+    ds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1).flat_map(epoch)
+    return ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))  # Keras knows the epoch's steps
+
+
 def to_dataset(source: WindowSource, batch_size: int, shuffle: bool, seed: int, repeat_target: int = 1):
     """tf.data pipeline gathering each batch's windows from the 1-D series (and the
-    covariate matrix: inputs ``window`` and ``future``) on the fly (the target repeated ``repeat_target`` times side by side: one per ensemble member)."""
+    covariate matrix: inputs ``window`` and ``future``) on the fly (the target repeated
+    ``repeat_target`` times side by side: one per ensemble member). Shuffled by a buffer
+    up to ``SHUFFLE_BUFFER_MAX`` windows, by ``permuted_batches`` above."""
     import tensorflow as tf
 
     series = tf.constant(source.series, dtype=tf.float32)
@@ -147,10 +176,13 @@ def to_dataset(source: WindowSource, batch_size: int, shuffle: bool, seed: int, 
     first_known = 0 if cov is None else int(source.covariates.shape[1]) - source.known
     x_off = tf.range(-source.lookback, 0, dtype=tf.int64)
     y_off = tf.range(0, source.horizon, dtype=tf.int64)
-    ds = tf.data.Dataset.from_tensor_slices(source.starts)
-    if shuffle:
-        ds = ds.shuffle(len(source), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    if shuffle and len(source) > SHUFFLE_BUFFER_MAX:
+        ds = permuted_batches(source.starts, batch_size, seed)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(source.starts)
+        if shuffle:
+            ds = ds.shuffle(len(source), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
 
     def gather(starts):
         x = tf.gather(series, starts[:, None] + x_off)[..., None]
