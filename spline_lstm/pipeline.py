@@ -659,14 +659,16 @@ def _evaluate_panel(ctx: RunContext, prep: Prepared, pre, test, actual: np.ndarr
     with ctx.stage("yardsticks", "classical yardsticks (ETS, Theta), per series"):
         forecasts, yardsticks = _panel_yardsticks(prep, test.starts, forecasts)
     ids = prep.series.ids
-    table = panel.per_series_metrics(actual, {"model": pred, **forecasts}, rows, scales, ids)
-    metrics = panel.aggregate(actual, pred, table, "model")
-    baselines = {name: panel.aggregate(actual, fc, table, name) for name, fc in forecasts.items()}
-    improvement = {name: evaluate.improvement_pct(metrics["mase"], b["mase"]) for name, b in baselines.items()}
-    val_rows = prep.series_of(prep.sources[1].starts)
-    val_table = panel.per_series_metrics(val_actual, {"model": val_pred}, val_rows, scales, ids)
-    validation = panel.aggregate(val_actual, val_pred, val_table, "model")
-    series = {"count": len(ids), "metric": "mase", "distribution": panel.distribution(table), "per_series": table}
+    with ctx.stage("evaluate"):
+        table = panel.per_series_metrics(actual, {"model": pred, **forecasts}, rows, scales, ids)
+        metrics = panel.aggregate(actual, pred, table, "model")
+        baselines = {name: panel.aggregate(actual, fc, table, name) for name, fc in forecasts.items()}
+        improvement = {name: evaluate.improvement_pct(metrics["mase"], b["mase"]) for name, b in baselines.items()}
+        val_rows = prep.series_of(prep.sources[1].starts)
+        val_table = panel.per_series_metrics(val_actual, {"model": val_pred}, val_rows, scales, ids)
+        validation = panel.aggregate(val_actual, val_pred, val_table, "model")
+        series = {"count": len(ids), "metric": "mase", "distribution": panel.distribution(table),
+                  "per_series": table}
     d = series["distribution"]
     log.info("series     %d: model mean MASE %.4g (median %.4g); beats naive-last on %d of %d series", len(ids),
              metrics["mase"], metrics["mase_median"], d["beats_naive_last"], d["compared_with_naive_last"])
@@ -674,7 +676,9 @@ def _evaluate_panel(ctx: RunContext, prep: Prepared, pre, test, actual: np.ndarr
                       yardsticks, float("nan"), validation, series)
 
 
-YARDSTICK_MAX_SERIES = 200  # ETS and Theta are fitted per series: beyond this many, not available
+# ETS and Theta are fitted per series: beyond this many, not available (ETS costs 1-5 s a
+# series on 2 cores: 100 series took 8 min of a 9-min run, docs/PERFORMANCE.md)
+YARDSTICK_MAX_SERIES = 50
 
 
 def _panel_yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tuple:
