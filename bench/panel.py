@@ -4,11 +4,13 @@
     nice python bench/panel.py --quick     # ~5 min: 2 epochs, 1 seed, 4 series run alone
     nice python bench/panel.py             # ~30 min: the preset's defaults, global x 2 seeds, 14 series x 2 seeds
     nice python bench/panel.py --seeds 42 --single-seeds 42 --series ETTh1:OT,ETTh2:OT
+    nice python bench/panel.py --seeds none --single-settings preset   # per-series runs with etth1's own training
 
 The global model is ``+preset=ett-multi`` on ETTh1.csv + ETTh2.csv (7 columns each, ids
 ``<file stem>:<column>``); each per-series model is ``+preset=etth1`` on one column of one file
 (``data.path``, ``data.target_col``) with the global run's training settings (epochs, batch size,
-learning rate, patience) and ``gate.quality=warn``. Both use the Informer split, lookback 96,
+learning rate, patience; ``--single-settings preset``: the etth1 preset's own, 10 epochs of batch 128)
+and ``gate.quality=warn``. Both use the Informer split, lookback 96,
 horizon 24, first differences and a per-series standard scaler, so every series is scored on
 the same test windows; the bench checks that by comparing the baselines' MASE of each series in
 the two kinds of run (they do not depend on the model).
@@ -45,6 +47,7 @@ COLUMNS = ("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT")
 ALL_SERIES = [f"{f}:{c}" for f in FILES for c in COLUMNS]
 QUICK_SERIES = ["ETTh1:HUFL", "ETTh1:OT", "ETTh2:HUFL", "ETTh2:OT"]
 BASELINES = ("naive_last", "seasonal_naive")
+YARDSTICKS = ("ets", "theta")
 KEPT = ("mase", "rmse", "mae")
 
 
@@ -58,7 +61,7 @@ def global_args(epochs: Optional[int]) -> List[str]:
 
 
 def single_args(series: str, training: Dict[str, object]) -> List[str]:
-    """One column of one file with the global run's training settings (read from its metadata)."""
+    """One column of one file with ``training`` overrides (the global run's settings, or none)."""
     stem, column = series.split(":")
     return ["+preset=etth1", f"data.path={DATASETS / (stem + '.csv')}", f"data.target_col={column}",
             "gate.quality=warn"] + [f"training.{k}={v}" for k, v in training.items()]
@@ -83,7 +86,8 @@ def launch(run_id: str, overrides: List[str], seed: int, outputs: Path) -> dict:
 
 def trim(scores: Dict[str, dict]) -> Dict[str, Dict[str, float]]:
     """forecaster -> the kept metrics (model and the baselines the table shows)."""
-    return {name: {k: scores[name].get(k) for k in KEPT} for name in ("model", *BASELINES) if name in scores}
+    return {name: {k: scores[name].get(k) for k in KEPT} for name in ("model", *BASELINES, *YARDSTICKS)
+            if name in scores}
 
 
 def global_scores(run: dict) -> Dict[str, Dict[str, Dict[str, float]]]:
@@ -160,14 +164,21 @@ def f(v, digits: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
+def single_training(doc: dict) -> str:
+    """The per-series runs' training settings, as read back from their metadata."""
+    done = [r["training"] for r in doc["single_runs"] if r.get("training")]
+    settings = {k: done[0][k] for k in ("epochs", "batch_size", "learning_rate", "patience")} if done else None
+    return f"{settings} ({'the etth1 preset' if doc['single_settings'] == 'preset' else 'the global run'}'s)"
+
+
 def markdown(doc: dict) -> str:
     s = doc["summary"]
     seeds_g = [g["seed"] for g in doc["global_runs"]]
     seeds_s = sorted({r["seed"] for r in doc["single_runs"]})
     lines = [f"# Many series: one global model vs one model per series ({doc['mode']}, {doc['date']}, host {doc['host']})",
              "", f"Global: `{' '.join(doc['global_overrides'])}`, seeds {seeds_g}; per series: `+preset=etth1 "
-             f"data.path=<file> data.target_col=<column> gate.quality=warn` + the global run's training settings "
-             f"{doc['training']}, seeds {seeds_s}. Test split rows [11520, 14400) of each series, 24-step horizon, "
+             f"data.path=<file> data.target_col=<column> gate.quality=warn`, training "
+             f"{single_training(doc)}, seeds {seeds_s}. Test split rows [11520, 14400) of each series, 24-step horizon, "
              "MASE (scaled by the in-sample seasonal-naive error) and rmse in original units; model columns are the "
              "mean over seeds. Baselines' MASE differ by at most "
              f"{f(s['baseline_max_abs_diff'], 6)} between the two kinds of run (same test windows).", "",
@@ -211,14 +222,16 @@ def write(doc: dict, stem: str) -> Path:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2 epochs, seed 42, series " + ",".join(QUICK_SERIES))
-    ap.add_argument("--seeds", default=None, help="global model seeds (default 42,43; --quick: 42)")
+    ap.add_argument("--seeds", default=None, help="global model seeds (default 42,43; --quick: 42; none: no global run)")
+    ap.add_argument("--single-settings", choices=("global", "preset"), default="global",
+                    help="per-series training: the global run's epochs/batch/lr/patience (default) or etth1's own")
     ap.add_argument("--single-seeds", default=None, help="per-series seeds (default: --seeds)")
     ap.add_argument("--epochs", type=int, default=None, help="training.epochs for both (default: the preset's; --quick: 2)")
     ap.add_argument("--series", default=None, help="per-series runs for these ids only (default: all 14; --quick: 4)")
     ap.add_argument("--out", default=None, help="file stem under bench/results (default <date>-<host>-panel[-quick])")
     args = ap.parse_args(argv)
-    seeds = [int(s) for s in (args.seeds or ("42" if args.quick else "42,43")).split(",")]
-    single_seeds = [int(s) for s in args.single_seeds.split(",")] if args.single_seeds else seeds
+    seeds = [] if args.seeds == "none" else [int(s) for s in (args.seeds or ("42" if args.quick else "42,43")).split(",")]
+    single_seeds = [int(s) for s in args.single_seeds.split(",")] if args.single_seeds else (seeds or [42])
     epochs = args.epochs or (2 if args.quick else None)
     series = args.series.split(",") if args.series else (QUICK_SERIES if args.quick else ALL_SERIES)
     unknown = [s for s in series if s not in ALL_SERIES]
@@ -229,7 +242,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     doc = {"mode": "quick" if args.quick else "full", "date": dt.datetime.now().isoformat(timespec="seconds"),
            "host": host, "cpus": len(__import__("os").sched_getaffinity(0)), "series": series,
            "global_overrides": ["+preset=ett-multi"] + ([f"training.epochs={epochs}"] if epochs else []),
-           "training": None, "global_runs": [], "single_runs": []}
+           "training": None, "single_settings": args.single_settings, "global_runs": [], "single_runs": []}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="spline-lstm-panel-") as tmp:
         out = Path(tmp)
@@ -242,15 +255,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                 doc["global_runs"].append({**{k: v for k, v in run.items() if k not in ("metrics", "training")},
                                            "skill": (run["metrics"] or {}).get("skill"),
                                            "aggregate": (run["metrics"] or {}).get("metrics"),
+                                           "baselines_aggregate": (run["metrics"] or {}).get("baselines"),
                                            "scores": global_scores(run)})
             if seed in single_seeds:
-                training = doc["training"] or {"epochs": epochs or 6, "batch_size": 512, "learning_rate": 0.002,
-                                               "patience": 2}
+                training = {} if args.single_settings == "preset" else doc["training"] or {
+                    "epochs": epochs or 6, "batch_size": 512, "learning_rate": 0.002, "patience": 2}
                 for sid in series:
                     run = launch(f"panel-{sid.replace(':', '-')}-s{seed}", single_args(sid, training), seed, out)
                     log(f"{sid} seed {seed}: exit {run['exit']} in {run['wall_s']:.0f} s")
                     doc["single_runs"].append({**{k: v for k, v in run.items() if k not in ("metrics", "training")},
-                                               "series": sid, "scores": single_scores(run) if run["metrics"] else None})
+                                               "series": sid, "training": run["training"], "scores": single_scores(run) if run["metrics"] else None})
             doc["bench_wall_s"] = round(time.perf_counter() - t0, 1)
             path = write(doc, stem)
     print(path.read_text())
