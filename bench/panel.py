@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Many series: one global model vs one model per series, on the 14 ETT series.
 
-    nice python bench/panel.py --quick     # ~5 min: 2 epochs, 1 seed, 4 series run alone
-    nice python bench/panel.py             # ~30 min: the preset's defaults, global x 2 seeds, 14 series x 2 seeds
+    nice python bench/panel.py --quick     # ~3 min: 2 epochs, 1 seed, 4 series run alone
+    nice python bench/panel.py             # ~30 min: the preset's defaults, global x 3 seeds, 14 series x 2 seeds
     nice python bench/panel.py --seeds 42 --single-seeds 42 --series ETTh1:OT,ETTh2:OT
     nice python bench/panel.py --seeds none --single-settings preset   # per-series runs with etth1's own training
 
@@ -49,6 +49,7 @@ QUICK_SERIES = ["ETTh1:HUFL", "ETTh1:OT", "ETTh2:HUFL", "ETTh2:OT"]
 BASELINES = ("naive_last", "seasonal_naive")
 YARDSTICKS = ("ets", "theta")
 KEPT = ("mase", "rmse", "mae")
+TRAINING = ("epochs", "batch_size", "learning_rate", "patience")
 
 
 def log(msg: str) -> None:
@@ -114,7 +115,8 @@ def summarise(doc: dict) -> dict:
         singles = [r for r in doc["single_runs"] if r["series"] == sid and r["scores"]]
         g = [run["scores"][sid] for run in glob if sid in run["scores"]]
         row = {"series": sid,
-               "global_mase": fmean([s["model"]["mase"] for s in g]), "global_rmse": fmean([s["model"]["rmse"] for s in g]),
+               "global_mase": fmean([s["model"]["mase"] for s in g]),
+               "global_rmse": fmean([s["model"]["rmse"] for s in g]),
                "global_mase_by_seed": [s["model"]["mase"] for s in g],
                "single_mase": fmean([r["scores"]["model"]["mase"] for r in singles]),
                "single_rmse": fmean([r["scores"]["model"]["rmse"] for r in singles]),
@@ -132,12 +134,12 @@ def summarise(doc: dict) -> dict:
         return how(vals) if vals else None
 
     cols = ["global", "single", *BASELINES]
-    aggregate = {c: {"mase_mean": agg(f"{c}_mase", statistics.fmean), "mase_median": agg(f"{c}_mase", statistics.median)}
-                 for c in cols}
+    aggregate = {c: {"mase_mean": agg(f"{c}_mase", statistics.fmean),
+                     "mase_median": agg(f"{c}_mase", statistics.median)} for c in cols}
     per_seed_global = [fmean([run["scores"][s]["model"]["mase"] for s in series if s in run["scores"]]) for run in glob]
     seeds_single = sorted({r["seed"] for r in doc["single_runs"]})
-    per_seed_single = [fmean([r["scores"]["model"]["mase"] for r in doc["single_runs"] if r["seed"] == s and r["scores"]])
-                       for s in seeds_single]
+    per_seed_single = [fmean([r["scores"]["model"]["mase"] for r in doc["single_runs"]
+                              if r["seed"] == s and r["scores"]]) for s in seeds_single]
     both = [r for r in rows if r["global_mase"] is not None and r["single_mase"] is not None]
     wall_single = {s: sum(r["wall_s"] for r in doc["single_runs"] if r["seed"] == s) for s in seeds_single}
     fit_single = {s: sum(r["fit_s"] or 0 for r in doc["single_runs"] if r["seed"] == s) for s in seeds_single}
@@ -167,7 +169,7 @@ def f(v, digits: int = 3) -> str:
 def single_training(doc: dict) -> str:
     """The per-series runs' training settings, as read back from their metadata."""
     done = [r["training"] for r in doc["single_runs"] if r.get("training")]
-    settings = {k: done[0][k] for k in ("epochs", "batch_size", "learning_rate", "patience")} if done else None
+    settings = {k: done[0][k] for k in TRAINING} if done else None
     return f"{settings} ({'the etth1 preset' if doc['single_settings'] == 'preset' else 'the global run'}'s)"
 
 
@@ -175,10 +177,12 @@ def markdown(doc: dict) -> str:
     s = doc["summary"]
     seeds_g = [g["seed"] for g in doc["global_runs"]]
     seeds_s = sorted({r["seed"] for r in doc["single_runs"]})
-    lines = [f"# Many series: one global model vs one model per series ({doc['mode']}, {doc['date']}, host {doc['host']})",
+    lines = [f"# Many series: one global model vs one model per series ({doc['mode']}, {doc['date']}, "
+             f"host {doc['host']})",
              "", f"Global: `{' '.join(doc['global_overrides'])}`, seeds {seeds_g}; per series: `+preset=etth1 "
              f"data.path=<file> data.target_col=<column> gate.quality=warn`, training "
-             f"{single_training(doc)}, seeds {seeds_s}. Test split rows [11520, 14400) of each series, 24-step horizon, "
+             f"{single_training(doc)}, seeds {seeds_s}. Test split rows [11520, 14400) of each series, "
+             "24-step horizon, "
              "MASE (scaled by the in-sample seasonal-naive error) and rmse in original units; model columns are the "
              "mean over seeds. Baselines' MASE differ by at most "
              f"{f(s['baseline_max_abs_diff'], 6)} between the two kinds of run (same test windows).", "",
@@ -195,14 +199,15 @@ def markdown(doc: dict) -> str:
                      f"{f(a['seasonal_naive'][key])} | | | |")
     w, c, cpu = s["wall_s"], s["fit_s"], s["cpu_s"]
     lines += ["", f"- global better on {s['global_wins']}/{s['compared']} series; beats seasonal_naive on "
-              f"{s['global_beats_seasonal_naive']}/{s['compared']} (per-series models: {s['single_beats_seasonal_naive']}"
-              f"/{s['compared']}).",
+              f"{s['global_beats_seasonal_naive']}/{s['compared']} (per-series models: "
+              f"{s['single_beats_seasonal_naive']}/{s['compared']}).",
               f"- mean MASE by seed: global {[f(v) for v in s['global_mean_mase_by_seed']]}, per-series "
               f"{[f(v) for v in s['single_mean_mase_by_seed']]}; the preset's own gate verdict (mean MASE over all 14 "
               f"vs the best baseline) by seed: {s['preset_verdicts']}.",
               f"- wall s per seed: global run {w['global_by_seed']}, {len(doc['series'])} per-series runs together "
               f"{w['single_total_by_seed']}; of which fit s: global {c['global_by_seed']}, per-series "
-              f"{c['single_total_by_seed']}; CPU s: global {cpu['global_by_seed']}, per-series {cpu['single_total_by_seed']}.",
+              f"{c['single_total_by_seed']}; CPU s: global {cpu['global_by_seed']}, per-series "
+              f"{cpu['single_total_by_seed']}.",
               f"- total bench wall {doc.get('bench_wall_s', 'n/a')} s on {doc['cpus']} CPU(s) (shared machine; "
               "children nice'd when the bench is)."]
     failed = [r for r in doc["global_runs"] + doc["single_runs"] if not r["scores"]]
@@ -222,16 +227,20 @@ def write(doc: dict, stem: str) -> Path:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2 epochs, seed 42, series " + ",".join(QUICK_SERIES))
-    ap.add_argument("--seeds", default=None, help="global model seeds (default 42,43; --quick: 42; none: no global run)")
+    ap.add_argument("--seeds", default=None,
+                    help="global model seeds (default 42,43,44; --quick: 42; none: no global run)")
     ap.add_argument("--single-settings", choices=("global", "preset"), default="global",
                     help="per-series training: the global run's epochs/batch/lr/patience (default) or etth1's own")
-    ap.add_argument("--single-seeds", default=None, help="per-series seeds (default: --seeds)")
-    ap.add_argument("--epochs", type=int, default=None, help="training.epochs for both (default: the preset's; --quick: 2)")
+    ap.add_argument("--single-seeds", default=None, help="per-series seeds (default 42,43; --quick: 42)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="training.epochs of the global run, which the per-series runs copy (default: the preset's; "
+                         "--quick: 2)")
     ap.add_argument("--series", default=None, help="per-series runs for these ids only (default: all 14; --quick: 4)")
     ap.add_argument("--out", default=None, help="file stem under bench/results (default <date>-<host>-panel[-quick])")
     args = ap.parse_args(argv)
-    seeds = [] if args.seeds == "none" else [int(s) for s in (args.seeds or ("42" if args.quick else "42,43")).split(",")]
-    single_seeds = [int(s) for s in args.single_seeds.split(",")] if args.single_seeds else (seeds or [42])
+    seeds = [] if args.seeds == "none" else [
+        int(v) for v in (args.seeds or ("42" if args.quick else "42,43,44")).split(",")]
+    single_seeds = [int(v) for v in (args.single_seeds or ("42" if args.quick else "42,43")).split(",")]
     epochs = args.epochs or (2 if args.quick else None)
     series = args.series.split(",") if args.series else (QUICK_SERIES if args.quick else ALL_SERIES)
     unknown = [s for s in series if s not in ALL_SERIES]
@@ -251,7 +260,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 run = launch(f"panel-global-s{seed}", global_args(epochs), seed, out)
                 log(f"global seed {seed}: exit {run['exit']} in {run['wall_s']:.0f} s (fit {run['fit_s']} s)")
                 if run["training"] and doc["training"] is None:
-                    doc["training"] = {k: run["training"][k] for k in ("epochs", "batch_size", "learning_rate", "patience")}
+                    doc["training"] = {k: run["training"][k] for k in TRAINING}
                 doc["global_runs"].append({**{k: v for k, v in run.items() if k not in ("metrics", "training")},
                                            "skill": (run["metrics"] or {}).get("skill"),
                                            "aggregate": (run["metrics"] or {}).get("metrics"),
@@ -264,7 +273,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     run = launch(f"panel-{sid.replace(':', '-')}-s{seed}", single_args(sid, training), seed, out)
                     log(f"{sid} seed {seed}: exit {run['exit']} in {run['wall_s']:.0f} s")
                     doc["single_runs"].append({**{k: v for k, v in run.items() if k not in ("metrics", "training")},
-                                               "series": sid, "training": run["training"], "scores": single_scores(run) if run["metrics"] else None})
+                                               "series": sid, "training": run["training"],
+                                               "scores": single_scores(run) if run["metrics"] else None})
             doc["bench_wall_s"] = round(time.perf_counter() - t0, 1)
             path = write(doc, stem)
     print(path.read_text())
