@@ -170,7 +170,7 @@ def single_training(doc: dict) -> str:
     """The per-series runs' training settings, as read back from their metadata."""
     done = [r["training"] for r in doc["single_runs"] if r.get("training")]
     settings = {k: done[0][k] for k in TRAINING} if done else None
-    return f"{settings} ({'the etth1 preset' if doc['single_settings'] == 'preset' else 'the global run'}'s)"
+    return f"{settings} ({'the etth1 preset' if doc.get('single_settings') == 'preset' else 'the global run'}'s)"
 
 
 def markdown(doc: dict) -> str:
