@@ -19,6 +19,14 @@ def _number(value: Any) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def skill_scores(skill: Optional[dict]) -> tuple:
+    """See ``MetricsDoc.skill_scores``; for the plain metrics dict the report reads."""
+    s = skill if isinstance(skill, dict) else {}
+    metric = s.get("metric") if isinstance(s.get("metric"), str) else "rmse"
+    return (metric, _number(s.get("model_score", s.get("model_rmse"))),
+            _number(s.get("best_baseline_score", s.get("best_baseline_rmse"))))
+
+
 @dataclass
 class MetricsDoc:
     """``metrics/<run_id>.json``: the model's test metrics, every baseline's (the naive ones
@@ -121,6 +129,12 @@ class MetricsDoc:
     def skill_verdict(self) -> Optional[str]:
         verdict = (self.skill or {}).get("verdict")
         return verdict if isinstance(verdict, str) else None
+
+    @property
+    def skill_scores(self) -> tuple:
+        """(metric, model's score, best baseline's score) the verdict compared; runs before
+        many series recorded them as ``model_rmse`` / ``best_baseline_rmse``."""
+        return skill_scores(self.skill)
 
     @property
     def skill_mode(self) -> Optional[str]:

@@ -76,20 +76,21 @@ def improvement_pct(model_rmse: float, baseline_rmse: float) -> float:
 SKILLED, UNSKILLED = "SKILLED", "UNSKILLED"
 
 
-def skill_verdict(model_rmse: float, baseline_rmse: Dict[str, float], min_improvement_pct: float,
-                  mode: str, basis: str) -> dict:
-    """The quality gate's verdict: SKILLED when the model's rmse improves on the best
-    (lowest-rmse) baseline by more than ``min_improvement_pct`` %, else UNSKILLED (also
-    when no baseline or the model's rmse is not a finite number: skill is not shown).
+def skill_verdict(model_score: float, baseline_scores: Dict[str, float], min_improvement_pct: float,
+                  mode: str, basis: str, metric: str = "rmse") -> dict:
+    """The quality gate's verdict: SKILLED when the model's score (``metric``: rmse, or the
+    mean MASE over series of a many-series run; lower is better) improves on the best
+    baseline's by more than ``min_improvement_pct`` %, else UNSKILLED (also when no
+    baseline or the model's score is not a finite number: skill is not shown).
     ``mode`` off records no verdict."""
-    finite = {n: float(v) for n, v in baseline_rmse.items() if v is not None and np.isfinite(v)}
+    finite = {n: float(v) for n, v in baseline_scores.items() if v is not None and np.isfinite(v)}
     best = min(finite, key=finite.get) if finite else None
-    imp = improvement_pct(model_rmse, finite[best]) if best else float("nan")
+    imp = improvement_pct(model_score, finite[best]) if best else float("nan")
     verdict = None
     if mode != "off":
-        verdict = SKILLED if np.isfinite(imp) and np.isfinite(model_rmse) and imp > min_improvement_pct \
+        verdict = SKILLED if np.isfinite(imp) and np.isfinite(model_score) and imp > min_improvement_pct \
             else UNSKILLED
     return {"verdict": verdict, "mode": mode, "min_improvement_pct": float(min_improvement_pct), "basis": basis,
-            "model_rmse": float(model_rmse), "best_baseline": best,
-            "best_baseline_rmse": finite.get(best) if best else None,
+            "metric": metric, "model_score": float(model_score), "best_baseline": best,
+            "best_baseline_score": finite.get(best) if best else None,
             "improvement_pct": None if not np.isfinite(imp) else float(imp)}

@@ -318,7 +318,8 @@ class _Gate:
         if verdict is None:
             return "no quality verdict recorded (gate.quality=off, or a run before the quality gate)"
         best, imp = skill.get("best_baseline"), skill.get("improvement_pct")
-        versus = (f"{_safe(str(skill.get('metric', 'rmse')))} {_num(skill.get('model_rmse'))} vs best baseline {best} {_num(skill.get('best_baseline_rmse'))}"
+        metric, model_score, best_score = doc.skill_scores
+        versus = (f"{_safe(metric)} {_num(model_score)} vs best baseline {best} {_num(best_score)}"
                   f" ({_num(imp)}% improvement; needs > {_num(skill.get('min_improvement_pct'))}%, {skill.get('basis')})")
         if mode == "strict" and verdict != "SKILLED":
             raise _Fail(ModelUnskilled.code, f"model {_safe(str(verdict))} under gate.quality=strict: {versus}")

@@ -307,9 +307,11 @@ def _skill_line(doc) -> Optional[str]:
     if not doc.skill_verdict:
         return None
     imp = s.get("improvement_pct")
-    return (f"{doc.skill_verdict} ({s.get('mode')}): {s.get('basis')} {s.get('metric', 'rmse')} "
-            f"{s.get('model_rmse'):.4g} vs best "
-            f"baseline {s.get('best_baseline')} {s.get('best_baseline_rmse') or float('nan'):.4g} "
+    metric, model_score, best_score = doc.skill_scores
+    nan = float("nan")
+    return (f"{doc.skill_verdict} ({s.get('mode')}): {s.get('basis')} {metric} "
+            f"{nan if model_score is None else model_score:.4g} vs best "
+            f"baseline {s.get('best_baseline')} {nan if best_score is None else best_score:.4g} "
             f"({'n/a' if imp is None else f'{imp:+.1f}%'}; needs > {s.get('min_improvement_pct'):g}%)")
 
 

@@ -737,20 +737,21 @@ def _assess(ctx: RunContext, prep: Prepared, ev: "Evaluation") -> tuple:
                 log.info("backtest   %-20s rmse %.4g ± %.2g", name, a["rmse_mean"], a["rmse_std"])
     if bt is not None:
         agg = bt["aggregate"]
-        model_rmse = agg["model"]["rmse_mean"]
+        model_score = agg["model"]["rmse_mean"]
         others = {n: a["rmse_mean"] for n, a in agg.items() if n != "model"}
         basis = f"backtest mean over {bt['folds']} folds"
     elif ev.series is not None:  # many series: scale-free, each series counts once
-        model_rmse, others = ev.metrics["mase"], {n: b["mase"] for n, b in ev.baselines.items()}
+        model_score, others = ev.metrics["mase"], {n: b["mase"] for n, b in ev.baselines.items()}
         basis = f"mean MASE over {ev.series['count']} series, test split"
     else:
-        model_rmse, others, basis = ev.metrics["rmse"], {n: b["rmse"] for n, b in ev.baselines.items()}, "test split"
-    skill = evaluate.skill_verdict(model_rmse, others, app.gate.min_improvement_pct, app.gate.quality.value, basis)
-    skill["metric"] = "mase" if ev.series is not None and bt is None else "rmse"
+        model_score, others, basis = ev.metrics["rmse"], {n: b["rmse"] for n, b in ev.baselines.items()}, "test split"
+    metric = "mase" if ev.series is not None and bt is None else "rmse"
+    skill = evaluate.skill_verdict(model_score, others, app.gate.min_improvement_pct, app.gate.quality.value, basis,
+                                   metric)
     if skill["verdict"]:
         (log.info if skill["verdict"] == evaluate.SKILLED else log.warning)(
             "skill      %s: " + skill["metric"] + " %.4g vs best baseline %s %.4g (needs > %g%% better, %s)", skill["verdict"],
-            model_rmse, skill["best_baseline"], float("nan") if skill["best_baseline_rmse"] is None else skill["best_baseline_rmse"], skill["min_improvement_pct"],
+            model_score, skill["best_baseline"], float("nan") if skill["best_baseline_score"] is None else skill["best_baseline_score"], skill["min_improvement_pct"],
             app.gate.quality.value)
         ctx.tracker.set_tags({"skill": skill["verdict"]})
     return bt, skill

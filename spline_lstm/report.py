@@ -12,6 +12,8 @@ from typing import Dict, List
 
 import numpy as np
 
+from spline_lstm.documents import skill_scores
+
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
@@ -154,13 +156,14 @@ def _quality_lines(metrics: dict) -> List[str]:
         lines += ["", "## Classical yardsticks", ""]
         lines += [f"- {name}: {y.get('status')}: {y.get('detail')}" for name, y in ys.items()]
     skill = metrics.get("skill") or {}
+    metric, model_score, best_score = skill_scores(skill)
     if skill.get("verdict"):
         imp = skill.get("improvement_pct")
         lines += ["", "## Quality gate", "",
                   f"- verdict: **{skill['verdict']}** (`gate.quality={skill.get('mode')}`, needs > "
-                  f"{_fmt(skill.get('min_improvement_pct'))}% {skill.get('metric', 'rmse')} improvement over the best baseline)",
-                  f"- on the {skill.get('basis')}: model {skill.get('metric', 'rmse')} {_fmt(skill.get('model_rmse'))} vs best baseline "
-                  f"`{skill.get('best_baseline')}` {_fmt(skill.get('best_baseline_rmse'))} "
+                  f"{_fmt(skill.get('min_improvement_pct'))}% {metric} improvement over the best baseline)",
+                  f"- on the {skill.get('basis')}: model {metric} {_fmt(model_score)} vs best baseline "
+                  f"`{skill.get('best_baseline')}` {_fmt(best_score)} "
                   f"({'n/a' if imp is None else f'{imp:+.2f}%'})"]
     bt = metrics.get("backtest") or {}
     if bt.get("aggregate"):
