@@ -32,7 +32,8 @@ def test_covariate_keys_default_empty_and_presets_compose():
     assert (app.data.past_covariates, app.data.future_covariates, app.data.calendar) == ([], [], [])
     ms = validate(_compose("+preset=etth1-ms", "data.path=x.csv"))
     assert ms.data.past_covariates == ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL"]
-    assert [c.value for c in ms.data.calendar] == ["hour", "dayofweek"] and ms.preprocess.horizon == 24
+    assert [c.value for c in ms.data.calendar] == ["hour"] and ms.preprocess.horizon == 24
+    assert ms.model.future_head.value == "per_step" and ms.gate.quality.value == "strict"
     ili = validate(_compose("+preset=ili", "data.path=x.csv"))
     assert ili.data.target_col == "% WEIGHTED ILI" and ili.data.past_covariates
 
