@@ -1,12 +1,12 @@
 """Covariates against the univariate model (README "Covariates", docs/PERFORMANCE.md).
 
-Runs ``+preset=etth1`` (OT alone) and ``+preset=etth1-ms`` (OT + the six loads + hour and
-day of week) for a few seeds, and ``+preset=ili``, each a full run without MLflow, then
+Runs ``+preset=etth1`` (OT alone) and ``+preset=etth1-ms`` (OT + the six loads + the hour
+through the per-step head) and their variants (``--only LABEL ...``) for a few seeds, and ``+preset=ili``, each a full run without MLflow, then
 prints one table: test rmse in original units and, for ETTh1, the MSE under the Informer
 protocol (z-score of OT fitted on the training rows [0, 8640), metrics on normalised values:
 mse / std_train^2), with naive-last under the same protocol; ETTh2's OT the same way (the
-etth1 presets on ETTh2.csv: the same columns and split). Bounded: about 30 s a run on
-two CPU cores.
+etth1 presets on ETTh2.csv: the same columns and split). Each run's gate verdict, validation
+rmse and best epoch go to stderr. Bounded: 30-90 s a run on two shared CPU cores.
 
     python bench/covariates.py --datasets ../shared/datasets --seeds 42 7
 """
@@ -50,7 +50,7 @@ RUNS = {  # label -> (preset, dataset file, extra overrides)
 
 
 def run(preset: str, path: Path, extra: list, seed: int, out: Path) -> dict:
-    run_id = f"{preset}-{seed}-{abs(hash(tuple(extra))) % 10**6}"
+    run_id = f"{preset}-{path.stem}-{seed}-{abs(hash(tuple(extra))) % 10**6}"  # unique per file: one tmp dir
     cmd = [sys.executable, "launch.py", f"+preset={preset}", f"data.path={path}", f"seed={seed}", "tracking=none",
            f"paths.outputs_dir={out}", f"run_id={run_id}", "gate.quality=warn", *extra]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
