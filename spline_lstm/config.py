@@ -82,6 +82,11 @@ class HeadInit(str, Enum):
     zeros = "zeros"  # an untrained network predicts 0 in the modelled space
 
 
+class FutureHead(str, Enum):
+    flat = "flat"  # the future-known inputs of every step flattened beside the state (horizon x known weights per step)
+    per_step = "per_step"  # one Dense shared by all steps, its output added to that step's forecast
+
+
 class Revin(str, Enum):
     auto = "auto"  # last unless the forecast integrates its own differences (spline_lstm.model)
     none = "none"
@@ -163,6 +168,7 @@ class ModelConfig:
     dropout: float = 0.0
     head_init: HeadInit = HeadInit.zeros  # measured: bench/model_options.py (README "A model that starts...")
     revin: Revin = Revin.auto
+    future_head: FutureHead = FutureHead.flat  # how future-known inputs reach the forecast (spline_lstm.model)
 
 
 @dataclass

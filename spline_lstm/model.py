@@ -17,6 +17,12 @@ Options that make a weak network degrade to a baseline instead of far below it
   repeating the last difference compounds into a trend (ETTh1, first
   differences, 24 steps: rmse 2.06 against naive 1.70), and ``none`` with a zero
   head starts from naive plus the training drift instead;
+- ``future_head=per_step``: future-known inputs (calendar, future covariates) reach
+  the forecast through one Dense shared by every step, whose output is added to
+  that step's forecast (known + 1 weights), instead of ``flat``: all steps'
+  inputs flattened beside the state before the head (horizon x horizon x known
+  weights). Calendar features at the forecast steps follow from the origin's, so
+  ``flat`` hands the head many redundant inputs to overfit (README "Covariates");
 - ``ensemble=N`` (``TrainingConfig``): N independent members (their own weights,
   drawn from the run's seeded stream) whose forecasts a layer named
   ``ensemble`` averages; ``train.fit`` trains them side by side on one loss per
@@ -32,7 +38,7 @@ from __future__ import annotations
 import functools
 from dataclasses import replace
 
-from spline_lstm.config import Cell, HeadInit, ModelConfig, Revin
+from spline_lstm.config import Cell, FutureHead, HeadInit, ModelConfig, Revin
 
 EPS = 1e-5  # added to a window's standard deviation: a flat window must not divide by 0
 
@@ -155,11 +161,16 @@ def _member(window, future, cfg: ModelConfig, horizon: int, prefix: str):
         x = cell(cfg.units, return_sequences=i < cfg.layers - 1, name=f"{prefix}{cell_name}_{i}")(x)
         if cfg.dropout > 0:
             x = keras.layers.Dropout(cfg.dropout, name=f"{prefix}dropout_{i}")(x)
-    if future is not None:
+    per_step = future is not None and FutureHead(cfg.future_head) == FutureHead.per_step
+    if future is not None and not per_step:
         flat = keras.layers.Flatten(name=f"{prefix}future_flat")(future)
         x = keras.layers.Concatenate(name=f"{prefix}with_future")([x, flat])
     init = "zeros" if HeadInit(cfg.head_init) == HeadInit.zeros else "glorot_uniform"
     y = keras.layers.Dense(horizon, kernel_initializer=init, name=f"{prefix}forecast")(x)
+    if per_step:  # step h's known inputs -> one shared Dense -> added to step h's forecast
+        effect = keras.layers.Dense(1, kernel_initializer=init, name=f"{prefix}future_effect")(future)
+        effect = keras.layers.Reshape((horizon,), name=f"{prefix}future_steps")(effect)
+        y = keras.layers.Add(name=f"{prefix}with_future")([y, effect])
     if revin != "none":
         y = custom_layers()["InstanceDenorm"](revin, name=f"{prefix}revin_denorm")([y, window])
     return y

@@ -32,7 +32,8 @@ def test_covariate_keys_default_empty_and_presets_compose():
     assert (app.data.past_covariates, app.data.future_covariates, app.data.calendar) == ([], [], [])
     ms = validate(_compose("+preset=etth1-ms", "data.path=x.csv"))
     assert ms.data.past_covariates == ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL"]
-    assert [c.value for c in ms.data.calendar] == ["hour", "dayofweek"] and ms.preprocess.horizon == 24
+    assert [c.value for c in ms.data.calendar] == ["hour"] and ms.preprocess.horizon == 24
+    assert ms.model.future_head.value == "per_step" and ms.gate.quality.value == "strict"
     ili = validate(_compose("+preset=ili", "data.path=x.csv"))
     assert ili.data.target_col == "% WEIGHTED ILI" and ili.data.past_covariates
 
@@ -206,6 +207,29 @@ def test_univariate_model_is_unchanged_and_covariates_add_inputs(tmp_path):
     np.testing.assert_allclose(again.predict(x, verbose=0), net.predict(x, verbose=0), atol=1e-6)
     # zero head + RevIN on the target channel: the untrained network is naive-last
     np.testing.assert_allclose(net.predict(x, verbose=0), np.repeat(x["window"][:, -1:, 0], 2, axis=1), atol=1e-5)
+
+
+def test_a_per_step_future_head_adds_one_shared_effect_per_step_and_survives_a_safe_reload(tmp_path):
+    from spline_lstm.config import FutureHead
+    from spline_lstm.model import build_model, load_model_safely
+
+    cfg = ModelConfig(units=4, future_head=FutureHead.per_step)
+    net = build_model(cfg, 12, 3, 1e-3, channels=4, known=2)
+    assert "future_flat" not in [layer.name for layer in net.layers]
+    assert net.get_layer("forecast").kernel.shape == (4, 3)  # the head sees the state only
+    assert net.get_layer("future_effect").kernel.shape == (2, 1)  # known weights, shared by the steps
+    rng = np.random.default_rng(0)
+    x = {"window": rng.normal(size=(3, 12, 4)).astype("float32"),
+         "future": rng.normal(size=(3, 3, 2)).astype("float32")}
+    untrained = net.predict(x, verbose=0)  # zero head and effect, RevIN last: naive-last
+    np.testing.assert_allclose(untrained, np.repeat(x["window"][:, -1:, 0], 3, axis=1), atol=1e-5)
+    net.get_layer("future_effect").kernel.assign(np.array([[1.0], [0.0]], dtype="float32"))
+    moved = net.predict(x, verbose=0) - untrained  # step h moves by its own first known input x its scale
+    scale = x["window"][:, :, 0].std(axis=1, keepdims=True) + 1e-5
+    np.testing.assert_allclose(moved, x["future"][:, :, 0] * scale, rtol=1e-4, atol=1e-5)
+    net.save(tmp_path / "m.keras")
+    again = load_model_safely(tmp_path / "m.keras")  # safe mode: no Lambda anywhere
+    np.testing.assert_allclose(again.predict(x, verbose=0), net.predict(x, verbose=0), atol=1e-6)
 
 
 # --- end to end ----------------------------------------------------------------------------
