@@ -49,6 +49,7 @@ class Hints:
     duplicates: str = "set data.duplicates=mean or data.duplicates=last"
     freq: str = "set data.freq to the series' frequency"
     covariates: str = "fix data.past_covariates / data.future_covariates"
+    extra_role: str = "covariate column"  # what read_table's ``extra`` columns are (wide format: series)
 
 
 TRAINING_HINTS = Hints()
@@ -163,7 +164,7 @@ def read_table(path: Path, timestamp_col: str, target_col: str, hints: Hints = T
         raise InputInvalid(f"input file {path} has no column {keyed[0]!r} ({text[keyed[0]]}); columns are: {cols}")
     if absent and not missing:
         cols = ", ".join(map(str, list(frame.columns)[:20]))
-        raise InputInvalid(f"input file {path} has no covariate column {', '.join(map(repr, absent))}; columns "
+        raise InputInvalid(f"input file {path} has no {hints.extra_role} {', '.join(map(repr, absent))}; columns "
                            f"are: {cols}; {hints.covariates}")
     if missing:
         cols = ", ".join(map(str, list(frame.columns)[:10]))

@@ -77,8 +77,8 @@ class MetricsDoc:
             return ["metrics.series has no per_series table"]
         table, count = series["per_series"], series.get("count")
         out = []
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1 or len(table) > count:
-            out.append(f"metrics.series.count ({count!r}) does not cover its {len(table)} per-series entries")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1 or len(table) != count:
+            out.append(f"metrics.series.count ({count!r}) is not the number of per-series entries ({len(table)})")
         bad = [str(k) for k, v in table.items() if not isinstance(v, dict) or not isinstance(v.get("model"), dict)]
         if bad:
             out.append(f"metrics.series.per_series: {len(bad)} entries without the model's metrics (first {bad[0]!r})")

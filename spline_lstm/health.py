@@ -226,7 +226,20 @@ class _Gate:
         if not isinstance(payload, dict):
             raise _Fail(HealthFailed.code, "preprocessor.pkl payload is not a dict")
         self.payload = payload
-        return "preprocessor.pkl is plain data (restricted unpickler)"
+        return "preprocessor.pkl is plain data (restricted unpickler)" + self._series_agree()
+
+    def _series_agree(self) -> str:
+        """Many series: the metrics' per-series table holds exactly the preprocessor's series."""
+        series = (self.payload or {}).get("series")
+        ids = series.get("ids") if isinstance(series, dict) else None
+        table = ((self.docs.get("metrics") or {}).get("series") or {}).get("per_series")
+        if not ids and table is None:
+            return ""
+        if not isinstance(ids, list) or not isinstance(table, dict) or set(map(str, ids)) != set(table):
+            theirs = len(table) if isinstance(table, dict) else "no"
+            raise _Fail(HealthFailed.code, f"preprocessor.pkl has {len(ids) if isinstance(ids, list) else 'no'} series "
+                                           f"but the metrics' per-series table has {theirs} entries, or other ids")
+        return f"; its {len(ids)} series are the metrics' per-series table"
 
     def run_ids(self) -> str:
         found: Dict[str, Any] = {}

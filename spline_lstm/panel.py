@@ -251,10 +251,13 @@ def _merge_duplicates(codes, stamps, values, cov, cfg: DataConfig, wheres: List[
 
 def _wide(path: Path, cfg: DataConfig, prefix: str) -> Tuple[_Rows, int]:
     """A wide-format file: each listed column is one series, by the single-series rules."""
-    from spline_lstm.data import infer_freq, read_table, to_series
+    from spline_lstm.data import TRAINING_HINTS, infer_freq, read_table, to_series
 
     first, *rest = cfg.target_cols
-    frame = read_table(path, cfg.timestamp_col, first, extra=rest)
+    hints = replace(TRAINING_HINTS, extra_role="series column (data.target_cols)",
+                    columns="set data.timestamp_col / data.target_cols (each a column of every file)",
+                    covariates="fix data.target_cols: in wide format every listed column is a series of every file")
+    frame = read_table(path, cfg.timestamp_col, first, hints, extra=rest)
     parts = []
     for col in cfg.target_cols:
         where = f"{path} column {col!r}"
@@ -278,7 +281,8 @@ def _concat(blocks: List[_Rows]) -> _Rows:
         for sid, file in zip(b.ids, b.files):
             if sid in seen:
                 raise InputInvalid(f"series id {sid!r} is in two files ({seen[sid]} and {file}); ids must be unique "
-                                   "across data.path and data.paths: put each series' rows in one file")
+                                   "across data.path and data.paths: put each series' rows in one file (wide format: ids are "
+                                   "<file stem>:<column>, so two files need different names)")
             seen[sid] = file
     offsets = np.cumsum([0, *[len(b.ids) for b in blocks[:-1]]])
     unit = min((b.stamps.unit for b in blocks), key=["ns", "us", "ms", "s"].index)

@@ -661,6 +661,8 @@ def _evaluate_panel(ctx: RunContext, prep: Prepared, pre, test, actual: np.ndarr
     ids = prep.series.ids
     with ctx.stage("evaluate"):
         table = panel.per_series_metrics(actual, {"model": pred, **forecasts}, rows, scales, ids)
+        blank = {k: float("nan") for k in evaluate.METRIC_NAMES}  # a series without a test window
+        table = {i: table.get(i) or {name: dict(blank) for name in ("model", *forecasts)} for i in ids}
         metrics = panel.aggregate(actual, pred, table, "model")
         baselines = {name: panel.aggregate(actual, fc, table, name) for name, fc in forecasts.items()}
         improvement = {name: evaluate.improvement_pct(metrics["mase"], b["mase"]) for name, b in baselines.items()}
@@ -670,6 +672,12 @@ def _evaluate_panel(ctx: RunContext, prep: Prepared, pre, test, actual: np.ndarr
         series = {"count": len(ids), "metric": "mase", "distribution": panel.distribution(table),
                   "per_series": table}
     d = series["distribution"]
+    series["unscored"] = [i for i in ids if not np.isfinite(table[i]["model"]["mase"])]
+    if series["unscored"]:
+        shown = ", ".join(map(repr, series["unscored"][:5])) + (" ..." if len(series["unscored"]) > 5 else "")
+        log.warning("series     %d of %d have no MASE (no observed test target, or too little training history "
+                    "for the MASE scale): %s; the mean MASE and the verdict are over the other %d",
+                    len(series["unscored"]), len(ids), shown, d["scored"])
     log.info("series     %d: model mean MASE %.4g (median %.4g); beats naive-last on %d of %d series", len(ids),
              metrics["mase"], metrics["mase_median"], d["beats_naive_last"], d["compared_with_naive_last"])
     return Evaluation(test, actual, pred, metrics, baselines, improvement, pre, {"model": pred, **forecasts},
@@ -742,7 +750,9 @@ def _assess(ctx: RunContext, prep: Prepared, ev: "Evaluation") -> tuple:
         basis = f"backtest mean over {bt['folds']} folds"
     elif ev.series is not None:  # many series: scale-free, each series counts once
         model_score, others = ev.metrics["mase"], {n: b["mase"] for n, b in ev.baselines.items()}
-        basis = f"mean MASE over {ev.series['count']} series, test split"
+        scored = ev.series["distribution"]["scored"]
+        basis = f"mean MASE over {scored} series, test split" if scored == ev.series["count"] else \
+            f"mean MASE over the {scored} scored of {ev.series['count']} series, test split"
     else:
         model_score, others, basis = ev.metrics["rmse"], {n: b["rmse"] for n, b in ev.baselines.items()}, "test split"
     metric = "mase" if ev.series is not None and bt is None else "rmse"

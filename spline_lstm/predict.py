@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence, Union
 
@@ -281,8 +282,9 @@ def select_series(pre: Preprocessor, parts: Sequence[Part], series: Optional[Seq
     unknown = [i for i in present if i not in pre.series_ids]
     if unknown:
         raise InputInvalid(f"{where}: series {unknown[0]!r} is not one the run was trained on ({len(unknown)} "
-                           f"such of {len(present)} input series; the run has {len(pre.series_ids)}); pass "
-                           "--series with the ids to forecast to leave the others out")
+                           f"such of {len(present)} input series; the run has {len(pre.series_ids)}); name the ids "
+                           "to forecast (--series, or the MLflow model's params={'series': [...]}) to leave the "
+                           "others out")
     return list(parts)
 
 
@@ -325,6 +327,10 @@ def read_input(pre: Preprocessor, input_path: Path) -> pd.DataFrame:
     elif pre.is_panel:
         extra = [id_column(pre), *extra]
     hints = data.predict_hints(pre.timestamp_col, target, pre.freq)
+    if pre.target_cols:
+        hints = replace(hints, extra_role="series column",
+                        covariates=f"the run's series are the columns {', '.join(map(repr, pre.target_cols))}: "
+                                   "every --input file needs all of them (--series picks what is forecast)")
     return data.read_table(Path(input_path).absolute(), pre.timestamp_col, target, hints, extra=extra)
 
 
@@ -336,14 +342,14 @@ def read_parts(pre: Preprocessor, input_paths: Sequence[Path]) -> tuple:
     where = f"--input {paths[0]}" + (f" (+{len(paths) - 1} more)" if len(paths) > 1 else "")
     if not pre.is_panel:
         if len(paths) > 1:
-            raise InputInvalid(f"--input given {len(paths)} times: the run has one series; pass one file")
+            raise InputInvalid(f"--input given {len(paths)} time{'' if len(paths) == 1 else 's'}: the run has one series; pass one file")
         return [Part(None, read_input(pre, paths[0]), pre.target_col, where)], where
     stems = training_stems(pre)
     if (len(paths) > 1 or pre.target_cols) and stems and len(stems) != len(paths):
-        raise InputInvalid(f"--input given {len(paths)} times: the run was trained on {len(stems)} files "
+        raise InputInvalid(f"--input given {len(paths)} time{'' if len(paths) == 1 else 's'}: the run was trained on {len(stems)} files "
                            f"({', '.join(stems)}); pass --input once per file, in that order")
     if len(paths) > 1 and not stems:
-        raise InputInvalid(f"--input given {len(paths)} times: the run was trained on one file; pass one file "
+        raise InputInvalid(f"--input given {len(paths)} time{'' if len(paths) == 1 else 's'}: the run was trained on one file; pass one file "
                            "with every series")
     prefixes = [f"{s}:" for s in stems] if len(stems) == len(paths) else [""]
     split = wide_parts if pre.target_cols else long_parts

@@ -138,6 +138,10 @@ def _series_lines(metrics: dict, plot_dir: str) -> List[str]:
              f"- model MASE over series: min {_fmt(q['min'])}, p10 {_fmt(q['p10'])}, p25 {_fmt(q['p25'])}, "
              f"median {_fmt(q['median'])}, p75 {_fmt(q['p75'])}, p90 {_fmt(q['p90'])}, max {_fmt(q['max'])}",
              f"- model beats naive_last on {d['beats_naive_last']} of {d['compared_with_naive_last']} series",
+             *([f"- **{len(series['unscored'])} series have no MASE** (no observed test target, or too little "
+                f"training history for the MASE scale) and are left out of the mean and the verdict: "
+                f"{', '.join(series['unscored'][:10])}{' ...' if len(series['unscored']) > 10 else ''}"]
+               if series.get("unscored") else []),
              f"- mase median {_fmt(metrics['metrics'].get('mase_median'))}, smape mean "
              f"{_fmt(metrics['metrics'].get('smape_mean'))} / median {_fmt(metrics['metrics'].get('smape_median'))}",
              "", "| best series | MASE | | worst series | MASE |", "|---|---|---|---|---|"]
@@ -184,12 +188,30 @@ def _fmt(v) -> str:
     return f"{v:.4g}"
 
 
+def _data_line(data: dict) -> str:
+    """What was read: the file(s) and columns, or the synthetic series."""
+    files = [data.get("path") or "synthetic", *(data.get("paths") or [])]
+    shown = ", ".join(f"`{f}`" for f in files)
+    if data.get("target_cols"):
+        what = f"wide format, {len(data['target_cols'])} target columns `{', '.join(data['target_cols'])}`"
+    elif data.get("id_col"):
+        what = f"long format, series id `{data['id_col']}`, target `{data['target_col']}`"
+    elif (data.get("n_series") or 1) > 1:
+        what = f"{data['n_series']} related series"
+    else:
+        what = f"target `{data['target_col']}`"
+    extra = f", shard {data['shard']}" if data.get("shard") else ""
+    static = f", static covariates `{', '.join(data['static_covariates'])}`" if data.get("static_covariates") else ""
+    return f"- data: {data['source']} {shown} ({what}{static}{extra})"
+
+
 def markdown(run_id: str, config: dict, data_summary: dict, metrics: dict, plot_dir: str) -> str:
     m = metrics["metrics"]
+    many = bool(metrics.get("series"))
+    vs = "mean MASE vs model" if many else "rmse vs model"
     lines = [f"# spline-lstm run `{run_id}`", "",
              "## Configuration", "",
-             f"- data: {config['data']['source']} `{config['data'].get('path') or 'synthetic'}` "
-             f"(target `{config['data']['target_col']}`)",
+             _data_line(config["data"]),
              f"- preprocess: interpolation `{config['preprocess']['interpolation']}`, smoothing "
              f"`{config['preprocess']['smoothing']}`, scaling `{config['preprocess']['scaling']}`, "
              f"lookback {config['preprocess']['lookback']}, horizon {config['preprocess']['horizon']}",
@@ -204,10 +226,11 @@ def markdown(run_id: str, config: dict, data_summary: dict, metrics: dict, plot_
              f"- missing points: {data_summary['missing']} (absent timestamps "
              f"{data_summary['absent_timestamps']}), spline-filled: {data_summary['interpolated']}, "
              f"longest gap: {data_summary['longest_gap']}",
-             f"- splits (train/val/test end rows): {data_summary['split_bounds'][1:]}", "",
+             f"- splits (train/val/test end {'grid points, the same for every series' if many else 'rows'}): "
+             f"{data_summary['split_bounds'][1:]}", "",
              *_choice_lines(data_summary.get("choices")),
              "## Test metrics (original units, observed targets only)", "",
-             "| forecaster | mae | rmse | mape % | smape % | mase | r2 | rmse vs model |",
+             f"| forecaster | mae | rmse | mape % | smape % | mase | r2 | {vs} |",
              "|---|---|---|---|---|---|---|---|",
              f"| **model** | {_fmt(m['mae'])} | {_fmt(m['rmse'])} | {_fmt(m['mape'])} | {_fmt(m['smape'])} | "
              f"{_fmt(m['mase'])} | {_fmt(m['r2'])} | |"]

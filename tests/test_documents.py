@@ -22,3 +22,17 @@ def test_metadata_of_an_older_or_newer_run_still_reads(smoke_run: Run):
     doc = MetadataDoc.from_dict({**older, "added_later": 1})
     assert doc.plots == {} and doc.experiment is None and doc.artifacts == on_disk["artifacts"]
     assert MetadataDoc.from_dict({}).artifacts is None  # no hash record: the gate reports it
+
+
+def test_a_many_series_table_must_hold_one_entry_per_series_with_the_models_metrics():
+    from spline_lstm.documents import MetricsDoc
+
+    entry = {"model": {"rmse": 1.0}, "naive_last": {"rmse": 2.0}}
+    ok = {"count": 2, "per_series": {"a": entry, "b": entry}}
+    assert MetricsDoc.series_problems(ok) == []
+    assert MetricsDoc.series_problems({**ok, "count": 3})  # a series missing from the table
+    assert MetricsDoc.series_problems({"count": 1, "per_series": {"a": entry, "b": entry}})
+    assert MetricsDoc.series_problems({"count": 2, "per_series": {"a": entry, "b": {"naive_last": {}}}})
+    nan = {"model": {"rmse": float("nan")}}
+    assert MetricsDoc.series_problems({"count": 2, "per_series": {"a": nan, "b": nan}})
+    assert MetricsDoc.series_problems({"count": 1, "per_series": []})
