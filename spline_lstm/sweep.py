@@ -79,8 +79,18 @@ def rank(statuses: List[dict]) -> Tuple[List[str], List[dict]]:
     return ["rank", "run_id", *keys, *METRIC_COLUMNS, "gate", "exit", "error"], ranked
 
 
+def pick_best(columns: List[str], rows: List[dict]) -> Optional[dict]:
+    """The first-ranked job if it passed; none for a sweep over shards (different series)."""
+    if "data.shard" in columns:
+        return None
+    return rows[0] if rows and rows[0]["gate"] == "PASS" else None
+
+
 def best_line(columns: List[str], best: Optional[dict]) -> str:
     """``best       <run_id> val_rmse ... (overrides that vary)``: the trial a search ends with."""
+    if "data.shard" in columns:
+        return ("best       none: the jobs are shards (data.shard) of different series, whose errors do not "
+                "compare; read each shard's metrics")
     if best is None:
         return "best       none: no job passed the gate"
     varying = [c for c in columns if c not in ("rank", "run_id", *METRIC_COLUMNS, "gate", "exit", "error")]
@@ -149,7 +159,7 @@ def write_summary(sweep_dir: Path, columns: List[str], rows: List[dict]) -> List
     """summary.csv and summary.json in the sweep folder, each written atomically."""
     csv_path, json_path = sweep_dir / "summary.csv", sweep_dir / "summary.json"
     atomic_write_bytes(csv_path, csv_bytes(columns, rows))
-    best = rows[0] if rows and rows[0]["gate"] == "PASS" else None
+    best = pick_best(columns, rows)
     atomic_write_json(json_path, {"columns": columns, "rows": rows, "best": best,
                                   "ranked_by": "val_rmse, else val_rmse_scaled (jobs that passed first)"})
     return [csv_path, json_path]
@@ -188,7 +198,7 @@ def finish(status_dir: Path, statuses: List[dict], code: int) -> Optional[str]:
     jobs = f"{len(rows)} job{'' if len(rows) == 1 else 's'}"
     lines = [f"sweep {record['sweep_id']}: {jobs}, ranked by validation rmse (passed jobs first)",
              table_text(columns, rows)]
-    best = rows[0] if rows and rows[0]["gate"] == "PASS" else None
+    best = pick_best(columns, rows)
     lines.append(best_line(columns, best))
     files: List[Path] = []
     try:

@@ -49,6 +49,7 @@ def test_a_sweep_over_shards_runs_each_series_exactly_once_under_one_parent_run(
     proc = launch("-m", "+preset=smoke", "data=csv", f"data.path={path}", "data.id_col=meter",
                   "data.shard=0/2,1/2", "training.epochs=1", outputs=out, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "best       none: the jobs are shards (data.shard)" in proc.stdout + proc.stderr
     metrics = [json.loads(f.read_text()) for f in sorted((out / "artifacts" / "metrics").glob("*.json"))]
     per_job = [set(m["series"]["per_series"]) for m in metrics]
     assert len(per_job) == 2 and not per_job[0] & per_job[1] and per_job[0] | per_job[1] == set(ids)
@@ -58,4 +59,4 @@ def test_a_sweep_over_shards_runs_each_series_exactly_once_under_one_parent_run(
     jobs = [r for r in every if r is not parent]
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
     assert sorted(r.data.params["data.shard"] for r in jobs) == ["0/2", "1/2"]
-    assert {r.data.tags["health"] for r in jobs} == {"PASS"}
+    assert {r.data.tags["health"] for r in jobs} == {"PASS"} and "best_run_id" not in parent.data.tags
