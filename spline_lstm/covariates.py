@@ -13,10 +13,11 @@ Every covariate column is gap-filled as the target is (``preprocess.fill_gaps``,
 causal by split, seasonal with a season) and scaled by its own scaler fitted on
 the training rows; the fitted ``Preprocessor`` holds the names and scalers, so
 training, evaluation, ``predict`` and the MLflow model build the same matrix.
-Static (per-series) covariates arrive with many series (``data.id_col``).
+Static (per-series) covariates belong to many-series runs (spline_lstm.panel; encoded by
+the preprocessor and appended as constant future-known channels).
 
-The model's channels are ordered target, past, future, calendar; the future-known
-channels (future + calendar) are the last ``known`` columns of the matrix.
+The model's channels are ordered target, past, future, calendar, static; the future-known
+channels (future + calendar + static) are the last ``known`` columns of the matrix.
 """
 from __future__ import annotations
 
