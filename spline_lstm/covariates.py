@@ -36,11 +36,11 @@ def _phase(timestamps, name: str) -> np.ndarray:
     if name == "hour":
         return ts.hour.to_numpy() / 24.0
     if name == "dayofweek":
-        return ts.dayofweek.to_numpy() / 7.0
+        return ts.day_of_week.to_numpy() / 7.0
     if name == "dayofmonth":
         return (ts.day.to_numpy() - 1) / ts.days_in_month.to_numpy()
     if name == "dayofyear":
-        return (ts.dayofyear.to_numpy() - 1) / np.where(ts.is_leap_year, 366.0, 365.0)
+        return (ts.day_of_year.to_numpy() - 1) / np.where(ts.is_leap_year, 366.0, 365.0)
     if name == "weekofyear":
         return (ts.isocalendar().week.to_numpy(dtype=np.float64) - 1) / 52.0
     if name == "month":
