@@ -222,9 +222,9 @@ def _table(pre: Preprocessor, part: Part, k: Optional[int], stamps: pd.DatetimeI
 
 # --- many series: the input's series -----------------------------------------------------------------
 
-def long_parts(pre: Preprocessor, frame: pd.DataFrame, where: str, prefix: str = "") -> list:
+def long_parts(pre: Preprocessor, frame: pd.DataFrame, where: str) -> list:
     """A long-format table (one row per id and timestamp) -> one part per id, in the
-    order ids first appear; ``prefix``: the training file's stem (``training_stems``)."""
+    order ids first appear; ids are text as written (as training reads them)."""
     col = id_column(pre)
     if col not in frame.columns:
         raise InputInvalid(f"{where}: no column {col!r}; the run has {len(pre.series_ids)} series and reads long "
@@ -234,7 +234,7 @@ def long_parts(pre: Preprocessor, frame: pd.DataFrame, where: str, prefix: str =
         first = int(np.flatnonzero(ids.isna().to_numpy())[0])
         raise InputInvalid(f"{where}: column {col!r} is empty in {int(ids.isna().sum())} rows (first at data row "
                            f"{first + 1}); every row needs its series id")
-    return [Part(prefix + str(key), rows.reset_index(drop=True), pre.target_col, f"{where} series {key!r}")
+    return [Part(str(key), rows.reset_index(drop=True), pre.target_col, f"{where} series {key!r}")
             for key, rows in frame.groupby(ids.astype(str), sort=False)]
 
 
@@ -244,17 +244,13 @@ def wide_parts(pre: Preprocessor, frame: pd.DataFrame, where: str, prefix: str =
 
 
 def training_stems(pre: Preprocessor) -> list:
-    """The stems of a many-series run's training files, in order, when it read several
-    (its ids are ``<stem>:<id>``); [] for one file (or the synthetic panel)."""
+    """The stems of a wide-format run's training files, in order, when it read several
+    (its ids are ``<stem>:<column>``); [] for one file. Long-format ids are never stems."""
     ids = pre.series_ids
-    if pre.target_cols:
-        if list(ids) == list(pre.target_cols):
-            return []
-        cut = len(pre.target_cols[0]) + 1
-        return [ids[i][:-cut] for i in range(0, len(ids), len(pre.target_cols))]
-    if not all(":" in i for i in ids):
+    if not pre.target_cols or list(ids) == list(pre.target_cols):
         return []
-    return list(dict.fromkeys(i.partition(":")[0] for i in ids))
+    cut = len(pre.target_cols[0]) + 1
+    return [ids[i][:-cut] for i in range(0, len(ids), len(pre.target_cols))]
 
 
 def select_series(pre: Preprocessor, parts: Sequence[Part], series: Optional[Sequence[str]],
@@ -335,26 +331,31 @@ def read_input(pre: Preprocessor, input_path: Path) -> pd.DataFrame:
 
 
 def read_parts(pre: Preprocessor, input_paths: Sequence[Path]) -> tuple:
-    """(parts, where) of the --input file(s), in the training layout. Several files are
-    for a many-series run trained on several: given in the order of its training files,
-    their ids take those files' stems (``<stem>:<id>``)."""
+    """(parts, where) of the --input file(s), in the training layout. A long-format run
+    reads one file, its ids as written (never file stems). A wide-format run trained on
+    several files takes one --input per file, in the order of its training files, and
+    their columns take those files' stems (``<stem>:<column>``)."""
     paths = [Path(p) for p in input_paths]
     where = f"--input {paths[0]}" + (f" (+{len(paths) - 1} more)" if len(paths) > 1 else "")
     if not pre.is_panel:
         if len(paths) > 1:
-            raise InputInvalid(f"--input given {len(paths)} time{'' if len(paths) == 1 else 's'}: the run has one series; pass one file")
+            raise InputInvalid(f"--input given {len(paths)} times: the run has one series; pass one file")
         return [Part(None, read_input(pre, paths[0]), pre.target_col, where)], where
+    if not pre.target_cols:
+        if len(paths) > 1:
+            raise InputInvalid(f"--input given {len(paths)} times: a long-format run takes one file with every "
+                               "series to forecast (ids as written), even if it was not trained on one file")
+        return long_parts(pre, read_input(pre, paths[0]), where), where
     stems = training_stems(pre)
-    if (len(paths) > 1 or pre.target_cols) and stems and len(stems) != len(paths):
-        raise InputInvalid(f"--input given {len(paths)} time{'' if len(paths) == 1 else 's'}: the run was trained on {len(stems)} files "
-                           f"({', '.join(stems)}); pass --input once per file, in that order")
+    if stems and len(stems) != len(paths):
+        raise InputInvalid(f"--input given {len(paths)} time{'' if len(paths) == 1 else 's'}: the run was trained "
+                           f"on {len(stems)} files ({', '.join(stems)}); pass --input once per file, in that order")
     if len(paths) > 1 and not stems:
-        raise InputInvalid(f"--input given {len(paths)} time{'' if len(paths) == 1 else 's'}: the run was trained on one file; pass one file "
+        raise InputInvalid(f"--input given {len(paths)} times: the run was trained on one file; pass one file "
                            "with every series")
-    prefixes = [f"{s}:" for s in stems] if len(stems) == len(paths) else [""]
-    split = wide_parts if pre.target_cols else long_parts
+    prefixes = [f"{s}:" for s in stems] or [""]
     parts = [p for path, prefix in zip(paths, prefixes)
-             for p in split(pre, read_input(pre, path), f"--input {path}", prefix)]
+             for p in wide_parts(pre, read_input(pre, path), f"--input {path}", prefix)]
     return parts, where
 
 

@@ -121,12 +121,14 @@ def test_wide_run_of_two_files_reads_them_in_training_order(tmp_path: Path):
 
 
 def test_long_run_with_a_static_covariate(tmp_path: Path):
+    """Ids are text as written, a colon included: a long-format id is never a file stem."""
     n, t = 300, np.arange(300)
     rng = np.random.default_rng(3)
     stamps = pd.date_range("2024-01-01", periods=n, freq="h")
     frame = pd.concat([pd.DataFrame({"timestamp": stamps, "store": store, "region": region,
                                      "value": level + np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.1, n)})
-                       for store, region, level in (("a", "north", 10), ("b", "south", 20), ("c", "north", 30))])
+                       for store, region, level in (("eu:a", "north", 10), ("eu:b", "south", 20),
+                                                    ("eu:c", "north", 30))])
     path = tmp_path / "stores.csv"
     frame.to_csv(path, index=False)
     run = _train(tmp_path / "outputs", "long-predict", "data=csv", f"data.path={path}", "data.id_col=store",
@@ -135,9 +137,9 @@ def test_long_run_with_a_static_covariate(tmp_path: Path):
     frame.drop(columns="region").groupby("store").tail(60).to_csv(recent, index=False)
     proc, got = _predict(run, "--input", str(recent), "--level", "95")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    _check_table(got, "store", ["a", "b", "c"], 3, "long-predict")
+    _check_table(got, "store", ["eu:a", "eu:b", "eu:c"], 3, "long-predict")
     means = got.groupby("store")["forecast"].mean()  # each series in its own units
-    assert means["a"] < means["b"] < means["c"]
+    assert means["eu:a"] < means["eu:b"] < means["eu:c"]
 
 
 @pytest.mark.slow
