@@ -264,8 +264,7 @@ def _wide(path: Path, cfg: DataConfig, prefix: str) -> Tuple[_Rows, int]:
         raw = to_series(frame, replace(cfg, target_col=col), where)
         parts.append((prefix + col, where, col, cfg.freq or infer_freq(raw.index, where), raw))
     index = [p[4].index for p in parts]
-    counts = {k: int(sum(p[4].attrs[a] for p in parts)) for k, a in
-              (("non_numeric", "non_numeric"), ("infinite", "infinite"), ("duplicates", "duplicates"))}
+    counts = {k: int(sum(p[4].attrs[k] for p in parts)) for k in ("non_numeric", "infinite", "duplicates")}
     return _Rows([p[0] for p in parts], [str(path)] * len(parts), [p[1] for p in parts], [p[2] for p in parts],
                  [p[3] for p in parts], [{} for _ in parts], np.repeat(np.arange(len(parts)), [len(i) for i in index]),
                  index[0].append(index[1:]) if len(index) > 1 else index[0],
@@ -419,15 +418,6 @@ def series_of(starts: np.ndarray, length: int) -> np.ndarray:
     return (np.asarray(starts) // length).astype(np.int64)
 
 
-def difference(values: np.ndarray, lag: int) -> np.ndarray:
-    """``preprocess.difference`` of every row."""
-    if lag == 0:
-        return values.copy()
-    out = np.full_like(values, np.nan)
-    out[:, lag:] = values[:, lag:] - values[:, :-lag]
-    return out
-
-
 def representative(values: np.ndarray, bounds: np.ndarray) -> int:
     """The series with the most observed training points (the first on a tie): the one
     ``seasonality.resolve`` chooses auto settings on."""
@@ -442,7 +432,7 @@ def per_series_metrics(actual: np.ndarray, forecasts: Dict[str, np.ndarray], ser
     ``evaluate.forecast_metrics`` of each series, bit for bit, computed for all the series
     with the same number of observed targets at once (``_same_length_metrics``; one call
     per series and forecaster took 10 s at 10^4 series)."""
-    from spline_lstm.evaluate import forecast_metrics
+    from spline_lstm.evaluate import METRIC_NAMES, forecast_metrics
 
     order = np.argsort(series, kind="stable")
     a = actual[order].reshape(len(order), -1)
@@ -457,7 +447,7 @@ def per_series_metrics(actual: np.ndarray, forecasts: Dict[str, np.ndarray], ser
     for name, fc in forecasts.items():
         f = fc[order].reshape(len(order), -1)
         p_all = f[finite].astype(np.float64)
-        got = {m: np.full(ks.size, np.nan) for m in ("mae", "mse", "rmse", "mape", "smape", "mase", "r2")}
+        got = {m: np.full(ks.size, np.nan) for m in METRIC_NAMES}
         slow = []
         for length in np.unique(lengths[lengths > 0]):
             at = np.flatnonzero(lengths == length)

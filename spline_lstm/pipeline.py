@@ -252,7 +252,9 @@ class Prepared:
 
     def series_of(self, starts: np.ndarray) -> Optional[np.ndarray]:
         """Each window's series (None for a one-series run)."""
-        return None if self.spans is None else np.asarray(starts) // self.length
+        from spline_lstm.panel import series_of
+
+        return None if self.spans is None else series_of(starts, self.length)
 
 
 @dataclass
@@ -400,7 +402,7 @@ def _prepare_panel(ctx: RunContext) -> Prepared:
             "window_source_bytes": sources[0].nbytes, "choices": choices.to_dict(),
             "series_ids": list(series.ids)}
         summary["points"] = int((spans[:, 1] - spans[:, 0]).sum())
-        summary["missing"] = int(sum(np.isnan(values[k, lo:hi]).sum() for k, (lo, hi) in enumerate(spans)))
+        summary["missing"] = int(np.isnan(values).sum()) - (values.size - summary["points"])  # inside the spans
         if cov is not None:
             summary["covariates"] = {**covariate_summary(pre, {c: v.ravel() for c, v in raw_cov.items()}),
                                      "static": pre.static_encoding}
@@ -507,9 +509,9 @@ def _plotted_series(prep: Prepared, ev: "Evaluation") -> tuple:
 
 
 def _median_series(prep: Prepared, ev: "Evaluation") -> int:
-    table = ev.series["per_series"]
-    scored = [(m["model"]["mase"], prep.series.ids.index(i)) for i, m in table.items()
-              if np.isfinite(m["model"]["mase"])]
+    table = ev.series["per_series"]  # keyed by id, in the run's series order
+    scored = [(table[i]["model"]["mase"], k) for k, i in enumerate(prep.series.ids)
+              if np.isfinite(table[i]["model"]["mase"])]
     return sorted(scored)[len(scored) // 2][1] if scored else 0
 
 
@@ -603,7 +605,7 @@ class Evaluation:
     yardsticks: Dict[str, dict] = field(default_factory=dict)  # status of each classical yardstick
     scale: float = float("nan")  # MASE scale (training split)
     validation: Dict[str, float] = field(default_factory=dict)  # the best model on the validation split
-    series: Optional[dict] = None  # many series: per-series metrics and their distribution (panel_summary)
+    series: Optional[dict] = None  # many series: count, per_series, distribution, unscored (_evaluate_panel)
 
 
 def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
@@ -703,7 +705,8 @@ def _panel_yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tu
                            for name in yardsticks.NAMES}
     parts: Dict[str, np.ndarray] = {}
     status: Dict[str, dict] = {}
-    for k in np.unique(rows):
+    fitted_series = np.unique(rows)
+    for k in fitted_series:
         lo, hi = (int(x) for x in prep.spans[k])
         at = np.flatnonzero(rows == k)
         base = k * length + lo
@@ -719,7 +722,7 @@ def _panel_yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tu
                 continue
             parts.setdefault(name, np.full((len(starts), prep.pre.horizon), np.nan))[at] = y.forecasts
     for name, s in status.items():
-        s["detail"] = s["detail"] if s["failed"] else f"fitted per series ({len(np.unique(rows))})"
+        s["detail"] = s["detail"] if s["failed"] else f"fitted per series ({len(fitted_series)})"
         log.info("yardstick  %s: %s (%.2f s)", name, s["detail"], s["fit_s"])
     ok = {name: fc for name, fc in parts.items() if status[name]["status"] == "ok"}
     return {**forecasts, **ok}, {n_: {k: v for k, v in s.items() if k != "failed"} for n_, s in status.items()}

@@ -275,7 +275,7 @@ def select_series(pre: Preprocessor, parts: Sequence[Part], series: Optional[Seq
                 raise InputInvalid(f"series {sid!r} was asked for but is not in {where} ({len(present)} series: "
                                    f"{', '.join(map(repr, present[:5]))}{', ...' if len(present) > 5 else ''})")
         return [p for p in parts if p.sid in wanted]
-    unknown = [i for i in present if i not in pre.series_ids]
+    unknown = [i for i in present if i not in pre.series_positions]
     if unknown:
         raise InputInvalid(f"{where}: series {unknown[0]!r} is not one the run was trained on ({len(unknown)} "
                            f"such of {len(present)} input series; the run has {len(pre.series_ids)}); name the ids "

@@ -532,11 +532,12 @@ def _percentile_rows(x: np.ndarray, quantiles: Sequence[float]) -> list:
 
 
 def difference(series: np.ndarray, lag: int) -> np.ndarray:
-    """y[t] - y[t-lag] (NaN for the first ``lag`` points); lag 0 returns the series."""
+    """y[t] - y[t-lag] along the last axis (NaN for the first ``lag`` points; a panel
+    [series, t] row by row); lag 0 returns the series."""
     if lag == 0:
         return series.copy()
     out = np.full_like(series, np.nan)
-    out[lag:] = series[lag:] - series[:-lag]
+    out[..., lag:] = series[..., lag:] - series[..., :-lag]
     return out
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -93,17 +94,25 @@ class Preprocessor:
             shaped, lam = preprocess.smooth_train(filled, bounds, cfg.smoothing_lambda)
         modelled = preprocess.difference(shaped, cfg.difference)
         scaler = preprocess.Scaler.fit(cfg.scaling, modelled[: bounds[1]])
-        pre = cls(run_id=run_id, timestamp_col=data.timestamp_col, target_col=data.target_col, freq=freq,
-                  duplicates=data.duplicates.value, coerce_errors=bool(data.coerce_errors), season=season,
-                  interpolation=method.value, max_gap=cfg.max_gap,
-                  max_missing_ratio=cfg.max_missing_ratio, smoothing=Smoothing(cfg.smoothing).value,
-                  smoothing_lambda=lam, scaler=scaler, lookback=cfg.lookback, horizon=cfg.horizon,
-                  difference=cfg.difference, last_timestamp=last_timestamp, choices=dict(choices or {}),
-                  past_covariates=tuple(getattr(data, "past_covariates", ())),
-                  future_covariates=tuple(getattr(data, "future_covariates", ())),
-                  calendar=tuple(Calendar(c).value for c in getattr(data, "calendar", ())),
-                  difference_past_covariates=bool(cfg.difference_past_covariates))
+        pre = cls._fitted(cfg, data, run_id=run_id, freq=freq, season=season, method=method,
+                          last_timestamp=last_timestamp, choices=choices, smoothing=Smoothing(cfg.smoothing).value,
+                          smoothing_lambda=lam, scaler=scaler)
         return pre, filled, preprocess.scale_checked(scaler, modelled, where)
+
+    @classmethod
+    def _fitted(cls, cfg: PreprocessConfig, data, *, run_id: str, freq: str, season: Optional[int], method,
+                last_timestamp: str, choices: Optional[dict], **learnt) -> "Preprocessor":
+        """The settings every fitted chain records (``fit``, ``fit_panel``); ``learnt``: what
+        the fit itself found (scalers, smoothing, the series)."""
+        return cls(run_id=run_id, timestamp_col=data.timestamp_col, target_col=data.target_col, freq=freq,
+                   duplicates=data.duplicates.value, coerce_errors=bool(data.coerce_errors), season=season,
+                   interpolation=method.value, max_gap=cfg.max_gap, max_missing_ratio=cfg.max_missing_ratio,
+                   lookback=cfg.lookback, horizon=cfg.horizon, difference=cfg.difference,
+                   last_timestamp=last_timestamp, choices=dict(choices or {}),
+                   past_covariates=tuple(getattr(data, "past_covariates", ())),
+                   future_covariates=tuple(getattr(data, "future_covariates", ())),
+                   calendar=tuple(Calendar(c).value for c in getattr(data, "calendar", ())),
+                   difference_past_covariates=bool(cfg.difference_past_covariates), **learnt)
 
     @classmethod
     def fit_panel(cls, values: np.ndarray, spans: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, *,
@@ -113,25 +122,20 @@ class Preprocessor:
         filled on its own span (causal by the shared split bounds) and scaled by its own
         scaler, fitted on its training rows. Returns (preprocessor, filled [n, T] in
         original units, model input [n, T] float32, 0 outside the spans)."""
-        from spline_lstm import panel
         from spline_lstm.seasonality import season_for
 
         season = season_for(data.season, freq)
         method = preprocess.fill_method(cfg.interpolation, season)
         filled = preprocess.fill_gaps_panel(values, spans, bounds, method, season)
-        modelled = panel.difference(filled, cfg.difference)
+        modelled = preprocess.difference(filled, cfg.difference)
         centers, scales = preprocess.fit_scalers_panel(cfg.scaling, modelled[:, : int(bounds[1])])
         identity = preprocess.Scaler(Scaling(cfg.scaling).value, 0.0, 1.0)
-        pre = cls(run_id=run_id, timestamp_col=data.timestamp_col, target_col=data.target_col, freq=freq,
-                  duplicates=data.duplicates.value, coerce_errors=bool(data.coerce_errors), season=season,
-                  interpolation=method.value, max_gap=cfg.max_gap, max_missing_ratio=cfg.max_missing_ratio,
-                  smoothing=Smoothing.none.value, smoothing_lambda=None, scaler=identity, lookback=cfg.lookback,
-                  horizon=cfg.horizon, difference=cfg.difference, last_timestamp=last_timestamp,
-                  choices=dict(choices or {}), past_covariates=tuple(data.past_covariates),
-                  future_covariates=tuple(data.future_covariates),
-                  calendar=tuple(Calendar(c).value for c in data.calendar), id_col=data.id_col,
-                  target_cols=tuple(data.target_cols), series_ids=tuple(ids),
-                  series_centers=tuple(float(c) for c in centers), series_scales=tuple(float(x) for x in scales))
+        pre = cls._fitted(cfg, data, run_id=run_id, freq=freq, season=season, method=method,
+                          last_timestamp=last_timestamp, choices=choices, smoothing=Smoothing.none.value,
+                          smoothing_lambda=None, scaler=identity, id_col=data.id_col,
+                          target_cols=tuple(data.target_cols), series_ids=tuple(ids),
+                          series_centers=tuple(float(c) for c in centers),
+                          series_scales=tuple(float(x) for x in scales))
         with np.errstate(over="ignore", invalid="ignore"):
             scaled = ((modelled - centers[:, None]) / scales[:, None]).astype(np.float32)
         bad = ~np.isfinite(scaled) & ~np.isnan(modelled)
@@ -241,10 +245,15 @@ class Preprocessor:
             return self.scaler
         return preprocess.Scaler(self.scaler.kind, self.series_centers[series], self.series_scales[series])
 
+    @cached_property
+    def series_positions(self) -> Dict[str, int]:
+        """id -> row: a lookup per series stays O(1) with 10^4 series (derived, not a field)."""
+        return {sid: k for k, sid in enumerate(self.series_ids)}
+
     def series_index(self, series_id: str) -> int:
         try:
-            return self.series_ids.index(series_id)
-        except ValueError:
+            return self.series_positions[series_id]
+        except KeyError:
             raise InputInvalid(f"series {series_id!r} is not one the run was trained on "
                                f"({len(self.series_ids)} series)") from None
 
