@@ -57,6 +57,16 @@ def cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: int = 300) ->
     return run_cmd(["-m", "spline_lstm", *args], env, timeout)
 
 
+def sweep_runs(outputs: Path, experiment: str = "spline-lstm") -> tuple:
+    """(the sweep's parent MLflow run, its other runs) in the SQLite store under ``outputs``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{outputs}/mlflow.db")
+    every = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    (parent,) = [r for r in every if r.data.tags.get("kind") == "sweep"]
+    return parent, [r for r in every if r is not parent]
+
+
 def last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""

@@ -12,7 +12,7 @@ import pytest
 
 from spline_lstm.seasonality import seasonal_index
 from spline_lstm.synthetic import related_series
-from tests.conftest import SMOKE_FAST, Run, cli, launch, last_line
+from tests.conftest import SMOKE_FAST, Run, cli, launch, last_line, sweep_runs
 from tests.helpers.tamper import input_csv
 from tests.test_config import _compose
 
@@ -109,8 +109,6 @@ def test_a_sweep_over_series_files_shards_them_across_submitit_jobs_under_one_pa
     """The SLURM route (README "Past one machine") on one machine: one job per series
     file through the submitit launcher, every job a child of the sweep's MLflow run."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from mlflow.tracking import MlflowClient
-
     p = related_series(2, 400, period=24, seed=4, gap_ratio=0.03)
     stamps = pd.date_range("2024-01-01", periods=400, freq="h")
     paths = []
@@ -122,10 +120,7 @@ def test_a_sweep_over_series_files_shards_them_across_submitit_jobs_under_one_pa
     proc = launch("-m", "+preset=smoke", "data=csv", "data.path=" + ",".join(paths), "training.epochs=1",
                   "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", outputs=out, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
-    every = client.search_runs([client.get_experiment_by_name("spline-lstm").experiment_id])
-    (parent,) = [r for r in every if r.data.tags.get("kind") == "sweep"]
-    jobs = [r for r in every if r is not parent]
+    parent, jobs = sweep_runs(out)
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
     assert sorted(r.data.tags["data_source"] for r in jobs) == ["meter_0.csv", "meter_1.csv"]
     assert {r.data.tags["health"] for r in jobs} == {"PASS"} and parent.info.status == "FINISHED"

@@ -12,7 +12,7 @@ import pytest
 
 from spline_lstm.panel import in_shard
 from spline_lstm.synthetic import related_series
-from tests.conftest import launch, last_line
+from tests.conftest import launch, last_line, sweep_runs
 
 
 def test_shards_are_disjoint_cover_every_id_and_do_not_depend_on_the_process():
@@ -37,8 +37,6 @@ def test_a_shard_outside_its_range_or_without_many_series_is_a_config_error(tmp_
 
 @pytest.mark.slow
 def test_a_sweep_over_shards_runs_each_series_exactly_once_under_one_parent_run(tmp_path: Path):
-    from mlflow.tracking import MlflowClient
-
     p = related_series(6, 300, period=24, seed=3, gap_ratio=0.02)
     stamps = pd.date_range("2024-01-01", periods=300, freq="h")
     ids = [f"meter-{k}" for k in range(6)]
@@ -53,10 +51,7 @@ def test_a_sweep_over_shards_runs_each_series_exactly_once_under_one_parent_run(
     metrics = [json.loads(f.read_text()) for f in sorted((out / "artifacts" / "metrics").glob("*.json"))]
     per_job = [set(m["series"]["per_series"]) for m in metrics]
     assert len(per_job) == 2 and not per_job[0] & per_job[1] and per_job[0] | per_job[1] == set(ids)
-    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
-    every = client.search_runs([client.get_experiment_by_name("spline-lstm").experiment_id])
-    (parent,) = [r for r in every if r.data.tags.get("kind") == "sweep"]
-    jobs = [r for r in every if r is not parent]
+    parent, jobs = sweep_runs(out)
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
     assert sorted(r.data.params["data.shard"] for r in jobs) == ["0/2", "1/2"]
     assert {r.data.tags["health"] for r in jobs} == {"PASS"} and "best_run_id" not in parent.data.tags
