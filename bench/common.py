@@ -135,6 +135,17 @@ def parse_emitted(stdout: str) -> dict:
     raise ValueError("worker printed no BENCH_JSON line:\n" + stdout[-2000:])
 
 
+def write_results(name: str, results: dict, text: str) -> Path:
+    """``results/<date>-<host>-<name>.json`` and ``.md`` (the table); returns the stem's path."""
+    import platform
+
+    out = BENCH / "results" / f"{time.strftime('%Y-%m-%d')}-{platform.node()}-{name}"
+    out.parent.mkdir(exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
+    out.with_suffix(".md").write_text(text)
+    return out
+
+
 @dataclass
 class Table:
     title: str

@@ -115,16 +115,15 @@ def package(values):
     """The package's many-series chain -> (filled, scaled, global starts per split, stage seconds)."""
     import numpy as np
 
-    from spline_lstm import preprocess
+    from spline_lstm import panel, preprocess
     from spline_lstm.config import Scaling
 
     p, d = preprocess_cfg()
     n, t = values.shape
     secs = {}
     t0 = time.perf_counter()
-    obs = ~np.isnan(values)
-    assert obs.any(axis=1).all(), "a series with no observed value"
-    spans = np.stack([np.argmax(obs, axis=1), t - np.argmax(obs[:, ::-1], axis=1)], axis=1)
+    assert (~np.isnan(values)).any(axis=1).all(), "a series with no observed value"
+    spans = panel.spans(values)
     bounds = preprocess.split_bounds(t, p)
     preprocess.check_panel(values, spans, bounds, p, [f"series {i}" for i in range(n)])
     t1 = time.perf_counter()

@@ -31,7 +31,7 @@ from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import BENCH, PYTHON, REPO, Table, child_env, parse_emitted, run_proc, stats  # noqa: E402
+from common import BENCH, PYTHON, REPO, Table, child_env, parse_emitted, run_proc, stats, write_results  # noqa: E402
 
 from tests.helpers.postgres import tracking_server  # noqa: E402
 
@@ -137,10 +137,7 @@ def main() -> None:
     text += (f"\nserver start (PostgreSQL schema created): {results['server_start_s']} s; peak PostgreSQL "
              f"connections during the server sweeps: {results['peak_db_connections']}; total {results['total_s']} s\n")
     print(text)
-    stamp = time.strftime("%Y-%m-%d")
-    out = BENCH / "results" / f"{stamp}-{platform.node()}-server{'-sweeps' if args.skip_logging else ''}"
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    out.with_suffix(".md").write_text(text)
+    out = write_results("server" + ("-sweeps" if args.skip_logging else ""), results, text)
     print(f"wrote {out}.json and .md")
 
 

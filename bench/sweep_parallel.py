@@ -22,12 +22,11 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCH, PYTHON, REPO, Table, child_env, paired_ratio, run_proc, stats  # noqa: E402
+from common import PYTHON, REPO, Table, child_env, paired_ratio, run_proc, stats, write_results  # noqa: E402
 
 
 def sweep(outputs: Path, seeds: str, n_jobs: int) -> Dict:
@@ -80,9 +79,7 @@ def main() -> None:
                   f"{ratio['median']} ({ratio['min']}-{ratio['max']})" if ratio else "1")
     text = table.markdown()
     print(text)
-    out = BENCH / "results" / f"{time.strftime('%Y-%m-%d')}-{platform.node()}-sweep-parallel"
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    out.with_suffix(".md").write_text(text)
+    out = write_results("sweep-parallel", results, text)
     print(f"wrote {out}.json and .md")
 
 
