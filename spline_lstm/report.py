@@ -146,7 +146,7 @@ def _series_lines(metrics: dict, plot_dir: str) -> List[str]:
              f"{_fmt(metrics['metrics'].get('smape_mean'))} / median {_fmt(metrics['metrics'].get('smape_median'))}",
              "", "| best series | MASE | | worst series | MASE |", "|---|---|---|---|---|"]
     for b, w in zip(d["best"], d["worst"]):
-        lines.append(f"| {b['id']} | {_fmt(b['mase'])} | | {w['id']} | {_fmt(w['mase'])} |")
+        lines.append(f"| {_cell(b['id'])} | {_fmt(b['mase'])} | | {_cell(w['id'])} | {_fmt(w['mase'])} |")
     lines += ["", f"![series MASE]({plot_dir}/series_mase.png)", "",
               "The plots below show the series whose model MASE is the median."]
     return lines
@@ -180,6 +180,11 @@ def _quality_lines(metrics: dict) -> List[str]:
             lines.append(f"| {label} | {_fmt(a['rmse_mean'])} | {_fmt(a['rmse_std'])} | {_fmt(a['mae_mean'])} | "
                          f"{_fmt(a['mase_mean'])} | {folds} |")
     return lines
+
+
+def _cell(text: str) -> str:
+    """Text in a table cell: its pipes escaped (a series id is the user's text)."""
+    return str(text).replace("|", "\\|")
 
 
 def _fmt(v) -> str:
@@ -285,7 +290,8 @@ def markdown_to_html(md: str, images: Dict[str, bytes]) -> str:
 
     for line in md.splitlines():
         if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
+            inner = re.sub(r"(?<!\\)\|$", "", line.strip()[1:])  # the row's outer pipes
+            cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", inner)]
             if all(set(c) <= set("-: ") for c in cells):
                 continue  # the header separator row
             tag = "th" if block != "table" else "td"

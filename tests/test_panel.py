@@ -363,3 +363,16 @@ def test_one_series_gives_the_numbers_it_gave_before_many_series(smoke_run: Run)
         assert "series_ids" not in npz.files and npz["split_bounds"].tolist() == [0, 280, 340, 400]
         digest = hashlib.sha256(np.round(npz["processed"].astype(np.float64), 6).tobytes()).hexdigest()
     assert digest.startswith("d41b9b59d2d4cc26")
+
+
+def test_a_series_id_with_a_pipe_stays_one_cell_of_the_report_tables():
+    from spline_lstm.report import _series_lines, markdown_to_html
+
+    entry = {"model": {"mase": 0.5}, "naive_last": {"mase": 1.0}}
+    table = {"a|b": entry, "c": {"model": {"mase": 0.7}, "naive_last": {"mase": 1.0}}}
+    metrics = {"metrics": {}, "series": {"count": 2, "per_series": table, "distribution": panel.distribution(table)}}
+    md = "\n".join(_series_lines(metrics, "plots"))
+    rows = [line for line in md.splitlines() if line.startswith("| a")]
+    assert rows == ["| a\\|b | 0.5 | | c | 0.7 |"]
+    html = markdown_to_html(md, {})
+    assert "<td>a|b</td><td>0.5</td><td></td><td>c</td><td>0.7</td>" in html
