@@ -132,9 +132,7 @@ def package(values):
     centers, scales = preprocess.fit_scalers_panel(Scaling.standard, filled[:, : bounds[1]])
     scaled = ((filled - centers[:, None]) / scales[:, None]).astype(np.float32)
     t3 = time.perf_counter()
-    offsets = np.arange(n, dtype=np.int64)[:, None] * t
-    starts = [(offsets + preprocess.window_starts(bounds, k, p.lookback, p.horizon, p.difference)).ravel()
-              for k in range(3)]
+    starts = [panel.window_starts(bounds, spans, t, k, p.lookback, p.horizon, p.difference) for k in range(3)]
     t4 = time.perf_counter()
     secs.update(validate=t1 - t0, fill=t2 - t1, scale=t3 - t2, windows=t4 - t3)
     return filled, scaled, starts, secs
