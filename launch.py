@@ -23,7 +23,7 @@ def _quiet_backends() -> None:
 if __name__ == "__main__":
     _quiet_backends()
     os.environ["SPLINE_LSTM_STARTED"] = f"{os.getpid()}:{_STARTED}"  # metadata's timings_s.startup
-    from spline_lstm.launcher import launch
+    from spline_lstm.app.launcher import launch
 
     code = launch(config_path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf"))
     # Every file is closed and every MLflow call has returned: skip the interpreter's

@@ -11,7 +11,7 @@ of the series in runs; max_gap 6 for monthly, 24 for hourly), never the first or
 point. Each pattern is drawn with several seeds; the table shows rmse / mae over the
 deleted points (mean and min-max over seeds), per row the best method in bold, and in
 how many seeds the seasonal fill beat pchip (the previous default).
-The fill is ``preprocess.fill_gaps`` on one split (the whole series is reachable, as
+The fill is ``transforms.fill_gaps`` on one split (the whole series is reachable, as
 in ``predict``), i.e. the code path training and predict use.
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from spline_lstm import preprocess  # noqa: E402
-from spline_lstm.config import Interpolation  # noqa: E402
+from spline_lstm.preprocessing import transforms  # noqa: E402
+from spline_lstm.core.config import Interpolation  # noqa: E402
 
 DATASETS = REPO.parent / "shared" / "datasets"  # ../shared/datasets, as in the README (--datasets elsewhere)
 METHODS = ("linear", "pchip", "akima", "cubic", "seasonal")
@@ -65,7 +65,7 @@ def score(truth: np.ndarray, season: int, mask: np.ndarray) -> dict:
     bounds = np.array([0, len(values), len(values), len(values)])
     out = {}
     for method in METHODS:
-        filled = preprocess.fill_gaps(values, bounds, Interpolation(method), season)
+        filled = transforms.fill_gaps(values, bounds, Interpolation(method), season)
         err = filled[mask] - truth[mask]
         out[method] = (float(np.sqrt(np.mean(err ** 2))), float(np.mean(np.abs(err))))
     return out

@@ -42,13 +42,17 @@ def _wrap(owner, name, label):
 
 
 def _install():
-    from spline_lstm import hydra_app, pipeline, tracking, health, launcher  # noqa: F401
+    from spline_lstm.app import hydra_app  # noqa: F401
+    from spline_lstm.pipeline import run
+    from spline_lstm.tracking import tracker
+    from spline_lstm.artifacts import health
+    from spline_lstm.app import launcher
 
     EVENTS.append(["framework_imports", T0, time.time()])
-    _wrap(pipeline, "run", "pipeline.run")
+    _wrap(run, "run", "pipeline.run")
     _wrap(hydra_app.HealthGateCallback, "_on_job_end", "gate callback (gate + mlflow tag + summary)")
     _wrap(health, "run_gate", "gate checks")
-    _wrap(tracking.Tracker, "finish", "mlflow health tag")
+    _wrap(tracker.Tracker, "finish", "mlflow health tag")
 
 
 def _dump(path):

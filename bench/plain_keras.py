@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 def make_series(n: int, seed: int = 42, gap_ratio: float = 0.03, gap_stretches: int = 3,
                 noise: float = 0.3) -> np.ndarray:
-    """The synthetic generator of spline_lstm.data.synthetic_series (values only)."""
+    """The synthetic generator of spline_lstm.data.loading.synthetic_series (values only)."""
     rng = np.random.default_rng(seed)
     t = np.arange(n, dtype=np.float64)
     values = (10.0 + 0.01 * t + 2.0 * np.sin(2 * np.pi * t / 24) + 1.0 * np.sin(2 * np.pi * t / 168)

@@ -71,12 +71,13 @@ def floor(path: Path) -> dict:
 
 
 def pipeline(path: Path, lookback: int) -> dict:
-    """Mirrors the preprocessing stages of spline_lstm.pipeline._stages (load_validate,
+    """Mirrors the preprocessing stages of spline_lstm.pipeline.run._stages (load_validate,
     spline, scale_window) on a file, with the default preprocess config."""
     import numpy as np
 
-    from spline_lstm import data, preprocess
-    from spline_lstm.config import DataConfig, DataSource, PreprocessConfig
+    from spline_lstm.data import loading
+    from spline_lstm.preprocessing import transforms
+    from spline_lstm.core.config import DataConfig, DataSource, PreprocessConfig
 
     dcfg = DataConfig(source=DataSource.file, path=str(path))
     p = PreprocessConfig(lookback=lookback, horizon=1)
@@ -93,29 +94,29 @@ def pipeline(path: Path, lookback: int) -> dict:
         peaks[name] = round(self_peak_rss_mb(), 1)
         t = now
 
-    frame = data.read_table(path, dcfg.timestamp_col, dcfg.target_col)
+    frame = loading.read_table(path, dcfg.timestamp_col, dcfg.target_col)
     mark("read_table")
-    raw = data.to_series(frame, dcfg, str(path))
+    raw = loading.to_series(frame, dcfg, str(path))
     del frame
     mark("to_series")
-    regular, freq = data.regularise(raw, dcfg.freq, str(path))
+    regular, freq = loading.regularise(raw, dcfg.freq, str(path))
     values_all = regular.to_numpy(dtype=np.float64)
     del raw
     mark("regularise")
-    lo, hi = preprocess.observed_span(values_all)
+    lo, hi = transforms.observed_span(values_all)
     values = values_all[lo:hi]
-    bounds = preprocess.split_bounds(len(values), p)
+    bounds = transforms.split_bounds(len(values), p)
     values = values[: bounds[-1]]
-    preprocess.check_series(values, bounds, p, str(path))
+    transforms.check_series(values, bounds, p, str(path))
     mark("check_series")
-    filled = preprocess.fill_gaps(values, bounds, p.interpolation)
+    filled = transforms.fill_gaps(values, bounds, p.interpolation)
     mark("fill_gaps")
-    modelled = preprocess.difference(filled, p.difference)
-    scaler = preprocess.Scaler.fit(p.scaling, modelled[: bounds[1]])
+    modelled = transforms.difference(filled, p.difference)
+    scaler = transforms.Scaler.fit(p.scaling, modelled[: bounds[1]])
     scaled = np.nan_to_num(scaler.transform(modelled)).astype(np.float32)
     mark("scale")
-    sources = [preprocess.WindowSource(
-        scaled, preprocess.window_starts(bounds, k, p.lookback, p.horizon, p.difference),
+    sources = [transforms.WindowSource(
+        scaled, transforms.window_starts(bounds, k, p.lookback, p.horizon, p.difference),
         p.lookback, p.horizon) for k in range(3)]
     mark("windows")
     total = time.perf_counter() - t0
@@ -128,20 +129,21 @@ def pipeline(path: Path, lookback: int) -> dict:
 
 def windows(n: int, lookback: int, batches: int = 20) -> dict:
     """Training windows over n points: what the WindowSource holds, and what streaming
-    them through spline_lstm.train.to_dataset costs (no N x lookback array anywhere)."""
+    them through spline_lstm.models.train.to_dataset costs (no N x lookback array anywhere)."""
     import numpy as np
 
-    from spline_lstm import preprocess, train
-    from spline_lstm.config import PreprocessConfig
+    from spline_lstm.preprocessing import transforms
+    from spline_lstm.models import train
+    from spline_lstm.core.config import PreprocessConfig
 
     tf = train.import_tensorflow()
     base = self_peak_rss_mb()
     p = PreprocessConfig(lookback=lookback, horizon=1)
     rng = np.random.default_rng(0)
     series = rng.standard_normal(n).astype(np.float32)
-    bounds = preprocess.split_bounds(n, p)
+    bounds = transforms.split_bounds(n, p)
     t0 = time.perf_counter()
-    src = preprocess.WindowSource(series, preprocess.window_starts(bounds, 0, lookback, 1), lookback, 1)
+    src = transforms.WindowSource(series, transforms.window_starts(bounds, 0, lookback, 1), lookback, 1)
     build_s = time.perf_counter() - t0
     after_source = self_peak_rss_mb()
     out = {"n": n, "lookback": lookback, "windows": len(src), "window_source_bytes": src.nbytes,

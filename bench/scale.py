@@ -5,7 +5,7 @@
                           [--repeat 3] [--train-series 50] [--epochs 4] [--batch-size 1024]
                           [--scale-sizes 100,1000,10000] [--steps 40] [--scale-repeat 2]
 
-preprocess: N related series x 1,000 points with 5% gaps (``spline_lstm.synthetic``,
+preprocess: N related series x 1,000 points with 5% gaps (``spline_lstm.data.synthetic``,
   season 24), the chain a run applies to its series (trim, split, input rules, causal
   seasonal gap fill, train-only standard scaling, window starts) as
   (a) ``package``: what the package does for a panel (spans, ``check_panel``,
@@ -63,14 +63,14 @@ def log(msg: str) -> None:
 
 
 def panel(n: int, points: int = POINTS, seed: int = 0):
-    from spline_lstm.synthetic import related_series
+    from spline_lstm.data.synthetic import related_series
 
     return related_series(n, points, period=SEASON, seed=seed, gap_ratio=GAPS, gap_stretches=1,
                           k_past=0, k_future=0)
 
 
 def preprocess_cfg():
-    from spline_lstm.config import DataConfig, Interpolation, PreprocessConfig
+    from spline_lstm.core.config import DataConfig, Interpolation, PreprocessConfig
 
     return (PreprocessConfig(interpolation=Interpolation.seasonal, lookback=LOOKBACK, horizon=HORIZON,
                              difference=0), DataConfig(season=SEASON))
@@ -82,23 +82,23 @@ def loop(values):
     """The single-series chain, per series: -> (filled, scaled, starts per split, stage seconds)."""
     import numpy as np
 
-    from spline_lstm import preprocess
-    from spline_lstm.preprocessor import Preprocessor
+    from spline_lstm.preprocessing import transforms
+    from spline_lstm.preprocessing.preprocessor import Preprocessor
 
     p, d = preprocess_cfg()
     secs = {"validate": 0.0, "fill_scale": 0.0, "windows": 0.0}
     filled, scaled, starts = [], [], []
     for i, row in enumerate(values):
         t0 = time.perf_counter()
-        lo, hi = preprocess.observed_span(row)
+        lo, hi = transforms.observed_span(row)
         v = row[lo:hi]
-        bounds = preprocess.split_bounds(len(v), p)
-        preprocess.check_series(v, bounds, p, f"series {i}")
+        bounds = transforms.split_bounds(len(v), p)
+        transforms.check_series(v, bounds, p, f"series {i}")
         t1 = time.perf_counter()
         _, f, s = Preprocessor.fit(v, bounds, p, run_id="bench", data=d, freq="h", last_timestamp="",
                                    where=f"series {i}")
         t2 = time.perf_counter()
-        st = [preprocess.window_starts(bounds, k, p.lookback, p.horizon, p.difference) for k in range(3)]
+        st = [transforms.window_starts(bounds, k, p.lookback, p.horizon, p.difference) for k in range(3)]
         t3 = time.perf_counter()
         secs["validate"] += t1 - t0
         secs["fill_scale"] += t2 - t1
@@ -115,8 +115,9 @@ def package(values):
     """The package's many-series chain -> (filled, scaled, global starts per split, stage seconds)."""
     import numpy as np
 
-    from spline_lstm import panel, preprocess
-    from spline_lstm.config import Scaling
+    from spline_lstm.data import panel
+    from spline_lstm.preprocessing import transforms
+    from spline_lstm.core.config import Scaling
 
     p, d = preprocess_cfg()
     n, t = values.shape
@@ -124,12 +125,12 @@ def package(values):
     t0 = time.perf_counter()
     assert (~np.isnan(values)).any(axis=1).all(), "a series with no observed value"
     spans = panel.spans(values)
-    bounds = preprocess.split_bounds(t, p)
-    preprocess.check_panel(values, spans, bounds, p, [f"series {i}" for i in range(n)])
+    bounds = transforms.split_bounds(t, p)
+    transforms.check_panel(values, spans, bounds, p, [f"series {i}" for i in range(n)])
     t1 = time.perf_counter()
-    filled = preprocess.fill_gaps_panel(values, spans, bounds, p.interpolation, d.season)
+    filled = transforms.fill_gaps_panel(values, spans, bounds, p.interpolation, d.season)
     t2 = time.perf_counter()
-    centers, scales = preprocess.fit_scalers_panel(Scaling.standard, filled[:, : bounds[1]])
+    centers, scales = transforms.fit_scalers_panel(Scaling.standard, filled[:, : bounds[1]])
     scaled = ((filled - centers[:, None]) / scales[:, None]).astype(np.float32)
     t3 = time.perf_counter()
     starts = [panel.window_starts(bounds, spans, t, k, p.lookback, p.horizon, p.difference) for k in range(3)]
@@ -142,12 +143,12 @@ def package(values):
 
 def floor(values, block: int = 0):
     """The same chain vectorised over the panel -> (filled, scaled, global starts per split, stage
-    seconds), ``block`` series at a time (default ``preprocess.PANEL_BLOCK``): whole-panel
+    seconds), ``block`` series at a time (default ``transforms.PANEL_BLOCK``): whole-panel
     temporaries at 10^7 points (80 MB each) cost more in page faults than the per-block Python
     overhead (10^4 series: 4.4 s in one block, 1.9 s in blocks of 250)."""
     import numpy as np
 
-    from spline_lstm.preprocess import PANEL_BLOCK
+    from spline_lstm.preprocessing.transforms import PANEL_BLOCK
 
     block = block or PANEL_BLOCK
     parts = [_floor_block(values[i:i + block]) for i in range(0, len(values), block)]
@@ -166,8 +167,8 @@ def floor(values, block: int = 0):
 def _floor_block(values):
     import numpy as np
 
-    from spline_lstm import preprocess
-    from spline_lstm.preprocess import _linear_prefill_rows, _pchip_rows, _seasonal_rows
+    from spline_lstm.preprocessing import transforms
+    from spline_lstm.preprocessing.transforms import _linear_prefill_rows, _pchip_rows, _seasonal_rows
 
     p, _ = preprocess_cfg()
     n, t = values.shape
@@ -175,7 +176,7 @@ def _floor_block(values):
     t0 = time.perf_counter()
     obs = ~np.isnan(values)
     assert obs[:, 0].all() and obs[:, -1].all(), "the floor assumes observed ends (nothing to trim)"
-    bounds = preprocess.split_bounds(t, p)
+    bounds = transforms.split_bounds(t, p)
     ratio = 1.0 - obs.mean(axis=1)
     padded = np.pad((~obs).astype(np.int8), ((0, 0), (1, 1)))
     edges = np.diff(padded, axis=1)
@@ -209,7 +210,7 @@ def _floor_block(values):
     scaled = ((filled - train.mean(axis=1, keepdims=True)) / train.std(axis=1, keepdims=True)).astype(np.float32)
     t3 = time.perf_counter()
     offsets = np.arange(n, dtype=np.int64)[:, None] * t
-    starts = [(offsets + preprocess.window_starts(bounds, k, p.lookback, p.horizon, p.difference)).ravel()
+    starts = [(offsets + transforms.window_starts(bounds, k, p.lookback, p.horizon, p.difference)).ravel()
               for k in range(3)]
     t4 = time.perf_counter()
     secs.update(validate=t1 - t0, fill=t2 - t1, scale=t3 - t2, windows=t4 - t3)
@@ -239,7 +240,8 @@ def check_floor(n: int = 64) -> dict:
 def worker_preprocess(mode: str, n: int) -> None:
     import numpy as np  # noqa: F401
 
-    from spline_lstm import preprocess, preprocessor  # noqa: F401  (imports outside the timing)
+    from spline_lstm.preprocessing import transforms  # noqa: F401  (imports outside the timing)
+    from spline_lstm.preprocessing import preprocessor
     import scipy.interpolate  # noqa: F401
 
     t = time.perf_counter()
@@ -259,10 +261,10 @@ def worker_train(mode: str, n_series: int, epochs: int, batch: int, units: int) 
     t0 = time.perf_counter()
     _, scaled, starts, _ = floor(panel(n_series).values)
     flat = scaled.ravel()
-    from spline_lstm import train
-    from spline_lstm.config import HeadInit, ModelConfig, Revin, TrainingConfig
-    from spline_lstm.model import build_model
-    from spline_lstm.preprocess import WindowSource
+    from spline_lstm.models import train
+    from spline_lstm.core.config import HeadInit, ModelConfig, Revin, TrainingConfig
+    from spline_lstm.models.network import build_model
+    from spline_lstm.preprocessing.transforms import WindowSource
 
     tf = train.import_tensorflow()
     import keras
@@ -315,11 +317,12 @@ def worker_train_scale(mode: str, n_series: int, steps: int, epochs: int, batch:
     ``steps`` batches an epoch, the epoch start cost, bytes and peak RSS."""
     import numpy as np
 
-    from spline_lstm import panel as panel_mod
-    from spline_lstm import preprocess, train
-    from spline_lstm.config import HeadInit, ModelConfig, Revin
-    from spline_lstm.model import build_model
-    from spline_lstm.preprocessor import Preprocessor
+    from spline_lstm.data import panel
+    from spline_lstm.preprocessing import transforms
+    from spline_lstm.models import train
+    from spline_lstm.core.config import HeadInit, ModelConfig, Revin
+    from spline_lstm.models.network import build_model
+    from spline_lstm.preprocessing.preprocessor import Preprocessor
 
     tf = train.import_tensorflow()
     import keras
@@ -328,13 +331,13 @@ def worker_train_scale(mode: str, n_series: int, steps: int, epochs: int, batch:
     values = panel(n_series).values
     t0 = time.perf_counter()
     p, d = preprocess_cfg()
-    spans = panel_mod.spans(values)
-    bounds = preprocess.split_bounds(values.shape[1], p)
+    spans = panel.spans(values)
+    bounds = transforms.split_bounds(values.shape[1], p)
     _, _, scaled = Preprocessor.fit_panel(values, spans, bounds, p, run_id="bench", data=d, freq="h",
                                           last_timestamp="", ids=tuple(f"s{k}" for k in range(n_series)))
     del values
-    starts = panel_mod.window_starts(bounds, spans, scaled.shape[1], 0, LOOKBACK, HORIZON, 0)
-    src = preprocess.WindowSource(scaled.ravel(), starts, LOOKBACK, HORIZON)
+    starts = panel.window_starts(bounds, spans, scaled.shape[1], 0, LOOKBACK, HORIZON, 0)
+    src = transforms.WindowSource(scaled.ravel(), starts, LOOKBACK, HORIZON)
     prep_s = time.perf_counter() - t0
     rss_prep = self_peak_rss_mb()
     if mode == "buffer":

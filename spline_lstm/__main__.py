@@ -1,5 +1,5 @@
 import sys
 
-from spline_lstm.cli import main
+from spline_lstm.cli.main import main
 
 sys.exit(main())

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 SMOKE_FAST = ["+preset=smoke", "training.epochs=1", "data.n_points=400"]
 # Parallel sweeps get the workers they ask for (up to the cores) however busy the machine is:
-# the concurrency cases must run concurrently (spline_lstm.threads, IDLE_CHECK_ENV).
+# the concurrency cases must run concurrently (spline_lstm.core.threads, IDLE_CHECK_ENV).
 os.environ.setdefault("SPLINE_LSTM_SWEEP_IDLE_CHECK", "0")
 
 
@@ -82,7 +82,7 @@ class Run:
         return self.outputs / "artifacts"
 
     def path(self, kind: str) -> Path:
-        from spline_lstm.artifacts import ArtifactLayout
+        from spline_lstm.artifacts.layout import ArtifactLayout
 
         return ArtifactLayout(self.artifacts).paths(self.run_id)[kind]
 

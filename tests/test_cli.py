@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spline_lstm.artifacts import ArtifactLayout, quarantine, safe_load_pickle
+from spline_lstm.artifacts.layout import ArtifactLayout, quarantine, safe_load_pickle
 from tests.conftest import Run, cli, last_line
 from tests.helpers.tamper import (files_under, input_csv, malicious_pickle, mlflow_runs,
                                   rewrite_pickle)

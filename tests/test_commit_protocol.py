@@ -110,7 +110,7 @@ def test_tracking_helper_killed_before_the_tag(tmp_path: Path):
     """The gate passes but MLflow cannot record it: exit 8 and no completion record."""
     w, out = _launch_and_signal(tmp_path, "cp-helper", [*FAST, PAUSE], "TEST-PAUSE before-gate",
                                 env={ENV_PAUSE: "before-gate", ENV_SECONDS: "3"}, sig=None)
-    helpers = subprocess.run(["pgrep", "-P", str(w.proc.pid), "-f", "spline_lstm.tracking"],
+    helpers = subprocess.run(["pgrep", "-P", str(w.proc.pid), "-f", "spline_lstm.tracking.tracker"],
                              capture_output=True, text=True).stdout.split()
     assert helpers, "no tracking helper to kill"
     for pid in helpers:
@@ -144,8 +144,8 @@ def test_killed_before_the_record(fresh_run: Run):
 def test_the_in_process_gate_commits_what_it_verified(fresh_run: Run):
     """``run_gate(require_commit=False)`` then ``commit``: the record seals exactly the files
     the gate hashed, and a failed gate is never committed."""
-    from spline_lstm.errors import HealthFailed
-    from spline_lstm.health import commit, run_gate
+    from spline_lstm.core.errors import HealthFailed
+    from spline_lstm.artifacts.health import commit, run_gate
 
     record = fresh_run.artifacts / "complete" / f"{fresh_run.run_id}.json"
     record.unlink()

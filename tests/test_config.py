@@ -8,8 +8,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from spline_lstm.config import register_configs, validate
-from spline_lstm.errors import ConfigInvalid
+from spline_lstm.core.config import register_configs, validate
+from spline_lstm.core.errors import ConfigInvalid
 from tests.conftest import REPO, launch, last_line, run_cmd
 
 CONF = str(REPO / "conf")
@@ -117,7 +117,7 @@ def test_range_boundaries_accepted(override):
 def test_hydra_write_locations_cannot_be_set(override, key, tmp_path):
     """The callback's check (for presets and config files); the command line is refused
     earlier by containment.check_overrides, see the matrix."""
-    from spline_lstm.containment import check_overrides, plan_job
+    from spline_lstm.app.containment import check_overrides, plan_job
 
     cfg = _compose_with_hydra(f"paths.outputs_dir={tmp_path / 'out'}", override)
     with pytest.raises(ConfigInvalid, match=key.replace(".", r"\.")):
@@ -140,7 +140,7 @@ def _listing(*dirs: Path) -> dict:
 def test_composing_touches_no_disk(tmp_path, monkeypatch):
     """Composition is pure: composing (with Hydra's own settings), resolving every
     path and validating writes nothing: not in the outputs dir, the cwd, the repo or /."""
-    from spline_lstm.containment import plan_job
+    from spline_lstm.app.containment import plan_job
 
     cwd = tmp_path / "cwd"
     cwd.mkdir()

@@ -1,4 +1,4 @@
-"""Covariates (spline_lstm.covariates): config rules, loading by column, causal filling
+"""Covariates (spline_lstm.preprocessing.covariates): config rules, loading by column, causal filling
 and training-only scaling inside the Preprocessor, the model's inputs with and without
 them (the univariate graph unchanged), and, end to end on a tiny CSV with a past and a
 future-known covariate, predict's demand for future values and its agreement with the
@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from spline_lstm import data, preprocess
-from spline_lstm.config import DataConfig, DataSource, ModelConfig, PreprocessConfig, register_configs, validate
-from spline_lstm.errors import ConfigInvalid, InputInvalid
-from spline_lstm.preprocessor import Preprocessor
+from spline_lstm.data import loading
+from spline_lstm.preprocessing import transforms
+from spline_lstm.core.config import DataConfig, DataSource, ModelConfig, PreprocessConfig, register_configs, validate
+from spline_lstm.core.errors import ConfigInvalid, InputInvalid
+from spline_lstm.preprocessing.preprocessor import Preprocessor
 from tests.conftest import REPO, Run, cli, last_line, launch
 
 
@@ -89,7 +90,7 @@ def _file_cfg(path: Path, **kw) -> DataConfig:
 def test_a_missing_covariate_column_is_input_invalid_naming_it(tmp_path):
     path = _csv(tmp_path / "x.csv")
     with pytest.raises(InputInvalid, match="no covariate column 'wind'"):
-        data.load_series(_file_cfg(path, past_covariates=["load", "wind"]), 0)
+        loading.load_series(_file_cfg(path, past_covariates=["load", "wind"]), 0)
 
 
 def test_covariates_share_the_targets_grid_and_file_rules(tmp_path):
@@ -99,8 +100,8 @@ def test_covariates_share_the_targets_grid_and_file_rules(tmp_path):
     frame.loc[3, "load"] = "broken"
     frame.to_csv(path, index=False)
     with pytest.raises(InputInvalid, match="'load' has 1 of 399 non-numeric"):
-        data.load_series(_file_cfg(path, past_covariates=["load"]), 0)
-    s = data.load_series(_file_cfg(path, past_covariates=["load"], coerce_errors=True), 0)
+        loading.load_series(_file_cfg(path, past_covariates=["load"]), 0)
+    s = loading.load_series(_file_cfg(path, past_covariates=["load"], coerce_errors=True), 0)
     load = s.covariates["load"]
     assert load.shape == s.values.shape and np.isnan(s.values[50]) and np.isnan(load[50])
     assert np.isnan(load[[3, 10, 11]]).all() and np.isnan(load).sum() == 4
@@ -167,7 +168,7 @@ def test_a_covariate_breaking_the_gap_rule_is_refused_naming_it():
 
 
 def test_calendar_features_are_cyclic():
-    from spline_lstm.covariates import calendar_features
+    from spline_lstm.preprocessing.covariates import calendar_features
 
     stamps = pd.date_range("2024-01-01", periods=48, freq="h")
     f = calendar_features(stamps, ["hour", "dayofweek"])
@@ -181,7 +182,7 @@ def test_calendar_features_are_cyclic():
 def test_windows_gather_covariates_and_future_known_channels():
     series = np.arange(50, dtype=np.float32)
     cov = np.stack([series + 100, series + 200, series + 300], axis=1).astype(np.float32)
-    src = preprocess.WindowSource(series, np.array([10, 20]), 4, 3, cov, known=2)
+    src = transforms.WindowSource(series, np.array([10, 20]), 4, 3, cov, known=2)
     x, y = src.gather(src.starts)
     assert x.shape == (2, 4, 4) and y.shape == (2, 3)
     np.testing.assert_array_equal(x[0, :, 0], [6, 7, 8, 9])
@@ -191,7 +192,7 @@ def test_windows_gather_covariates_and_future_known_channels():
 
 
 def test_univariate_model_is_unchanged_and_covariates_add_inputs(tmp_path):
-    from spline_lstm.model import build_model, load_model_safely
+    from spline_lstm.models.network import build_model, load_model_safely
 
     uni = build_model(ModelConfig(), 12, 2, 1e-3)
     assert [tuple(i.shape) for i in uni.inputs] == [(None, 12, 1)]
@@ -210,8 +211,8 @@ def test_univariate_model_is_unchanged_and_covariates_add_inputs(tmp_path):
 
 
 def test_a_per_step_future_head_adds_one_shared_effect_per_step_and_survives_a_safe_reload(tmp_path):
-    from spline_lstm.config import FutureHead
-    from spline_lstm.model import build_model, load_model_safely
+    from spline_lstm.core.config import FutureHead
+    from spline_lstm.models.network import build_model, load_model_safely
 
     cfg = ModelConfig(units=4, future_head=FutureHead.per_step)
     net = build_model(cfg, 12, 3, 1e-3, channels=4, known=2)
@@ -240,7 +241,7 @@ def cov_run(tmp_path_factory) -> tuple:
     csv = _csv(tmp / "shop.csv", gaps=(40, 41, 42, 200))
     proc = launch("data=csv", f"data.path={csv}", "data.season=24", "data.past_covariates=[load]",
                   "data.future_covariates=[promo]", "data.calendar=[hour]", "preprocess.lookback=24",
-                  "preprocess.horizon=4", "preprocess.difference=0", "training.epochs=2", "training.patience=0",
+                  "preprocess.horizon=4", "transforms.difference=0", "training.epochs=2", "training.patience=0",
                   "model.units=8", "run_id=cov-e2e", outputs=tmp / "out")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return Run(tmp / "out", "cov-e2e"), csv

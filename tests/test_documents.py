@@ -1,11 +1,11 @@
-"""The typed run documents (spline_lstm.documents) against a real run's files: the
+"""The typed run documents (spline_lstm.core.documents) against a real run's files: the
 JSON a run writes is exactly what its dataclass writes back, byte for byte, and
 a record of an older run (fewer keys) or with keys unknown here still reads."""
 from __future__ import annotations
 
 import json
 
-from spline_lstm.documents import MetadataDoc, read_metadata
+from spline_lstm.core.documents import MetadataDoc, read_metadata
 from tests.conftest import Run
 
 
@@ -25,7 +25,7 @@ def test_metadata_of_an_older_or_newer_run_still_reads(smoke_run: Run):
 
 
 def test_a_many_series_table_must_hold_one_entry_per_series_with_the_models_metrics():
-    from spline_lstm.documents import MetricsDoc
+    from spline_lstm.core.documents import MetricsDoc
 
     entry = {"model": {"rmse": 1.0}, "naive_last": {"rmse": 2.0}}
     ok = {"count": 2, "per_series": {"a": entry, "b": entry}}

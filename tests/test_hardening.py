@@ -486,7 +486,7 @@ FAULT_CASES: List[Scenario] = [
              "duplicated", slow=True),
     Scenario("server-outage-past-retries", "tracking", "tracking=server: the server stays down longer than the "
              "retries (tests/test_server.py)", 8, "TRACKING_FAILED", "its run stays RUNNING; "
-             "`python -m spline_lstm.tracking_server stale --run-id ... --end` finds it and ends it FAILED",
+             "`python -m spline_lstm.tracking.server stale --run-id ... --end` finds it and ends it FAILED",
              slow=True),
     Scenario("server-misconfigured", "tracking", "tracking=server against a server without --serve-artifacts, "
              "and at an address missing from its --allowed-hosts (tests/test_server.py)", 8, "TRACKING_FAILED",
@@ -957,7 +957,7 @@ def _unlock(root: Path) -> None:
 # --- per-case set-up ----------------------------------------------------------
 
 def _prep_quarantined(root: Path, outputs: Path) -> None:
-    from spline_lstm.artifacts import ArtifactLayout, iter_hydra_dirs, quarantine
+    from spline_lstm.artifacts.layout import ArtifactLayout, iter_hydra_dirs, quarantine
 
     quarantine(ArtifactLayout(outputs / "artifacts"), HEALTHY_RUN_ID, list(iter_hydra_dirs(outputs, HEALTHY_RUN_ID)))
 
@@ -1208,7 +1208,7 @@ def test_tracking_password_not_kept_by_hydra(matrix: MatrixRunner):
 
 
 def test_case_ids_are_unique_and_codes_match_names():
-    from spline_lstm.errors import EXIT_CODES
+    from spline_lstm.core.errors import EXIT_CODES
 
     every = (MATRIX + TOLERATED_CASES + PREDICT_INPUT_CASES + TAMPER_CASES + FAULT_CASES + COMMIT_CASES
              + OUTPUT_CASES + MODEL_CASES)
@@ -1240,8 +1240,8 @@ def test_reliability_table_lists_every_case():
 # =============================================================================
 
 def test_no_invalid_run_id_reaches_a_path(tmp_path):
-    from spline_lstm.artifacts import ArtifactLayout, validate_run_id
-    from spline_lstm.errors import RunIdInvalid
+    from spline_lstm.artifacts.layout import ArtifactLayout, validate_run_id
+    from spline_lstm.core.errors import RunIdInvalid
 
     layout = ArtifactLayout(tmp_path / "artifacts")
     bad = [a.split("=", 1)[1] for c in RUN_ID_CASES if c.code == 3 for a in c.args if a.startswith("run_id=")]
@@ -1327,15 +1327,15 @@ def test_predict_output_stays_out_of_runs_and_inputs(case: Scenario, fresh_run: 
 
 def test_a_run_folder_lock_keeps_a_second_holder_out(tmp_path):
     """What keeps a second launch (or sweep job) with one run_id out of a live run's folder."""
-    from spline_lstm.artifacts import hold_folder, lock_held
-    from spline_lstm.errors import RunIdConflict
+    from spline_lstm.artifacts.layout import hold_folder, lock_held
+    from spline_lstm.core.errors import RunIdConflict
 
     folder = tmp_path / "runs" / "r1"
     assert not lock_held(folder)
     fd = hold_folder(folder, "r1")
     try:
         assert lock_held(folder)
-        code = ("import sys; from pathlib import Path; from spline_lstm.artifacts import hold_folder\n"
+        code = ("import sys; from pathlib import Path; from spline_lstm.artifacts.layout import hold_folder\n"
                 f"hold_folder(Path({str(folder)!r}), 'r1')")
         other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO))
         assert other.returncode != 0 and "RunIdConflict" in other.stderr
@@ -1373,15 +1373,15 @@ def test_tolerated_defects_run_end_to_end_and_are_counted(tolerated_run):
 
 
 def test_duplicate_policies_and_dst_offsets_in_process(tmp_path):
-    from spline_lstm import data
-    from spline_lstm.config import DataConfig, DataSource, DuplicatePolicy
+    from spline_lstm.data import loading
+    from spline_lstm.core.config import DataConfig, DataSource, DuplicatePolicy
 
     lines = ["timestamp,value", "2024-01-01 00:00:00,1", "2024-01-01 01:00:00,2", "2024-01-01 01:00:00,4",
              "2024-01-01 02:00:00,3", "2024-01-01 03:00:00,5"]
     path = _write(tmp_path, "dups.csv", lines)
     got = {}
     for policy in (DuplicatePolicy.mean, DuplicatePolicy.last):
-        s = data.load_series(DataConfig(source=DataSource.file, path=str(path), duplicates=policy), 0)
+        s = loading.load_series(DataConfig(source=DataSource.file, path=str(path), duplicates=policy), 0)
         got[policy.value] = s.values.tolist()
         assert s.summary["duplicates_merged"] == 1
     assert got == {"mean": [1.0, 3.0, 3.0, 5.0], "last": [1.0, 4.0, 3.0, 5.0]}
@@ -1389,15 +1389,15 @@ def test_duplicate_policies_and_dst_offsets_in_process(tmp_path):
     stamps = pd.date_range("2024-03-30 00:00", periods=72, freq="h", tz="Europe/Berlin")  # crosses DST
     path = _write(tmp_path, "dst.csv", ["timestamp,value"] + [f"{t.isoformat()},{i % 7}"
                                                               for i, t in enumerate(stamps)])
-    s = data.load_series(DataConfig(source=DataSource.file, path=str(path)), 0)
+    s = loading.load_series(DataConfig(source=DataSource.file, path=str(path)), 0)
     assert s.freq == "h" and len(s.values) == 72 and not np.isnan(s.values).any()
     assert s.timestamps[0] == pd.Timestamp("2024-03-29 23:00")  # UTC
 
 
 def test_max_gap_boundary_in_process():
-    from spline_lstm.config import PreprocessConfig
-    from spline_lstm.errors import InputInvalid
-    from spline_lstm.preprocess import check_series, split_bounds
+    from spline_lstm.core.config import PreprocessConfig
+    from spline_lstm.core.errors import InputInvalid
+    from spline_lstm.preprocessing.transforms import check_series, split_bounds
 
     cfg = PreprocessConfig(max_gap=5, lookback=12)
     values = 10 + np.sin(np.arange(300) / 5.0)
@@ -1424,7 +1424,7 @@ class _Boom:
 
 def _tamper(tid: str, run: Run, other: Run, outside: Path) -> List[str]:
     """Apply a TAMPER_CASES action; returns the artifact kinds it changed."""
-    from spline_lstm.artifacts import ArtifactLayout
+    from spline_lstm.artifacts.layout import ArtifactLayout
 
     mine = ArtifactLayout(run.artifacts).paths(run.run_id)
     theirs = ArtifactLayout(other.artifacts).paths(other.run_id)
@@ -1471,7 +1471,7 @@ def _tamper(tid: str, run: Run, other: Run, outside: Path) -> List[str]:
 
 def _tamper_sealed(tid: str, run: Run, other: Run, mine: Dict[str, Path]) -> List[str]:
     """Issue 11's cases: plots, stray files, the completion record, hostile JSON."""
-    from spline_lstm.artifacts import ArtifactLayout
+    from spline_lstm.artifacts.layout import ArtifactLayout
 
     layout = ArtifactLayout(run.artifacts)
     plot = layout.plot_dir(run.run_id) / "forecast.png"
@@ -1562,7 +1562,7 @@ def test_tampered_run_is_refused_by_the_gate(case: Scenario, fresh_run: Run, tol
     ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
 ])
 def test_mask_uri_hides_passwords(uri, masked):
-    from spline_lstm.tracking import Store, mask_uri
+    from spline_lstm.tracking.tracker import Store, mask_uri
 
     assert mask_uri(uri) == masked
     assert Store(uri, "file:///x", "e").display_uri == masked
@@ -1670,7 +1670,7 @@ def _canonical_files_are_whole(artifacts: Path, run_id: str) -> List[str]:
     """Every canonical file that exists is complete (atomic writes): parse each one."""
     import zipfile
 
-    from spline_lstm.artifacts import ArtifactLayout, safe_load_pickle
+    from spline_lstm.artifacts.layout import ArtifactLayout, safe_load_pickle
 
     problems = []
     for kind, path in ArtifactLayout(artifacts).paths(run_id).items():
@@ -1696,7 +1696,7 @@ def test_signals_are_deferred_to_the_end_of_a_block_and_a_second_one_is_not():
     """What keeps TensorFlow steps whole: inside ``signals_deferred`` a signal is only
     recorded; ``raise_if_signalled`` (the Keras callback's check) or the block's end
     raises it; a second signal raises at once; the previous handlers come back."""
-    from spline_lstm.errors import raise_if_signalled, signals_deferred
+    from spline_lstm.core.errors import raise_if_signalled, signals_deferred
 
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     reached = []
@@ -1763,7 +1763,7 @@ def test_interrupt_then_quarantine_and_rerun(sig, phase, smoke_run: Run, tmp_pat
     assert not _canonical_files_are_whole(out / "artifacts", rid)
     assert not (out / "artifacts" / "checkpoints" / rid / ".staging").exists()
     if phase == "preprocessing":  # stopped before the claim: not one file of the run exists
-        from spline_lstm.artifacts import ArtifactLayout
+        from spline_lstm.artifacts.layout import ArtifactLayout
 
         assert not ArtifactLayout(out / "artifacts").existing(rid)
     health = cli("health", rid, "--outputs-dir", str(out))
@@ -1850,7 +1850,7 @@ def test_disk_full_while_checkpointing(smoke_run: Run, tmp_path):
         assert proc.returncode == 6, proc.stdout[-2000:] + proc.stderr[-2000:]
         line = last_line(proc.stderr)
         assert line.startswith("ERROR [STORAGE_ERROR]") and "Traceback" not in proc.stdout + proc.stderr
-        from spline_lstm.artifacts import ArtifactLayout
+        from spline_lstm.artifacts.layout import ArtifactLayout
 
         paths = ArtifactLayout(mnt / "artifacts").paths("hx-full")
         assert not paths["best"].exists() and not paths["last"].exists()

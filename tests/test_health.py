@@ -73,7 +73,7 @@ def test_gate_reads_files_only(smoke_run: Run):
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from spline_lstm.health import run_gate\n"
+        "from spline_lstm.artifacts.health import run_gate\n"
         "t0 = time.perf_counter()\n"
         f"r = run_gate(Path({str(smoke_run.artifacts)!r}), {smoke_run.run_id!r})\n"
         "assert r.passed, r.to_dict()\n"

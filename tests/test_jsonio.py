@@ -1,4 +1,4 @@
-"""The one JSON reader (spline_lstm.jsonio), property-based: whatever a file holds,
+"""The one JSON reader (spline_lstm.core.jsonio), property-based: whatever a file holds,
 ``read_json`` returns the document or raises HealthFailed / UnsafeArtifact; nothing
 else, and it writes nothing."""
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spline_lstm.errors import HealthFailed, UnsafeArtifact
-from spline_lstm.jsonio import MAX_DEPTH, nesting_depth, parse_json, read_json
+from spline_lstm.core.errors import HealthFailed, UnsafeArtifact
+from spline_lstm.core.jsonio import MAX_DEPTH, nesting_depth, parse_json, read_json
 
 TYPED = (HealthFailed, UnsafeArtifact)
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,7 +1,7 @@
 """Property tests for the CSV / Parquet loader (Hypothesis).
 
 Whatever a file holds (random bytes, or a random small frame of any dtype written
-by pandas), the loader used by training (``data.load_series``) and the one used by
+by pandas), the loader used by training (``loading.load_series``) and the one used by
 ``predict`` (``read_table`` + ``to_series`` + ``check_freq`` + ``regularise`` with
 predict's hints) either returns a valid regular series or raises one of our typed
 errors (a ``SplineLSTMError``, i.e. an exit code and one ERROR line), never another
@@ -23,9 +23,9 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from spline_lstm import data
-from spline_lstm.config import DataConfig, DataSource, DuplicatePolicy
-from spline_lstm.errors import SplineLSTMError
+from spline_lstm.data import loading
+from spline_lstm.core.config import DataConfig, DataSource, DuplicatePolicy
+from spline_lstm.core.errors import SplineLSTMError
 
 REPO = Path(__file__).resolve().parents[1]
 # 150 examples per property keep the default run at a few seconds; LOADER_EXAMPLES=5000 searches harder
@@ -55,10 +55,10 @@ def _valid(series: pd.Series, freq: str) -> None:
     values = series.to_numpy()
     assert values.dtype == np.float64 and values.ndim == 1
     assert isinstance(series.index, pd.DatetimeIndex) and series.index.is_monotonic_increasing
-    assert series.index.is_unique and len(series) <= data.MAX_GRID_POINTS
+    assert series.index.is_unique and len(series) <= loading.MAX_GRID_POINTS
     assert isinstance(freq, str) and freq
     observed = values[~np.isnan(values)]
-    assert np.isfinite(observed).all() and (np.abs(observed) <= data.MAX_ABS_VALUE).all()
+    assert np.isfinite(observed).all() and (np.abs(observed) <= loading.MAX_ABS_VALUE).all()
     if len(series) > 1:
         assert (series.index == pd.date_range(series.index[0], periods=len(series), freq=freq,
                                               unit=series.index.unit)).all()
@@ -69,20 +69,20 @@ def _load_both_ways(path: Path, freq: Optional[str], policy: DuplicatePolicy, co
     """Training's loader and predict's; each must succeed validly or raise a typed error."""
     cfg = DataConfig(source=DataSource.file, path=str(path), freq=freq, duplicates=policy, coerce_errors=coerce)
     try:
-        loaded = data.load_series(cfg, seed=0)
+        loaded = loading.load_series(cfg, seed=0)
     except SplineLSTMError as exc:
         event(f"training: {type(exc).__name__}")
     else:
         event("training: loaded")
         _valid(pd.Series(loaded.values, index=loaded.timestamps), loaded.freq)
         assert not np.isnan(loaded.values).all()
-    hints = data.predict_hints(cfg.timestamp_col, cfg.target_col, run_freq)
+    hints = loading.predict_hints(cfg.timestamp_col, cfg.target_col, run_freq)
     where = f"--input {path}"
     try:
-        frame = data.read_table(path, cfg.timestamp_col, cfg.target_col, hints)
-        raw = data.to_series(frame, cfg, where, hints)
-        data.check_freq(raw.index, run_freq, where, hints)
-        series, used = data.regularise(raw, run_freq, where, hints)
+        frame = loading.read_table(path, cfg.timestamp_col, cfg.target_col, hints)
+        raw = loading.to_series(frame, cfg, where, hints)
+        loading.check_freq(raw.index, run_freq, where, hints)
+        series, used = loading.regularise(raw, run_freq, where, hints)
     except SplineLSTMError as exc:
         event(f"predict: {type(exc).__name__}")
         assert not TRAINING_KEYS.search(str(exc)), str(exc)  # predict names --input, not training's keys
@@ -242,7 +242,7 @@ def test_a_clean_hourly_frame_loads(tmp_path: Path, suffix: str):
     frame = pd.DataFrame({"timestamp": stamps, "value": np.arange(48, dtype=float)})
     path = tmp_path / f"in{suffix}"
     frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path, index=False)
-    series = data.load_series(DataConfig(source=DataSource.file, path=str(path)), seed=0)
+    series = loading.load_series(DataConfig(source=DataSource.file, path=str(path)), seed=0)
     assert series.freq == "h" and len(series.values) == 50 and np.isnan(series.values).sum() == 2
 
 
@@ -258,21 +258,21 @@ def test_the_grid_is_bounded_before_it_is_built():
     t0 = time.perf_counter()
     try:
         with pytest.raises(SplineLSTMError, match="grid-size rule.*1994-01-01"):
-            data.regularise(series, None, "x")
+            loading.regularise(series, None, "x")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak < 50 * 2**20 and time.perf_counter() - t0 < 5
-    assert data.grid_limit(10) == data.GRID_FLOOR and data.grid_limit(10**9) == data.MAX_GRID_POINTS
+    assert loading.grid_limit(10) == loading.GRID_FLOOR and loading.grid_limit(10**9) == loading.MAX_GRID_POINTS
 
 
 @pytest.mark.parametrize("found, expected, same", [("h", "60min", True), ("D", "24h", True), ("D", "h", False),
                                                    ("MS", "MS", True), ("MS", "ME", False)])
 def test_the_frequency_rule_compares_steps_not_spellings(found, expected, same):
     stamps = pd.date_range("2024-01-01", periods=30, freq=found)
-    hints = data.predict_hints("timestamp", "value", expected)
+    hints = loading.predict_hints("timestamp", "value", expected)
     if same:
-        data.check_freq(stamps, expected, "--input x", hints)
+        loading.check_freq(stamps, expected, "--input x", hints)
     else:
         with pytest.raises(SplineLSTMError, match="frequency rule"):
-            data.check_freq(stamps, expected, "--input x", hints)
+            loading.check_freq(stamps, expected, "--input x", hints)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from spline_lstm.pipeline import FILE_ONLY, SYNTHETIC_ONLY
+from spline_lstm.pipeline.run import FILE_ONLY, SYNTHETIC_ONLY
 from tests.conftest import Run, cli, launch
 from tests.helpers.tamper import mlflow_runs
 

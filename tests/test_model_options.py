@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spline_lstm.config import HeadInit, ModelConfig, Revin
-from spline_lstm.preprocess import WindowSource
+from spline_lstm.core.config import HeadInit, ModelConfig, Revin
+from spline_lstm.preprocessing.transforms import WindowSource
 from tests.conftest import cli, launch, last_line
 
 TINY_SEARCH = ["-m", "+hpo=lstm", "+preset=smoke", "data.n_points=240", "training.epochs=1",
@@ -26,7 +26,7 @@ def _window(n: int = 5, lookback: int = 12) -> np.ndarray:
 
 
 def _roundtrip(model, tmp_path: Path):
-    from spline_lstm.model import load_model_safely
+    from spline_lstm.models.network import load_model_safely
 
     path = tmp_path / "m.keras"
     model.save(str(path))
@@ -34,7 +34,7 @@ def _roundtrip(model, tmp_path: Path):
 
 
 def test_with_the_options_off_the_model_is_the_plain_sequential_one():
-    from spline_lstm.model import build_model
+    from spline_lstm.models.network import build_model
 
     model = build_model(ModelConfig(head_init=HeadInit.default, revin=Revin.none), 12, 2, 1e-3)
     assert type(model).__name__ == "Sequential"
@@ -42,7 +42,7 @@ def test_with_the_options_off_the_model_is_the_plain_sequential_one():
 
 
 def test_an_untrained_zero_head_with_revin_last_is_naive_and_survives_a_safe_mode_reload(tmp_path):
-    from spline_lstm.model import build_model
+    from spline_lstm.models.network import build_model
 
     model = build_model(ModelConfig(head_init=HeadInit.zeros, revin=Revin.last), 12, 3, 1e-3)
     x = _window()
@@ -53,14 +53,14 @@ def test_an_untrained_zero_head_with_revin_last_is_naive_and_survives_a_safe_mod
 
 
 def test_an_untrained_zero_head_predicts_zero_in_the_modelled_space():
-    from spline_lstm.model import build_model
+    from spline_lstm.models.network import build_model
 
     model = build_model(ModelConfig(head_init=HeadInit.zeros, revin=Revin.none), 12, 2, 1e-3)
     assert np.all(np.asarray(model.predict(_window(), verbose=0)) == 0)
 
 
 def test_an_ensemble_is_one_archive_averaging_its_members(tmp_path):
-    from spline_lstm.model import build_model, members_view
+    from spline_lstm.models.network import build_model, members_view
 
     model = build_model(ModelConfig(units=4, revin=Revin.mean, head_init=HeadInit.default), 12, 2, 1e-3, ensemble=3)
     x = _window()
@@ -76,7 +76,7 @@ def _source(starts, horizon: int = 1) -> WindowSource:
 
 
 def test_selection_tops_up_a_small_validation_split_with_held_out_training_windows():
-    from spline_lstm.train import selection_split
+    from spline_lstm.models.train import selection_split
 
     train, val = _source(range(12, 100)), _source(range(100, 120))
     fit, select = selection_split(train, val, 48)
@@ -88,7 +88,7 @@ def test_selection_tops_up_a_small_validation_split_with_held_out_training_windo
 
 
 def test_selection_drops_the_training_windows_whose_targets_reach_the_held_out_ones():
-    from spline_lstm.train import selection_split
+    from spline_lstm.models.train import selection_split
 
     horizon = 4
     fit, select = selection_split(_source(range(12, 100), horizon), _source(range(100, 117), horizon), 30)
@@ -99,8 +99,8 @@ def test_selection_drops_the_training_windows_whose_targets_reach_the_held_out_o
 def test_the_task_result_is_a_float_that_leaves_its_tracker_with_the_gate():
     from hydra.core.utils import JobReturn, JobStatus
 
-    from spline_lstm.hydra_app import Objective, _take_tracker
-    from spline_lstm.tracking import NullTracker
+    from spline_lstm.app.hydra_app import Objective, _take_tracker
+    from spline_lstm.tracking.tracker import NullTracker
 
     tracker = NullTracker()
     ret = JobReturn(_return_value=Objective(2.5, "run-x", tracker), status=JobStatus.COMPLETED)
@@ -113,7 +113,7 @@ def test_the_task_result_is_a_float_that_leaves_its_tracker_with_the_gate():
 def test_a_search_space_is_probed_at_its_choices_and_interval_ends():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from spline_lstm.containment import search_probes
+    from spline_lstm.app.containment import search_probes
 
     parsed = OverridesParser.create().parse_overrides(
         ["model.units=choice(8,16)", "model.dropout=interval(0.0,0.3)", "seed=3"])
@@ -164,7 +164,7 @@ def test_failed_trials_do_not_stop_the_search_and_name_the_exit_code(tmp_path):
 
 
 def test_revin_auto_is_last_unless_the_forecast_integrates_its_own_differences():
-    from spline_lstm.model import resolve_revin
+    from spline_lstm.models.network import resolve_revin
 
     assert resolve_revin(Revin.auto, 0, 24) == Revin.last  # levels
     assert resolve_revin(Revin.auto, 12, 1) == Revin.last  # each step adds to a known level
@@ -177,10 +177,10 @@ def test_the_untrained_network_is_a_selection_candidate_that_training_must_beat(
     """Epoch 0: with a zero head the untrained network is the baseline forecast; when no
     epoch beats it on validation (here: a learning rate of 0, so no epoch changes it),
     the kept checkpoint is that network and the run reports best_epoch 0."""
-    from spline_lstm.config import TrainingConfig
-    from spline_lstm.model import build_model, load_model_safely
-    from spline_lstm.pipeline import best_epoch_of
-    from spline_lstm.train import fit
+    from spline_lstm.core.config import TrainingConfig
+    from spline_lstm.models.network import build_model, load_model_safely
+    from spline_lstm.pipeline.run import best_epoch_of
+    from spline_lstm.models.train import fit
 
     rng = np.random.default_rng(1)
     series = np.cumsum(rng.normal(size=300)).astype(np.float32)

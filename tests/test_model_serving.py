@@ -179,7 +179,7 @@ def test_a_model_holding_another_runs_files_refuses_to_load(registered: Run, tra
                                                            swap: str):
     import mlflow
 
-    from spline_lstm.errors import RunIdMismatch
+    from spline_lstm.core.errors import RunIdMismatch
 
     mlflow_run_id = registered.json("metadata")["mlflow"]["mlflow_run_id"]
     local = Path(mlflow.artifacts.download_artifacts(f"runs:/{mlflow_run_id}/model", dst_path=str(tmp_path)))
@@ -211,8 +211,8 @@ def test_cli_refuses_parquet_on_stdout_and_bad_levels_naming_its_options(registe
 def test_interval_covers_its_nominal_share_on_known_noise():
     """Split-conformal calibration on validation errors of a known noise, then fresh
     test errors of the same noise: the 80% interval covers 70-90% of them."""
-    from spline_lstm.preprocess import Scaler
-    from spline_lstm.preprocessor import Preprocessor
+    from spline_lstm.preprocessing.transforms import Scaler
+    from spline_lstm.preprocessing.preprocessor import Preprocessor
 
     rng = np.random.default_rng(0)
     horizon = 4

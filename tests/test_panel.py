@@ -1,4 +1,4 @@
-"""Many series (spline_lstm.panel): the per-series bookkeeping on hand-made tables,
+"""Many series (spline_lstm.data.panel): the per-series bookkeeping on hand-made tables,
 loading long and wide files as a new user and an attacker would write them (each bad
 file one message naming the series, exit 5 or 2, nothing written), the loading speed
 of many tiny series, and end-to-end runs of the long, wide and synthetic panels."""
@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spline_lstm import data, panel, preprocess
-from spline_lstm.config import DataConfig, DataSource
-from spline_lstm.errors import ConfigInvalid, InputInvalid
+from spline_lstm.data import loading
+from spline_lstm.data import panel
+from spline_lstm.preprocessing import transforms
+from spline_lstm.core.config import DataConfig, DataSource
+from spline_lstm.core.errors import ConfigInvalid, InputInvalid
 from tests.conftest import Run, last_line, launch
 from tests.test_config import _compose
 
@@ -45,7 +47,7 @@ def test_window_starts_are_each_series_own_windows_shifted_onto_the_grid(lookbac
         rows = panel.series_of(flat, 40)
         assert (np.diff(flat) > 0).all()
         for k, (lo, hi) in enumerate(spans):
-            own = preprocess.window_starts(panel.local_bounds(bounds, (lo, hi)), split, lookback, horizon, diff)
+            own = transforms.window_starts(panel.local_bounds(bounds, (lo, hi)), split, lookback, horizon, diff)
             np.testing.assert_array_equal(flat[rows == k] - k * 40, own + lo, err_msg=f"series {k} split {split}")
             got = flat[rows == k] - k * 40
             assert ((got - lookback - diff >= lo) & (got + horizon <= hi)).all()  # never outside the series
@@ -128,7 +130,7 @@ def test_long_format_puts_every_id_on_one_grid_with_its_covariates_and_statics(t
     assert dict(zip(p.ids, p.statics["kind"])) == {"north": "mall", "south": "street", "east": "mall"}
     for sid in p.ids:  # each row is what the single-series loader reads from that id's rows alone
         one = _write(frame[frame["store"] == sid].drop(columns=["store", "kind"]), tmp_path / f"{sid}.csv")
-        alone = data.load_series(DataConfig(source=DataSource.file, path=str(one), target_col="sales",
+        alone = loading.load_series(DataConfig(source=DataSource.file, path=str(one), target_col="sales",
                                             past_covariates=["load"]), 0)
         lo, hi = panel.spans(p.values)[p.ids.index(sid)]
         np.testing.assert_array_equal(p.values[p.ids.index(sid), lo:hi], alone.values)
@@ -246,7 +248,7 @@ def test_a_missing_id_column_is_named_as_the_id_column(tmp_path):
     (["data.id_col=store", "data.static_covariates=[sales]"], "data.static_covariates"),
 ])
 def test_columns_with_two_roles_are_config_errors(overrides, key):
-    from spline_lstm.config import validate
+    from spline_lstm.core.config import validate
 
     with pytest.raises(ConfigInvalid, match=key):
         validate(_compose("data=csv", "data.path=x.csv", "data.target_col=sales", *overrides))
@@ -349,7 +351,7 @@ def test_synthetic_panel_run_with_the_category_static(tmp_path):
 
 def test_one_series_gives_the_numbers_it_gave_before_many_series(smoke_run: Run):
     """The single-series path is untouched by many series: the session's smoke run (no
-    id_col) reproduces what the commit before spline_lstm.panel gave, bit for bit on
+    id_col) reproduces what the commit before spline_lstm.data.panel gave, bit for bit on
     the reference machine (the model's rmse within 1e-4, for other CPUs' float order).
     If a deliberate change moves these numbers, update them in the same commit."""
     import hashlib
@@ -366,7 +368,7 @@ def test_one_series_gives_the_numbers_it_gave_before_many_series(smoke_run: Run)
 
 
 def test_a_series_id_with_a_pipe_stays_one_cell_of_the_report_tables():
-    from spline_lstm.report import _series_lines, markdown_to_html
+    from spline_lstm.evaluation.report import _series_lines, markdown_to_html
 
     entry = {"model": {"mase": 0.5}, "naive_last": {"mase": 1.0}}
     table = {"a|b": entry, "c": {"model": {"mase": 0.7}, "naive_last": {"mase": 1.0}}}

@@ -1,4 +1,4 @@
-"""The many-series gap fill and scaler fit (``preprocess.fill_gaps_panel``,
+"""The many-series gap fill and scaler fit (``transforms.fill_gaps_panel``,
 ``fit_scalers_panel``) against the single-series functions they vectorise:
 ``fill_gaps`` on each series' span with the bounds clipped to it, ``Scaler.fit``
 on each row. Small random panels with the awkward cases put in on purpose."""
@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spline_lstm import preprocess
-from spline_lstm.config import Interpolation, Scaling
-from spline_lstm.errors import InputInvalid
-from spline_lstm.synthetic import related_series
+from spline_lstm.preprocessing import transforms
+from spline_lstm.core.config import Interpolation, Scaling
+from spline_lstm.core.errors import InputInvalid
+from spline_lstm.data.synthetic import related_series
 
 METHODS = list(Interpolation)
 
@@ -24,12 +24,12 @@ def one_by_one(values, spans, bounds, method, season):
     out = np.full(values.shape, np.nan)
     for k, (lo, hi) in enumerate(np.asarray(spans, dtype=np.int64)):
         local = np.clip(np.asarray(bounds, dtype=np.int64) - lo, 0, hi - lo)
-        out[k, lo:hi] = preprocess.fill_gaps(values[k, lo:hi], local, method, season)
+        out[k, lo:hi] = transforms.fill_gaps(values[k, lo:hi], local, method, season)
     return out
 
 
 def assert_same(values, spans, bounds, method, season):
-    got = preprocess.fill_gaps_panel(values, spans, bounds, method, season)
+    got = transforms.fill_gaps_panel(values, spans, bounds, method, season)
     want = one_by_one(values, spans, bounds, method, season)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     scale = max(1.0, float(np.nanmax(np.abs(values))))
@@ -83,7 +83,7 @@ def test_a_panel_with_awkward_series_is_filled_as_each_series_alone(method, seas
 
 @pytest.mark.parametrize("method", [Interpolation.seasonal, Interpolation.pchip, Interpolation.linear])
 def test_more_series_than_a_block_and_large_levels(method):
-    p = related_series(preprocess.PANEL_BLOCK + 13, 200, period=24, seed=2, gap_ratio=0.05, gap_stretches=1,
+    p = related_series(transforms.PANEL_BLOCK + 13, 200, period=24, seed=2, gap_ratio=0.05, gap_stretches=1,
                        k_past=0, k_future=0)
     values = p.values + 1e6  # cancellation in the moving average would show here
     spans = np.tile([0, 200], (len(values), 1))
@@ -92,17 +92,17 @@ def test_more_series_than_a_block_and_large_levels(method):
 
 def test_no_series_and_no_gaps():
     empty = np.empty((0, 50))
-    assert preprocess.fill_gaps_panel(empty, np.empty((0, 2), dtype=int), np.array([0, 30, 40, 50]),
+    assert transforms.fill_gaps_panel(empty, np.empty((0, 2), dtype=int), np.array([0, 30, 40, 50]),
                                       Interpolation.pchip).shape == (0, 50)
     full = np.arange(100.0).reshape(2, 50)
-    np.testing.assert_array_equal(preprocess.fill_gaps_panel(full, [[0, 50], [0, 50]], np.array([0, 30, 40, 50]),
+    np.testing.assert_array_equal(transforms.fill_gaps_panel(full, [[0, 50], [0, 50]], np.array([0, 30, 40, 50]),
                                                              Interpolation.seasonal, 5), full)
 
 
 def test_a_series_with_nothing_observed_before_a_gap_is_refused_as_alone():
     values = np.array([[np.nan, np.nan, 1.0, np.nan, 2.0, 3.0], [1.0, 2.0, np.nan, 4.0, 5.0, 6.0]])
     with pytest.raises(InputInvalid, match="no observed point before a gap"):
-        preprocess.fill_gaps_panel(values, [[0, 6], [0, 6]], np.array([0, 2, 4, 6]), Interpolation.pchip)
+        transforms.fill_gaps_panel(values, [[0, 6], [0, 6]], np.array([0, 2, 4, 6]), Interpolation.pchip)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -132,9 +132,9 @@ def test_panel_scalers_are_the_scalers_of_each_row(kind):
     train[rng.random(train.shape) < 0.3] = np.nan
     train[0, 3], train[1, :] = np.inf, 7.0  # inf ignored; constant row: scale 1
     train[2, :-1], train[2, -1] = np.nan, 1.5  # one value
-    centers, scales = preprocess.fit_scalers_panel(kind, train)
+    centers, scales = transforms.fit_scalers_panel(kind, train)
     for row, c, s in zip(train, centers, scales):
-        one = preprocess.Scaler.fit(kind, row)
+        one = transforms.Scaler.fit(kind, row)
         assert c == pytest.approx(one.center, rel=1e-12, abs=1e-12) and s == pytest.approx(one.scale, rel=1e-12)
     assert scales[1] == 1.0
 
@@ -144,12 +144,12 @@ def test_a_panel_scaler_row_with_no_value_has_a_nan_center_and_scale_one():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RuntimeWarning leaks out
         for kind in Scaling:
-            centers, scales = preprocess.fit_scalers_panel(kind, train)
+            centers, scales = transforms.fit_scalers_panel(kind, train)
             assert scales[0] == 1.0 and (np.isnan(centers[0]) or kind == Scaling.none)
 
 
 def panel_cfg():
-    from spline_lstm.config import PreprocessConfig
+    from spline_lstm.core.config import PreprocessConfig
 
     return PreprocessConfig(lookback=12, horizon=2, max_gap=6, max_missing_ratio=0.2)
 
@@ -159,7 +159,7 @@ def test_panel_checks_pass_what_each_series_passes_and_refuse_the_first_that_fai
     values, spans, bounds, names = p.values, np.tile([0, 200], (30, 1)), np.array([0, 140, 170, 200]), \
         [f"series {k}" for k in range(30)]
     cfg = panel_cfg()
-    preprocess.check_panel(values, spans, bounds, cfg, names)
+    transforms.check_panel(values, spans, bounds, cfg, names)
     bad = {7: "longest-gap rule", 9: "missing-ratio rule", 12: "minimum-length rule", 15: "constant"}
     values = values.copy()
     values[7, 50:57] = np.nan
@@ -168,7 +168,7 @@ def test_panel_checks_pass_what_each_series_passes_and_refuse_the_first_that_fai
     values[15, :140] = 3.0
     for k in sorted(bad):  # each the first failure once the ones before it are mended
         with pytest.raises(InputInvalid, match=f"series {k}.*{bad[k]}"):
-            preprocess.check_panel(values, spans, bounds, cfg, names)
+            transforms.check_panel(values, spans, bounds, cfg, names)
         spans[k] = (0, 200)
         values[k] = p.values[k]
-    preprocess.check_panel(values, spans, bounds, cfg, names)
+    transforms.check_panel(values, spans, bounds, cfg, names)

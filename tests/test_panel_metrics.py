@@ -1,4 +1,4 @@
-"""Metrics over many series (spline_lstm.panel): the per-series table is
+"""Metrics over many series (spline_lstm.data.panel): the per-series table is
 ``evaluate.forecast_metrics`` of each series' own windows, bit for bit, whatever the
 series' order, gaps, zero targets, constant targets or MASE scale."""
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 
-from spline_lstm import panel
-from spline_lstm.evaluate import forecast_metrics
+from spline_lstm.data import panel
+from spline_lstm.evaluation.metrics import forecast_metrics
 
 
 def _one_by_one(actual, forecasts, series, scales, ids) -> dict:

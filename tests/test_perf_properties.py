@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spline_lstm import preprocess
-from spline_lstm.config import DataConfig, Interpolation, PreprocessConfig
+from spline_lstm.preprocessing import transforms
+from spline_lstm.core.config import DataConfig, Interpolation, PreprocessConfig
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
@@ -43,7 +43,7 @@ def _probe(*args: str, cwd: Path = REPO) -> dict:
 
 def _fake_run(outputs: Path, run_id: str) -> None:
     """A complete run's 8 artifacts, written without training, that passes the gate."""
-    from spline_lstm.artifacts import ArtifactLayout, atomic_write_bytes, atomic_write_json, dump_plain_pickle
+    from spline_lstm.artifacts.layout import ArtifactLayout, atomic_write_bytes, atomic_write_json, dump_plain_pickle
 
     layout = ArtifactLayout(outputs / "artifacts")
     paths = layout.paths(run_id)
@@ -80,7 +80,7 @@ def _fake_run(outputs: Path, run_id: str) -> None:
             hashes[kind] = atomic_write_json(path, {"run_id": run_id})
     record = {k: {"path": str(paths[k].relative_to(layout.root)), **h} for k, h in hashes.items()}
     atomic_write_json(paths["metadata"], {"run_id": run_id, "artifacts": record, "timings_s": {}})
-    from spline_lstm import health
+    from spline_lstm.artifacts import health
 
     health.commit(health.run_gate(layout.root, run_id, require_commit=False), final=False)  # sealed, as a run ends
 
@@ -117,10 +117,10 @@ def test_commands_that_do_not_train_import_no_heavy_package(args, fake_outputs):
 
 # --- windows are streamed: O(N) bytes, never N x lookback -----------------------------
 
-def _source(n: int, lookback: int) -> preprocess.WindowSource:
-    bounds = preprocess.split_bounds(n, PreprocessConfig(lookback=lookback))
+def _source(n: int, lookback: int) -> transforms.WindowSource:
+    bounds = transforms.split_bounds(n, PreprocessConfig(lookback=lookback))
     series = np.arange(n, dtype=np.float32)
-    return preprocess.WindowSource(series, preprocess.window_starts(bounds, 0, lookback, 1), lookback, 1)
+    return transforms.WindowSource(series, transforms.window_starts(bounds, 0, lookback, 1), lookback, 1)
 
 
 def test_window_source_bytes_are_linear_in_n_and_independent_of_lookback():
@@ -158,9 +158,9 @@ def _traced_peak(fn) -> int:
 def test_window_setup_allocates_no_window_matrix():
     n, lookback = 200_000, 168
     series = np.zeros(n, dtype=np.float32)
-    bounds = preprocess.split_bounds(n, PreprocessConfig(lookback=lookback))
-    peak = _traced_peak(lambda: [preprocess.WindowSource(
-        series, preprocess.window_starts(bounds, k, lookback, 1), lookback, 1) for k in range(3)])
+    bounds = transforms.split_bounds(n, PreprocessConfig(lookback=lookback))
+    peak = _traced_peak(lambda: [transforms.WindowSource(
+        series, transforms.window_starts(bounds, k, lookback, 1), lookback, 1) for k in range(3)])
     assert peak <= 8 * n + 4096, f"window setup allocated {peak} bytes for {n} points"
 
 
@@ -181,12 +181,12 @@ def test_preprocessing_memory_is_linear():
     peaks = {}
     for n in (100_000, 400_000):
         values = _gappy(n)
-        bounds = preprocess.split_bounds(n, cfg)
+        bounds = transforms.split_bounds(n, cfg)
 
         def chain():
-            preprocess.check_series(values, bounds, cfg, "test")
-            filled = preprocess.fill_gaps(values, bounds, Interpolation.pchip)
-            scaler = preprocess.Scaler.fit(cfg.scaling, filled[: bounds[1]])
+            transforms.check_series(values, bounds, cfg, "test")
+            filled = transforms.fill_gaps(values, bounds, Interpolation.pchip)
+            scaler = transforms.Scaler.fit(cfg.scaling, filled[: bounds[1]])
             np.nan_to_num(scaler.transform(filled)).astype(np.float32)
 
         peaks[n] = _traced_peak(chain)
@@ -239,7 +239,7 @@ def test_pchip_fill_is_bit_identical_to_the_full_spline():
             continue
         values[missing] = np.nan
         bounds = np.array([0, int(n * 0.7), int(n * 0.85), n])
-        got = preprocess.fill_gaps(values, bounds, Interpolation.pchip)
+        got = transforms.fill_gaps(values, bounds, Interpolation.pchip)
         want = _reference_fill(values, bounds)
         assert got.tobytes() == want.tobytes(), f"trial {trial}: n={n}"
 
@@ -252,24 +252,24 @@ def test_plain_keras_baseline_uses_the_framework_data():
         import plain_keras
     finally:
         sys.path.remove(str(BENCH))
-    from spline_lstm.data import synthetic_series
+    from spline_lstm.data.loading import synthetic_series
 
     cfg, p = DataConfig(n_points=720), PreprocessConfig(lookback=24, horizon=1)
     framework = synthetic_series(cfg, 42).to_numpy()
     plain = plain_keras.make_series(720, 42, cfg.gap_ratio, cfg.gap_stretches, cfg.noise)
     assert framework.tobytes() == plain.tobytes()
 
-    lo, hi = preprocess.observed_span(framework)
+    lo, hi = transforms.observed_span(framework)
     assert (lo, hi) == (0, len(framework))
-    bounds = preprocess.split_bounds(len(framework), p)
-    filled = preprocess.fill_gaps(framework, bounds, p.interpolation)
-    scaler = preprocess.Scaler.fit(p.scaling, filled[: bounds[1]])
+    bounds = transforms.split_bounds(len(framework), p)
+    filled = transforms.fill_gaps(framework, bounds, p.interpolation)
+    scaler = transforms.Scaler.fit(p.scaling, filled[: bounds[1]])
     scaled = np.nan_to_num(scaler.transform(filled)).astype(np.float32)
     plain_scaled, plain_bounds = plain_keras.prepare(plain)
     assert list(plain_bounds) == [int(b) for b in bounds]
     assert scaled.tobytes() == plain_scaled.tobytes()
     x, y = plain_keras.windows(scaled[: bounds[1]], 0, int(bounds[1]), 24, 1)
-    assert len(x) == len(preprocess.window_starts(bounds, 0, 24, 1))
+    assert len(x) == len(transforms.window_starts(bounds, 0, 24, 1))
 
 
 def test_bench_growth_exponent_and_ratios():

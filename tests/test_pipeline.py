@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spline_lstm.artifacts import safe_load_pickle, sha256_file
+from spline_lstm.artifacts.layout import safe_load_pickle, sha256_file
 from tests.conftest import DATASETS, SMOKE_FAST, Run, launch, last_line
 
 KINDS = ("processed", "meta", "preprocessor", "best", "last", "metrics", "report", "metadata")
@@ -66,7 +66,7 @@ def test_metadata_is_a_reproducibility_record(smoke_run: Run):
 
 def test_preprocessor_records_the_input_rules_predict_applies(smoke_run: Run):
     """predict holds its input to the thresholds the run was trained with."""
-    from spline_lstm.preprocess import InputRules
+    from spline_lstm.preprocessing.transforms import InputRules
 
     cfg = smoke_run.json("metadata")["config"]
     rules = InputRules.for_predict(safe_load_pickle(smoke_run.path("preprocessor")))

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spline_lstm.artifacts import RestrictedUnpickler, dump_plain_pickle
-from spline_lstm.config import DataConfig, PreprocessConfig
-from spline_lstm.errors import InputInvalid
-from spline_lstm.preprocessor import Preprocessor
+from spline_lstm.artifacts.layout import RestrictedUnpickler, dump_plain_pickle
+from spline_lstm.core.config import DataConfig, PreprocessConfig
+from spline_lstm.core.errors import InputInvalid
+from spline_lstm.preprocessing.preprocessor import Preprocessor
 
 
 def _fitted(difference: int = 0, n: int = 400):
@@ -76,7 +76,7 @@ class _Persistence:
 
 
 def test_forecast_frame_recursive_beyond_the_horizon_with_widening_intervals():
-    from spline_lstm.predict import forecast_frame
+    from spline_lstm.serving.predict import forecast_frame
 
     pre, values, *_ = _fitted(difference=1)
     pre = pre.calibrated(np.ones((50, 4)), np.zeros((50, 4)))
@@ -97,7 +97,7 @@ def test_forecast_frame_recursive_beyond_the_horizon_with_widening_intervals():
 
 
 def test_forecast_frame_names_predicts_own_options():
-    from spline_lstm.predict import forecast_frame
+    from spline_lstm.serving.predict import forecast_frame
 
     pre, values, *_ = _fitted()
     frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=100, freq="h"), "value": values[:100]})
@@ -116,7 +116,7 @@ def test_trained_80_percent_interval_covers_70_to_90_percent_of_test_points(tmp_
     split: the calibrated 80% interval holds 70-90% of the observed targets."""
     from pathlib import Path
 
-    from spline_lstm.predict import forecast_frame, load_run
+    from spline_lstm.serving.predict import forecast_frame, load_run
     from tests.conftest import launch
 
     outputs = tmp_path / "outputs"

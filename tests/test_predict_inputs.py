@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spline_lstm.artifacts import safe_load_pickle
+from spline_lstm.artifacts.layout import safe_load_pickle
 from tests.conftest import Run, cli, last_line
 from tests.test_hardening import PREDICT_INPUT_CASES, Scenario
 from tests.helpers.tamper import input_csv

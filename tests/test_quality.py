@@ -10,9 +10,11 @@ import logging
 import numpy as np
 import pytest
 
-from spline_lstm import backtest, evaluate, yardsticks
-from spline_lstm.documents import MetricsDoc
-from spline_lstm.errors import EXIT_CODES, InputInvalid
+from spline_lstm.pipeline import backtest
+from spline_lstm.evaluation import metrics
+from spline_lstm.evaluation import yardsticks
+from spline_lstm.core.documents import MetricsDoc
+from spline_lstm.core.errors import EXIT_CODES, InputInvalid
 from tests.conftest import SMOKE_FAST, Run, cli, last_line, launch
 
 
@@ -51,10 +53,10 @@ def test_ets_beats_naive_on_a_clean_seasonal_series():
     y, train_end, horizon = seasonal_series(noise=0.1), 240, 3
     starts = np.arange(train_end, len(y) - horizon + 1)
     actual = y[starts[:, None] + np.arange(horizon)]
-    naive = evaluate.baseline_forecasts(y, starts, 12, horizon, 12)["naive_last"]
+    naive = metrics.baseline_forecasts(y, starts, 12, horizon, 12)["naive_last"]
     ets = yardsticks.forecast_all(y, train_end, starts, horizon, 12)["ets"].forecasts
-    scale = evaluate.mase_scale(y[:train_end], 12)
-    assert evaluate.forecast_metrics(actual, ets, scale)["rmse"] < 0.5 * evaluate.forecast_metrics(
+    scale = metrics.mase_scale(y[:train_end], 12)
+    assert metrics.forecast_metrics(actual, ets, scale)["rmse"] < 0.5 * metrics.forecast_metrics(
         actual, naive, scale)["rmse"]
 
 
@@ -105,11 +107,11 @@ def test_backtest_without_refit_stays_in_the_test_split():
 
 def test_skill_verdict():
     base = {"naive_last": 2.0, "ets": 1.0, "theta": float("nan")}
-    v = evaluate.skill_verdict(0.9, base, 5.0, "warn", "test split")
+    v = metrics.skill_verdict(0.9, base, 5.0, "warn", "test split")
     assert (v["verdict"], v["best_baseline"], v["improvement_pct"]) == ("SKILLED", "ets", pytest.approx(10.0))
-    assert evaluate.skill_verdict(0.97, base, 5.0, "strict", "test split")["verdict"] == "UNSKILLED"
-    assert evaluate.skill_verdict(1.0, base, 0.0, "strict", "test split")["verdict"] == "UNSKILLED"  # a tie
-    assert evaluate.skill_verdict(0.5, base, 0.0, "off", "test split")["verdict"] is None
+    assert metrics.skill_verdict(0.97, base, 5.0, "strict", "test split")["verdict"] == "UNSKILLED"
+    assert metrics.skill_verdict(1.0, base, 0.0, "strict", "test split")["verdict"] == "UNSKILLED"  # a tie
+    assert metrics.skill_verdict(0.5, base, 0.0, "off", "test split")["verdict"] is None
 
 
 def test_metrics_doc_reads_old_runs_and_round_trips():
@@ -173,6 +175,6 @@ def test_backtest_folds_that_do_not_fit_are_refused_before_anything_is_written(t
 
 def test_no_seasonal_naive_from_before_the_series():
     series = np.arange(100, dtype=float)
-    out = evaluate.baseline_forecasts(series, np.arange(30, 90), 24, 1, season=50)
+    out = metrics.baseline_forecasts(series, np.arange(30, 90), 24, 1, season=50)
     assert "seasonal_naive" not in out  # a window at 30 has no value 50 steps back
-    assert "seasonal_naive" in evaluate.baseline_forecasts(series, np.arange(60, 90), 24, 1, season=50)
+    assert "seasonal_naive" in metrics.baseline_forecasts(series, np.arange(60, 90), 24, 1, season=50)

@@ -14,9 +14,9 @@ from typing import List
 
 import pytest
 
-from spline_lstm.cli import build_parser
-from spline_lstm.config import validate
-from spline_lstm.errors import EXIT_CODES
+from spline_lstm.cli.main import build_parser
+from spline_lstm.core.config import validate
+from spline_lstm.core.errors import EXIT_CODES
 from tests.conftest import REPO, Run, cli
 from tests.helpers.tamper import files_under, flip_byte, mlflow_runs
 
@@ -109,7 +109,7 @@ def test_every_operator_command_in_the_runbook_parses():
 def test_every_launch_command_in_the_runbook_composes():
     from hydra import compose, initialize_config_dir
 
-    from spline_lstm.config import register_configs
+    from spline_lstm.core.config import register_configs
 
     argvs = commands(text(), "python launch.py")
     assert len(argvs) >= 5

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spline_lstm.seasonality import seasonal_index
-from spline_lstm.synthetic import related_series
+from spline_lstm.preprocessing.seasonality import seasonal_index
+from spline_lstm.data.synthetic import related_series
 from tests.conftest import SMOKE_FAST, Run, cli, launch, last_line, sweep_runs
 from tests.helpers.tamper import input_csv
 from tests.test_config import _compose
@@ -67,8 +67,8 @@ def test_a_panel_is_reproducible_by_seed():
 # --- training.distribute ----------------------------------------------------------------------
 
 def test_cpu_devices_needs_mirrored_and_a_sane_count():
-    from spline_lstm.config import validate
-    from spline_lstm.errors import ConfigInvalid
+    from spline_lstm.core.config import validate
+    from spline_lstm.core.errors import ConfigInvalid
 
     assert validate(_compose("training.distribute=mirrored", "training.cpu_devices=2")).training.cpu_devices == 2
     with pytest.raises(ConfigInvalid, match="training.cpu_devices: splits the CPU"):

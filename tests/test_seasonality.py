@@ -1,4 +1,4 @@
-"""Season-aware defaults (spline_lstm.seasonality) and the seasonal gap fill: season
+"""Season-aware defaults (spline_lstm.preprocessing.seasonality) and the seasonal gap fill: season
 from the frequency, overrides, the difference / lookback choices on series of known
 structure, causal and more accurate seasonal filling, one fill path for predict."""
 from __future__ import annotations
@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spline_lstm import preprocess, seasonality
-from spline_lstm.artifacts import safe_load_pickle
-from spline_lstm.config import DataConfig, Interpolation, PreprocessConfig, validate
-from spline_lstm.errors import ConfigInvalid, InputInvalid
-from spline_lstm.preprocessor import Preprocessor
+from spline_lstm.preprocessing import transforms
+from spline_lstm.preprocessing import seasonality
+from spline_lstm.artifacts.layout import safe_load_pickle
+from spline_lstm.core.config import DataConfig, Interpolation, PreprocessConfig, validate
+from spline_lstm.core.errors import ConfigInvalid, InputInvalid
+from spline_lstm.preprocessing.preprocessor import Preprocessor
 from tests.conftest import Run, launch, last_line
 from tests.test_config import _compose
 
@@ -33,10 +34,10 @@ def test_season_is_inferred_from_the_frequency(freq, season):
     (("data=csv", "data.path=x.csv", "data.season=12"), 12, "auto", "auto"),
     (("+preset=smoke",), 24, "auto", 24),
     (("+preset=airline", "data.path=x.csv"), 12, 12, 12),
-    (("preprocess.difference=first",), 24, 1, "auto"),
-    (("preprocess.difference=none", "preprocess.lookback=48"), 24, 0, 48),
-    (("preprocess.difference=seasonal",), 24, "seasonal", "auto"),
-    (("preprocess.difference=12", "preprocess.lookback=36"), 24, 12, 36),
+    (("transforms.difference=first",), 24, 1, "auto"),
+    (("transforms.difference=none", "preprocess.lookback=48"), 24, 0, 48),
+    (("transforms.difference=seasonal",), 24, "seasonal", "auto"),
+    (("transforms.difference=12", "preprocess.lookback=36"), 24, 12, 36),
 ])
 def test_season_difference_and_lookback_settings(overrides, season, difference, lookback):
     app = validate(_compose(*overrides))
@@ -46,9 +47,9 @@ def test_season_difference_and_lookback_settings(overrides, season, difference, 
 @pytest.mark.parametrize("override,key", [
     ("data.season=0", "data.season"), ("data.season=abc", "data.season"), ("data.season=1.5", "data.season"),
     ("data.season=true", "data.season"), ("data.season=[12]", "data.season"),
-    ("preprocess.difference=-1", "preprocess.difference"), ("preprocess.difference=second", "preprocess.difference"),
+    ("transforms.difference=-1", "transforms.difference"), ("transforms.difference=second", "transforms.difference"),
     ("preprocess.lookback=0", "preprocess.lookback"), ("preprocess.lookback=many", "preprocess.lookback"),
-    ("data.season=none preprocess.difference=seasonal", "preprocess.difference"),
+    ("data.season=none transforms.difference=seasonal", "transforms.difference"),
     ("data.season=none preprocess.interpolation=seasonal", "preprocess.interpolation"),
     ("preprocess.interpolation=spline", "preprocess.interpolation"),
 ])
@@ -81,19 +82,19 @@ def _series(kind: str, n: int = 240, m: int = 12, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("kind,lag", [("season", 12), ("trend", 1), ("none", 0)])
 def test_difference_auto_finds_the_structure(kind, lag):
     y = _series(kind)
-    chosen, why = seasonality.choose_difference(y, preprocess.split_bounds(len(y), PreprocessConfig()), 12)
+    chosen, why = seasonality.choose_difference(y, transforms.split_bounds(len(y), PreprocessConfig()), 12)
     assert chosen == lag, why
     assert "lowest validation rmse" in why and "KPSS" in why
 
 
 def test_difference_auto_without_a_season_never_differences_seasonally():
     y = _series("season")
-    assert seasonality.choose_difference(y, preprocess.split_bounds(len(y), PreprocessConfig()), None)[0] == 1
+    assert seasonality.choose_difference(y, transforms.split_bounds(len(y), PreprocessConfig()), None)[0] == 1
 
 
 def test_difference_auto_never_looks_at_the_test_split():
     y = _series("season")
-    bounds = preprocess.split_bounds(len(y), PreprocessConfig())
+    bounds = transforms.split_bounds(len(y), PreprocessConfig())
     other = y.copy()
     other[bounds[2]:] = 0.0
     assert seasonality.choose_difference(y, bounds, 12) == seasonality.choose_difference(other, bounds, 12)
@@ -105,7 +106,7 @@ def test_lookback_auto_finds_the_lag_that_carries_the_signal():
     y = np.zeros(600)
     for t in range(12, 600):
         y[t] = 0.95 * y[t - 12] + rng.standard_normal()
-    bounds = preprocess.split_bounds(600, PreprocessConfig())
+    bounds = transforms.split_bounds(600, PreprocessConfig())
     lookback, why = seasonality.choose_lookback(y, bounds, 0, 1, 6)
     assert lookback == 12, why
 
@@ -119,7 +120,7 @@ def test_resolve_writes_plain_values_back_and_says_why():
     y = _series("season", n=200)
     y[[30, 31, 77]] = np.nan
     app = _app(difference="auto", lookback="auto")
-    bounds = preprocess.split_bounds(len(y), app.preprocess)
+    bounds = transforms.split_bounds(len(y), app.preprocess)
     choices = seasonality.resolve(app, y, bounds, "MS")
     assert (app.data.season, app.preprocess.difference) == (12, 12)
     assert app.preprocess.interpolation == Interpolation.seasonal
@@ -134,11 +135,11 @@ def test_resolve_writes_plain_values_back_and_says_why():
 def test_resolve_without_a_season_uses_pchip_and_refuses_seasonal_difference():
     y = _series("none", n=120)
     app = _app()
-    choices = seasonality.resolve(app, y, preprocess.split_bounds(120, app.preprocess), "YS")
+    choices = seasonality.resolve(app, y, transforms.split_bounds(120, app.preprocess), "YS")
     assert (choices.season, choices.interpolation) == (None, "pchip")
     app = _app(difference="seasonal")  # the config is fine; the data has no season: an input error
-    with pytest.raises(InputInvalid, match="preprocess.difference=seasonal needs a season"):
-        seasonality.resolve(app, y, preprocess.split_bounds(120, app.preprocess), "YS")
+    with pytest.raises(InputInvalid, match="transforms.difference=seasonal needs a season"):
+        seasonality.resolve(app, y, transforms.split_bounds(120, app.preprocess), "YS")
 
 
 # --- seasonal gap filling ------------------------------------------------------------------
@@ -157,19 +158,19 @@ def test_seasonal_fill_is_more_accurate_than_pchip_on_a_seasonal_series():
         truth, values = _gappy(seed)
         bounds = np.array([0, len(values), len(values), len(values)])
         gaps = np.isnan(values)
-        err = {m: np.sqrt(np.mean((preprocess.fill_gaps(values, bounds, m, 12)[gaps] - truth[gaps]) ** 2))
+        err = {m: np.sqrt(np.mean((transforms.fill_gaps(values, bounds, m, 12)[gaps] - truth[gaps]) ** 2))
                for m in (Interpolation.pchip, Interpolation.seasonal)}
         assert err[Interpolation.seasonal] < 0.5 * err[Interpolation.pchip], err
 
 
 def test_seasonal_fill_is_causal_by_split_and_keeps_observed_points():
     _, values = _gappy()
-    bounds = preprocess.split_bounds(len(values), PreprocessConfig())
-    a = preprocess.fill_gaps(values, bounds, Interpolation.seasonal, 12)
+    bounds = transforms.split_bounds(len(values), PreprocessConfig())
+    a = transforms.fill_gaps(values, bounds, Interpolation.seasonal, 12)
     changed = values.copy()
     changed[bounds[2]:] = changed[bounds[2]:] * 3 + 50  # other test-split values
     changed[bounds[1]:bounds[2]] += 7.0  # and other validation values
-    b = preprocess.fill_gaps(changed, bounds, Interpolation.seasonal, 12)
+    b = transforms.fill_gaps(changed, bounds, Interpolation.seasonal, 12)
     assert np.array_equal(a[: bounds[1]], b[: bounds[1]])
     assert not np.isnan(a).any()
     obs = ~np.isnan(values)
@@ -180,17 +181,17 @@ def test_seasonal_fill_needs_a_season_and_auto_picks_by_season():
     _, values = _gappy()
     bounds = np.array([0, len(values), len(values), len(values)])
     with pytest.raises(ConfigInvalid, match="preprocess.interpolation"):
-        preprocess.fill_gaps(values, bounds, Interpolation.seasonal, None)
-    assert np.array_equal(preprocess.fill_gaps(values, bounds, Interpolation.auto, None),
-                          preprocess.fill_gaps(values, bounds, Interpolation.pchip))
-    assert np.array_equal(preprocess.fill_gaps(values, bounds, Interpolation.auto, 12),
-                          preprocess.fill_gaps(values, bounds, Interpolation.seasonal, 12))
+        transforms.fill_gaps(values, bounds, Interpolation.seasonal, None)
+    assert np.array_equal(transforms.fill_gaps(values, bounds, Interpolation.auto, None),
+                          transforms.fill_gaps(values, bounds, Interpolation.pchip))
+    assert np.array_equal(transforms.fill_gaps(values, bounds, Interpolation.auto, 12),
+                          transforms.fill_gaps(values, bounds, Interpolation.seasonal, 12))
 
 
 def test_predict_fills_exactly_as_training_filled_the_training_split():
     _, values = _gappy()
     cfg = PreprocessConfig(interpolation=Interpolation.seasonal, lookback=12, difference=12)
-    bounds = preprocess.split_bounds(len(values), cfg)
+    bounds = transforms.split_bounds(len(values), cfg)
     pre, filled, _ = Preprocessor.fit(values, bounds, cfg, run_id="r1", data=DataConfig(season=12), freq="MS",
                                       last_timestamp="", where="test", choices={"season": 12})
     pre = Preprocessor.from_dict(pre.to_dict())
@@ -223,7 +224,7 @@ def test_a_monthly_csv_with_defaults_reports_the_choices_and_seasonal_naive(tmp_
 
 def test_the_payload_never_holds_auto():
     _, values = _gappy()
-    bounds = preprocess.split_bounds(len(values), PreprocessConfig())
+    bounds = transforms.split_bounds(len(values), PreprocessConfig())
     pre, *_ = Preprocessor.fit(values, bounds, PreprocessConfig(lookback=12), run_id="r1", data=DataConfig(),
                                freq="MS", last_timestamp="", where="test")
     assert (pre.season, pre.interpolation) == (12, "seasonal")

@@ -22,8 +22,8 @@ from typing import Dict, List
 
 import pytest
 
-from spline_lstm.config import TrackingConfig
-from spline_lstm.tracking_server import http_env, retry_delays, with_retries
+from spline_lstm.core.config import TrackingConfig
+from spline_lstm.tracking.server import http_env, retry_delays, with_retries
 from tests.conftest import REPO, last_line, launch, run_cmd
 from tests.helpers.postgres import Unavailable, free_port, tracking_server
 
@@ -267,10 +267,10 @@ def test_a_job_that_outlives_the_retries_exits_8_and_its_run_is_found_and_ended(
     assert proc.returncode == 8, err_text[-3000:]
     assert last_line(err_text).startswith("ERROR [TRACKING_FAILED]")
     assert [r.info.status for r in _all_runs(srv.url, "server-outage")] == ["RUNNING"]
-    found = run_cmd(["-m", "spline_lstm.tracking_server", "stale", "--tracking-uri", srv.url,
+    found = run_cmd(["-m", "spline_lstm.tracking.server", "stale", "--tracking-uri", srv.url,
                      "--experiment", "server-outage", "--run-id", "outage-1"])
     assert found.returncode == 0 and found.stdout.startswith("outage-1\t"), found.stdout + found.stderr
-    ended = run_cmd(["-m", "spline_lstm.tracking_server", "stale", "--tracking-uri", srv.url,
+    ended = run_cmd(["-m", "spline_lstm.tracking.server", "stale", "--tracking-uri", srv.url,
                      "--experiment", "server-outage", "--run-id", "outage-1", "--end"])
     assert ended.returncode == 0 and "ended FAILED" in ended.stdout
     assert [r.info.status for r in _all_runs(srv.url, "server-outage")] == ["FAILED"]
@@ -278,7 +278,7 @@ def test_a_job_that_outlives_the_retries_exits_8_and_its_run_is_found_and_ended(
 
 @pytest.mark.slow
 def test_a_create_run_twin_from_a_retried_request_is_removed(server):
-    from spline_lstm.tracking_server import drop_duplicate_runs
+    from spline_lstm.tracking.server import drop_duplicate_runs
 
     _, srv = server
     client = _client(srv.url)
@@ -294,10 +294,10 @@ def test_a_create_run_twin_from_a_retried_request_is_removed(server):
 
 
 def test_the_runbooks_stale_run_commands_parse():
-    from spline_lstm.tracking_server import build_parser
+    from spline_lstm.tracking.server import build_parser
     from tests.test_runbook import commands, text
 
-    argvs = commands(text(), "python -m spline_lstm.tracking_server")
+    argvs = commands(text(), "python -m spline_lstm.tracking.server")
     assert len(argvs) >= 2 and any("--end" in a for a in argvs)
     for argv in argvs:
         build_parser().parse_args(argv[3:])

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spline_lstm.panel import in_shard
-from spline_lstm.synthetic import related_series
+from spline_lstm.data.panel import in_shard
+from spline_lstm.data.synthetic import related_series
 from tests.conftest import launch, last_line, sweep_runs
 
 

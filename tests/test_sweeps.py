@@ -19,7 +19,7 @@ from typing import Dict, List
 
 import pytest
 
-from spline_lstm import sweep
+from spline_lstm.app import sweep
 from tests.conftest import REPO, launch, last_line
 
 TINY = ["+preset=smoke", "training.epochs=1", "data.n_points=300"]
@@ -77,7 +77,7 @@ def test_validation_rmse_is_the_best_epochs_validation_loss():
 
 
 def test_a_single_runs_console_format_is_unchanged_and_a_sweep_jobs_carries_its_run_id():
-    from spline_lstm.hydra_app import console_formatter
+    from spline_lstm.app.hydra_app import console_formatter
 
     single = console_formatter("[%(levelname)s] %(message)s", "[run-1][%(levelname)s] %(message)s", None)
     job = console_formatter("[%(levelname)s] %(message)s", "[run-1][%(levelname)s] %(message)s", 0)

@@ -1,4 +1,4 @@
-"""The workers and thread budget of a parallel sweep (spline_lstm.threads): no more workers
+"""The workers and thread budget of a parallel sweep (spline_lstm.core.threads): no more workers
 than n_jobs, idle cores or jobs per launch; K workers on C idle cores get C // K threads each;
 only the joblib launcher runs jobs in parallel. End to end (the workers and budget in effect
 in each job's TensorFlow and recorded in its metadata):
@@ -10,7 +10,7 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-from spline_lstm import threads
+from spline_lstm.core import threads
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from spline_lstm.threads import cores
+from spline_lstm.core.threads import cores
 from tests.conftest import SMOKE_FAST, Run, launch, last_line
 
 

@@ -29,7 +29,7 @@ PASSWORD = "pw-" + secrets.token_hex(10)
 
 
 def _store(tmp_path: Path):
-    from spline_lstm.tracking import Store
+    from spline_lstm.tracking.tracker import Store
 
     db = tmp_path / "mlflow.db"
     return Store(f"sqlite:///{db}", (tmp_path / "art").as_uri(), "lifecycle"), db
@@ -64,7 +64,7 @@ def _assert_one_error_line(w: Watched, name: str) -> str:
 def test_a_later_terminal_state_replaces_a_queued_finished(tmp_path):
     """The helper applies requests in order: FINISHED (with health=PASS) queued, then KILLED
     -> the run ends KILLED and health turns FAIL."""
-    from spline_lstm.tracking_helper import serve
+    from spline_lstm.tracking.helper import serve
 
     store, db = _store(tmp_path)
     from dataclasses import asdict
@@ -81,7 +81,7 @@ def test_a_later_terminal_state_replaces_a_queued_finished(tmp_path):
 def test_the_tracker_owns_the_run_until_it_is_closed(tmp_path):
     """Through the real helper process: the gate's PASS ends the run FINISHED; a failure
     after it (abort) still wins; closing leaves nothing RUNNING and no helper behind."""
-    from spline_lstm.tracking import Tracker
+    from spline_lstm.tracking.tracker import Tracker
 
     store, db = _store(tmp_path)
     tracker = Tracker(store)
@@ -98,7 +98,7 @@ def test_the_tracker_owns_the_run_until_it_is_closed(tmp_path):
 
 
 def test_a_stopped_helper_is_killed_and_the_run_ended_directly(tmp_path):
-    from spline_lstm.tracking import Tracker
+    from spline_lstm.tracking.tracker import Tracker
 
     store, db = _store(tmp_path)
     tracker = Tracker(store)
@@ -115,7 +115,7 @@ def test_a_stopped_helper_is_killed_and_the_run_ended_directly(tmp_path):
 
 def test_a_helper_stopped_before_it_created_the_run_still_leaves_a_killed_record(tmp_path):
     """Interrupted while the helper still imports MLflow: the claimed run gets its record."""
-    from spline_lstm.tracking import Tracker
+    from spline_lstm.tracking.tracker import Tracker
 
     store, db = _store(tmp_path)
     tracker = Tracker(store)
@@ -131,7 +131,7 @@ def test_a_helper_stopped_before_it_created_the_run_still_leaves_a_killed_record
 # --- store initialisation -----------------------------------------------------------------
 
 def test_a_half_migrated_store_is_repaired_under_the_lock(tmp_path):
-    from spline_lstm.tracking import ensure_store
+    from spline_lstm.tracking.tracker import ensure_store
 
     store, db = _store(tmp_path)
     exp_id = ensure_store(store)
@@ -146,8 +146,8 @@ def test_a_half_migrated_store_is_repaired_under_the_lock(tmp_path):
 
 
 def test_a_store_that_cannot_be_migrated_is_refused_with_the_runbook_action(tmp_path):
-    from spline_lstm.errors import TrackingFailed
-    from spline_lstm.tracking import ensure_store
+    from spline_lstm.core.errors import TrackingFailed
+    from spline_lstm.tracking.tracker import ensure_store
 
     store, db = _store(tmp_path)
     ensure_store(store)
@@ -261,7 +261,7 @@ def test_a_store_locked_mid_run_fails_it_and_it_never_passes(tmp_path):
 # --- secrets ------------------------------------------------------------------------------
 
 def test_masking_covers_text_nested_values_and_logs(monkeypatch):
-    from spline_lstm.secrets import MaskingFilter, hide_passwords, mask_obj, mask_text
+    from spline_lstm.core.secrets import MaskingFilter, hide_passwords, mask_obj, mask_text
 
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from spline_lstm import preprocess, train
-from spline_lstm.config import HeadInit, ModelConfig, PreprocessConfig, Revin, TrainingConfig
+from spline_lstm.preprocessing import transforms
+from spline_lstm.models import train
+from spline_lstm.core.config import HeadInit, ModelConfig, PreprocessConfig, Revin, TrainingConfig
 
 
-def _source(n: int, lookback: int = 8, ramp: bool = False) -> preprocess.WindowSource:
+def _source(n: int, lookback: int = 8, ramp: bool = False) -> transforms.WindowSource:
     """``ramp``: the series is 0, 1, 2, ... so a window's target is its start."""
-    bounds = preprocess.split_bounds(n, PreprocessConfig(lookback=lookback))
+    bounds = transforms.split_bounds(n, PreprocessConfig(lookback=lookback))
     series = np.arange(n, dtype=np.float32) if ramp else np.sin(np.arange(n, dtype=np.float32) / 5)
-    return preprocess.WindowSource(series, preprocess.window_starts(bounds, 0, lookback, 1), lookback, 1)
+    return transforms.WindowSource(series, transforms.window_starts(bounds, 0, lookback, 1), lookback, 1)
 
 
 def _epochs(ds, count: int) -> list:
@@ -48,13 +49,13 @@ def test_above_the_limit_each_epoch_is_a_new_permutation_fixed_by_the_seed(monke
 
 
 def _fit(tmp_path, name: str) -> dict:
-    from spline_lstm.model import build_model
+    from spline_lstm.models.network import build_model
 
     train.seed_everything(3, True)
     model = build_model(ModelConfig(units=4, head_init=HeadInit.default, revin=Revin.none), 8, 1, 1e-2, 1, 0)
     src = _source(600)
-    val = preprocess.WindowSource(src.series, preprocess.window_starts(
-        preprocess.split_bounds(600, PreprocessConfig(lookback=8)), 1, 8, 1), 8, 1)
+    val = transforms.WindowSource(src.series, transforms.window_starts(
+        transforms.split_bounds(600, PreprocessConfig(lookback=8)), 1, 8, 1), 8, 1)
     return train.fit(model, src, val, TrainingConfig(epochs=2, batch_size=32, patience=0, shuffle=True), 3,
                      tmp_path / name, verbose=0)
 

@@ -52,7 +52,7 @@ class BreakArtifact(Callback):
         only = os.environ.get(ENV_RUN_ID)
         if only and only != run_id:
             return
-        from spline_lstm.artifacts import ArtifactLayout
+        from spline_lstm.artifacts.layout import ArtifactLayout
 
         kind, _, action = spec.partition(":")
         path = ArtifactLayout(Path(str(config.paths.artifacts_dir)).absolute()).paths(run_id)[kind]

@@ -91,7 +91,7 @@ def epochs_logged(n: int) -> Callable[[str], bool]:
 
 
 def tracking_helper_pid(parent: int, timeout: float = 60) -> int:
-    """The pid of ``python -m spline_lstm.tracking_helper`` started by ``parent``."""
+    """The pid of ``python -m spline_lstm.tracking.helper`` started by ``parent``."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -100,7 +100,7 @@ def tracking_helper_pid(parent: int, timeout: float = 60) -> int:
                 cmd = (stat.parent / "cmdline").read_bytes()
             except (OSError, ValueError, IndexError):
                 continue
-            if ppid == parent and b"spline_lstm.tracking_helper" in cmd:
+            if ppid == parent and b"spline_lstm.tracking.helper" in cmd:
                 return int(stat.parent.name)
         time.sleep(0.2)
     raise AssertionError(f"no tracking helper under pid {parent}")

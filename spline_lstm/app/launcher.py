@@ -1,0 +1,168 @@
+"""Run Hydra and map the outcome to CONTRACT §7 exit codes.
+
+Hydra re-raises a failed job's exception when HYDRA_FULL_ERROR=1: after a single
+run at once, after a sweep once every job has run. Each job records its verdict
+in a status folder, so the end of a sweep can list every failed run_id. The
+containment callback refuses a config before Hydra writes (``containment.Refused``,
+mapped here like any typed error); overrides that would move Hydra's writes are
+refused here, before Hydra starts.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+from spline_lstm.core.errors import classify, error_line, interrupt_on_signal
+
+
+def _statuses(status_dir: Path) -> List[dict]:
+    out = []
+    for path in sorted(status_dir.glob("*.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
+    import hydra
+
+    from spline_lstm.core.config import new_sweep_id, register_configs
+    from spline_lstm.app.hydra_app import task
+    from spline_lstm.core.threads import JOBS_ENV, REQUESTED_ENV, THREADS_ENV, USABLE_ENV
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    logging.raiseExceptions = False  # a log handler on a full disk fails quietly; the run's own writes report it
+    os.environ["SPLINE_LSTM_SWEEP_ID"] = new_sweep_id()  # fresh per launch, never inherited
+    for var in (THREADS_ENV, JOBS_ENV, REQUESTED_ENV, USABLE_ENV):  # a thread budget only from this launch's own parallel sweep
+        os.environ.pop(var, None)
+    status_dir = Path(tempfile.mkdtemp(prefix="spline-lstm-status-"))
+    os.environ["SPLINE_LSTM_STATUS_DIR"] = str(status_dir)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt_on_signal)
+    register_configs()
+    from spline_lstm.core.secrets import hide_passwords
+
+    sys.argv = [sys.argv[0], *hide_passwords(sys.argv[1:] if argv is None else argv)]
+    if "--help" in sys.argv or "-h" in sys.argv:
+        _list_groups_from_files(Path(config_path))
+    main = hydra.main(config_path=config_path, config_name="config", version_base="1.3")(task)
+    try:
+        _precheck(sys.argv[1:])
+        main()
+        statuses = _statuses(status_dir)
+        failed = [s for s in statuses if not s.get("ok")]
+        code = failed[0].get("code", 1) if failed else 0  # defensive: a job failed without Hydra re-raising
+        _end_sweep(status_dir, statuses, code)
+        if failed:
+            _print_failures(failed)
+        elif len(statuses) > 1:
+            print(f"sweep {os.environ['SPLINE_LSTM_SWEEP_ID']}: all {len(statuses)} jobs passed the "
+                  "health gate: " + ", ".join(s["run_id"] for s in statuses))
+    except BrokenPipeError:  # e.g. `launch.py --help | head`
+        code = 0
+    except SystemExit as exc:  # argparse / --help
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes an exit code
+        err = classify(exc)
+        statuses = _statuses(status_dir)
+        failed = [s for s in statuses if not s.get("ok")]
+        if err.code == 1 and failed:  # a sweeper that gave up after failed jobs (Optuna: no trial
+            err = _job_error(failed[0])  # completed): their error is the sweep's, as for the basic one
+        log_path = next((s.get("log") for s in failed if s.get("run_id") and s.get("name") == err.name), None)
+        log_path = _keep_traceback(exc, err, log_path)
+        _end_sweep(status_dir, statuses, err.code)
+        if statuses and (len(statuses) > 1 or "-m" in sys.argv or "--multirun" in sys.argv):
+            _print_failures(failed, total=len(statuses))
+        sys.stdout.flush()
+        print(error_line(err, log_path), file=sys.stderr)
+        code = err.code
+    finally:
+        shutil.rmtree(status_dir, ignore_errors=True)
+    return code
+
+
+def _job_error(status: dict):
+    """The typed error a failed job recorded, rebuilt from its name and message."""
+    from spline_lstm.core.errors import SplineLSTMError
+
+    kind = next((c for c in SplineLSTMError.__subclasses__() if c.name == status.get("name")), SplineLSTMError)
+    return kind(status.get("message", ""))
+
+
+def _end_sweep(status_dir: Path, statuses: List[dict], code: int) -> None:
+    """A sweep's ranked table on stdout, its summary files and parent run ended (spline_lstm.app.sweep)."""
+    from spline_lstm.app.sweep import finish
+
+    try:
+        text = finish(status_dir, statuses, code)
+    except Exception as exc:  # noqa: BLE001 - display only: the exit code and error line stand
+        text = f"sweep table unavailable: {type(exc).__name__}: {exc}"
+    if text:
+        print(text, flush=True)
+
+
+def _list_groups_from_files(config_dir: Path) -> None:
+    """``--help`` lists each ``conf/<group>/*.yaml`` by file name; Hydra's own listing
+    composes every option of every group first (most of the command's 0.8 s)."""
+    from hydra._internal.hydra import Hydra
+
+    def format_config_groups(self, predicate, compact: bool = True) -> str:  # noqa: ARG001 - Hydra's signature
+        lines = []
+        for group in sorted(d for d in config_dir.iterdir() if d.is_dir() and predicate(d.name)):
+            lines.append(f"{group.name}: {', '.join(sorted(f.stem for f in group.glob('*.yaml')))}")
+        return "\n".join(lines)
+
+    Hydra.format_config_groups = format_config_groups
+
+
+def _precheck(args: List[str]) -> None:
+    """Refuse overrides of where Hydra writes (containment.check_overrides), and a
+    bad ``run_id=`` with RUN_ID_INVALID even where Hydra's override lexer would
+    reject it first as a syntax error (unicode, shell metacharacters)."""
+    from spline_lstm.app.containment import check_overrides
+
+    check_overrides(args)
+    if "-m" in args or "--multirun" in args:
+        return  # a sweep may list several run_ids; each job is checked before the sweep starts
+    from spline_lstm.artifacts.layout import validate_run_id
+
+    for arg in args:
+        if arg.startswith(("run_id=", "+run_id=", "++run_id=")):
+            value = arg.split("=", 1)[1]
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            validate_run_id(value)
+
+
+def _keep_traceback(exc: BaseException, err, log_path: Optional[str]) -> Optional[str]:
+    """The traceback goes to the run's log (or, for a bug outside any run, a temp
+    log), never to the console. Returns the log path to name in the error line."""
+    if log_path is None and err.code != 1:
+        return None  # expected failure before any run folder exists: the line says it all
+    if log_path is None:
+        fd, log_path = tempfile.mkstemp(prefix="spline-lstm-", suffix=".log")
+        os.close(fd)
+    try:
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write("".join(traceback.format_exception(exc)))
+    except OSError:
+        return None
+    return log_path
+
+
+def _print_failures(failed: List[dict], total: Optional[int] = None) -> None:
+    head = f"{len(failed)} of {total} jobs failed" if total else f"{len(failed)} jobs failed"
+    print(f"sweep summary: {head}", file=sys.stderr)
+    for s in failed:
+        print(f"  FAILED {s['run_id']}: [{s.get('name')}] {s.get('message')} (log: {s.get('log')})",
+              file=sys.stderr)

@@ -1,0 +1,1 @@
+"""The operator commands (python -m spline_lstm ...), one module per subcommand."""

@@ -1,0 +1,515 @@
+"""Many series in one run: load them onto one shared time grid, and the per-series
+bookkeeping a global model needs (spans, split bounds, window starts, metrics).
+
+Input (``data`` group):
+- long format, ``data.id_col``: one row per (id, timestamp); the target, covariate and
+  static columns beside them; ``data.paths`` adds files of the same layout;
+- wide format, ``data.target_cols``: each listed column is one series; with
+  ``data.paths`` the ids are ``<file stem>:<column>`` (ETTh1:OT, ETTh2:OT);
+- synthetic, ``data.n_series=N``: ``synthetic.related_series`` (shared season, gaps,
+  one static covariate ``category``).
+
+Every series is held to the single-series rules (numeric cells, coercion, duplicates,
+its frequency, a grid it steps on): a long file column by column over the whole file
+(``data.to_series``'s rules, so messages name the file's row), then per id with numpy;
+each wide column by ``data.to_series``. The series are placed on the shared grid from
+the earliest to the latest timestamp of any series (same frequency and phase). A panel is
+an [n, T] array: NaN = gap, or outside the series' observed span ``spans[k]``.
+
+Splits are by time: the same cut-offs on the grid for every series (no series'
+future leaks into another's training). A series whose span starts later simply has
+a shorter training split; every series must pass the run's input rules
+(``preprocess.check_series``) on its own span.
+
+The model sees the flattened panel (row k at offset k*T): a window start ``k*T + t``
+never reaches outside series k (``window_starts``), so one ``WindowSource`` streams
+windows of every series without materialising them.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+
+from spline_lstm.core.config import DataConfig, DataSource, DuplicatePolicy
+from spline_lstm.core.errors import InputInvalid
+
+log = logging.getLogger("spline_lstm")
+MAX_SHOWN_IDS = 5
+
+
+@dataclass
+class Panel:
+    ids: Tuple[str, ...]
+    timestamps: pd.DatetimeIndex  # the shared grid, T points
+    values: np.ndarray  # [n, T] float64, NaN = gap or outside the series' span
+    freq: str
+    source: str
+    summary: dict
+    file_sha256: Optional[str] = None  # one file: its sha256; several: the sha256 of their sha256s
+    covariates: Dict[str, np.ndarray] = field(default_factory=dict)  # column -> [n, T]
+    statics: Dict[str, list] = field(default_factory=dict)  # column -> one raw value per series
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    @property
+    def length(self) -> int:
+        return len(self.timestamps)
+
+
+# --- loading ----------------------------------------------------------------------------------------
+
+@dataclass
+class _Rows:
+    """Series read from one or more files, before the shared grid: one row per (series,
+    timestamp), sorted by series then time. What each series' messages name is kept."""
+
+    ids: List[str]
+    files: List[str]  # the file of each series
+    wheres: List[str]  # "<file> series 'id'" / "<file> column 'col'"
+    cols: List[str]  # the target column of each series
+    freqs: List[str]
+    statics: List[dict]
+    codes: np.ndarray  # [N] series number of each row
+    stamps: pd.DatetimeIndex  # [N]
+    values: np.ndarray  # [N] float64, NaN = gap
+    covariates: Dict[str, np.ndarray]  # column -> [N]
+    counts: Dict[str, int]  # non_numeric, infinite, duplicates (target cells)
+
+
+def load_panel(cfg: DataConfig, seed: int, preset: Optional[str] = None) -> Panel:
+    """Read and validate the configured series (see module doc) onto one grid; with
+    ``data.shard=i/N`` only that shard's series (``in_shard``)."""
+    panel = _load(cfg, seed, preset)
+    if cfg.shard is None:
+        return panel
+    keep = in_shard(panel.ids, cfg.shard)
+    if not keep.any():
+        raise InputInvalid(f"data.shard={cfg.shard}: none of the {panel.n} series falls in this shard; use fewer shards")
+    log.info("data.shard=%s: %d of %d series", cfg.shard, int(keep.sum()), panel.n)
+    return replace(panel, ids=tuple(i for i, k in zip(panel.ids, keep) if k), values=panel.values[keep],
+                   covariates={c: v[keep] for c, v in panel.covariates.items()},
+                   statics={c: [v for v, k in zip(vals, keep) if k] for c, vals in panel.statics.items()},
+                   summary={**panel.summary, "series": int(keep.sum()), "shard": cfg.shard, "series_before_shard": panel.n})
+
+
+def in_shard(ids: Tuple[str, ...], shard: str) -> np.ndarray:
+    """Series i of shard "k/N": crc32(id) % N == k. Stable across runs, machines and
+    Python versions (not ``hash``), so every job of a sweep over k = 0..N-1 takes a
+    disjoint share and together they take every series."""
+    import zlib
+
+    k, n = (int(x) for x in str(shard).split("/"))
+    return np.array([zlib.crc32(i.encode("utf-8")) % n == k for i in ids], dtype=bool)
+
+
+def _load(cfg: DataConfig, seed: int, preset: Optional[str]) -> Panel:
+    if cfg.source == DataSource.synthetic:
+        return _synthetic(cfg, seed)
+    from spline_lstm.data.loading import _sha256
+
+    if not cfg.path:
+        which = f"preset {preset}" if preset else "data=csv"
+        raise InputInvalid(f"data.path is required for {which}: pass data.path=/path/to/file.csv")
+    files = [Path(os.path.expanduser(p)).absolute() for p in [cfg.path, *cfg.paths]]
+    if len(set(files)) < len(files):
+        raise InputInvalid(f"data.path / data.paths name a file twice: {', '.join(map(str, files))}")
+    blocks, rows = [], 0
+    for path in files:
+        block, n_rows = _long(path, cfg) if cfg.id_col else _wide(path, cfg, f"{path.stem}:" if len(files) > 1 else "")
+        blocks.append(block)
+        rows += n_rows
+    series = _concat(blocks)
+    shas = [_sha256(p) for p in files]
+    sha = shas[0] if len(shas) == 1 else hashlib.sha256("".join(shas).encode()).hexdigest()
+    where = str(files[0]) if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"
+    return _on_grid(series, cfg, where, sha, rows)
+
+
+def _long(path: Path, cfg: DataConfig) -> Tuple[_Rows, int]:
+    """A long-format file, validated column by column over the whole file (so a message
+    names the file's row), then split by id: one sort, no per-id pandas work."""
+    from spline_lstm.data.loading import TRAINING_HINTS, _row, infer_freq, parse_timestamps, read_table
+
+    covs = [*cfg.past_covariates, *cfg.future_covariates]
+    hints = replace(TRAINING_HINTS, covariates="fix data.static_covariates / data.past_covariates / "
+                    "data.future_covariates")
+    frame = read_table(path, cfg.timestamp_col, cfg.target_col, hints,
+                       extra=[cfg.id_col, *covs, *cfg.static_covariates], text={cfg.id_col: "data.id_col"})
+    frame = frame.reset_index(drop=True)
+    where = str(path)
+    ids = frame[cfg.id_col].astype("string").str.strip()
+    empty = (ids.isna() | (ids == "")).to_numpy(dtype=bool)
+    if empty.any():
+        first = int(np.flatnonzero(empty)[0])
+        raise InputInvalid(f"{where}: column {cfg.id_col!r} (data.id_col) is empty in {int(empty.sum())} of "
+                           f"{len(frame)} rows (first at {_row(first, where)}); every row needs its series id")
+    codes, names = pd.factorize(ids.to_numpy(dtype=object), sort=False)
+    names = [str(i) for i in names]
+    wheres = [f"{where} series {i!r}" for i in names]
+    stamps = pd.DatetimeIndex(parse_timestamps(frame[cfg.timestamp_col], cfg.timestamp_col, where))
+    values, counts = _cells(frame, cfg.target_col, cfg, where)
+    cov = {c: _cells(frame, c, cfg, where)[0] for c in covs}
+    statics = _statics(frame, codes, names, wheres, cfg)
+    order = np.lexsort((stamps.asi8, codes))
+    if (order[1:] < order[:-1]).any() and _unsorted_within(codes, stamps.asi8):
+        log.warning("%s: rows of a series are not in time order; sorted them", where)
+    codes, stamps, values = codes[order], stamps[order], values[order]
+    cov = {c: v[order] for c, v in cov.items()}
+    codes, stamps, values, cov, counts["duplicates"] = _merge_duplicates(codes, stamps, values, cov, cfg, wheres,
+                                                                          where)
+    cuts = np.flatnonzero(np.diff(codes)) + 1
+    starts, ends = np.r_[0, cuts], np.r_[cuts, len(codes)]
+    freqs = [cfg.freq or infer_freq(stamps[a:b], w) for a, b, w in zip(starts, ends, wheres)]
+    return _Rows(names, [where] * len(names), wheres, [cfg.target_col] * len(names), freqs, statics, codes, stamps,
+                 values, cov, counts), len(frame)
+
+
+def _cells(frame: pd.DataFrame, col: str, cfg: DataConfig, where: str) -> Tuple[np.ndarray, Dict[str, int]]:
+    """One column's cells by the single-series rules (numeric, data.coerce_errors,
+    magnitude), in row order: ``to_series`` over row-order stand-in timestamps, so its
+    messages name the file's rows."""
+    from spline_lstm.data.loading import to_series
+
+    ts = cfg.timestamp_col
+    stand_in = pd.DataFrame({ts: pd.DatetimeIndex(np.arange(len(frame)).view("M8[ns]")),
+                             col: frame[col].reset_index(drop=True)})
+    raw = to_series(stand_in, replace(cfg, target_col=col), where)
+    return raw.to_numpy(dtype=np.float64), {"non_numeric": int(raw.attrs["non_numeric"]),
+                                            "infinite": int(raw.attrs["infinite"])}
+
+
+def _unsorted_within(codes: np.ndarray, stamps: np.ndarray) -> bool:
+    by_id = np.argsort(codes, kind="stable")
+    c, t = codes[by_id], stamps[by_id]
+    return bool(((c[1:] == c[:-1]) & (t[1:] < t[:-1])).any())
+
+
+def _statics(frame: pd.DataFrame, codes: np.ndarray, names: List[str], wheres: List[str], cfg: DataConfig) -> list:
+    """Each static covariate's one value per series (blank cells ignored)."""
+    out: List[dict] = [{} for _ in names]
+    for col in cfg.static_covariates:
+        pairs = pd.DataFrame({"k": codes, "v": frame[col].to_numpy(dtype=object)}).dropna().drop_duplicates()
+        count = np.bincount(pairs["k"].to_numpy(dtype=np.int64), minlength=len(names))
+        bad = np.flatnonzero(count != 1)
+        if bad.size:
+            k = int(bad[0])
+            if not count[k]:
+                raise InputInvalid(f"{wheres[k]}: static covariate {col!r} is empty in every row of the series; "
+                                   "give each series its value")
+            vals = pairs["v"][pairs["k"] == k].tolist()
+            raise InputInvalid(f"{wheres[k]}: static covariate {col!r} must hold one value per series, found "
+                               f"{len(vals)} ({', '.join(map(repr, vals[:3]))}); fix the file")
+        first = pairs.groupby("k", sort=True)["v"].first().tolist()
+        for k, v in enumerate(first):
+            out[k][col] = v.item() if hasattr(v, "item") else v
+    return out
+
+
+def _merge_duplicates(codes, stamps, values, cov, cfg: DataConfig, wheres: List[str], where: str) -> tuple:
+    """data.duplicates per series: rows of one id at one timestamp are refused, or merged
+    as ``to_series`` merges them (mean or last of the non-missing values, per column)."""
+    from spline_lstm.data.loading import TRAINING_HINTS
+
+    i8 = stamps.asi8
+    same = (codes[1:] == codes[:-1]) & (i8[1:] == i8[:-1])
+    n_dup = int(same.sum())
+    if not n_dup:
+        return codes, stamps, values, cov, 0
+    if cfg.duplicates == DuplicatePolicy.error:
+        at = int(np.flatnonzero(same)[0]) + 1
+        k = int(codes[at])
+        in_k = int(same[codes[1:] == k].sum())
+        raise InputInvalid(f"{wheres[k]}: column {cfg.timestamp_col!r} has {in_k} duplicated timestamps "
+                           f"(first {stamps[at]}); {TRAINING_HINTS.duplicates}")
+    keep = np.r_[True, ~same]
+    group = np.cumsum(keep) - 1
+    heads = np.flatnonzero(keep)
+    how = "mean" if cfg.duplicates == DuplicatePolicy.mean else "last"
+
+    def merged(v: np.ndarray) -> np.ndarray:
+        seen = ~np.isnan(v)
+        if how == "mean":
+            total = np.bincount(group, weights=np.where(seen, v, 0.0))
+            count = np.bincount(group, weights=seen)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        last = np.maximum.reduceat(np.where(seen, np.arange(len(v)), -1), heads)
+        return np.where(last >= heads, v[np.maximum(last, 0)], np.nan)
+
+    log.warning("%s: %d duplicated (id, timestamp) rows merged by '%s'", where, n_dup, how)
+    return codes[keep], stamps[keep], merged(values), {c: merged(v) for c, v in cov.items()}, n_dup
+
+
+def _wide(path: Path, cfg: DataConfig, prefix: str) -> Tuple[_Rows, int]:
+    """A wide-format file: each listed column is one series, by the single-series rules."""
+    from spline_lstm.data.loading import TRAINING_HINTS, infer_freq, read_table, to_series
+
+    first, *rest = cfg.target_cols
+    hints = replace(TRAINING_HINTS, extra_role="series column (data.target_cols)",
+                    columns="set data.timestamp_col / data.target_cols (each a column of every file)",
+                    covariates="fix data.target_cols: in wide format every listed column is a series of every file")
+    frame = read_table(path, cfg.timestamp_col, first, hints, extra=rest)
+    parts = []
+    for col in cfg.target_cols:
+        where = f"{path} column {col!r}"
+        raw = to_series(frame, replace(cfg, target_col=col), where)
+        parts.append((prefix + col, where, col, cfg.freq or infer_freq(raw.index, where), raw))
+    index = [p[4].index for p in parts]
+    counts = {k: int(sum(p[4].attrs[k] for p in parts)) for k in ("non_numeric", "infinite", "duplicates")}
+    return _Rows([p[0] for p in parts], [str(path)] * len(parts), [p[1] for p in parts], [p[2] for p in parts],
+                 [p[3] for p in parts], [{} for _ in parts], np.repeat(np.arange(len(parts)), [len(i) for i in index]),
+                 index[0].append(index[1:]) if len(index) > 1 else index[0],
+                 np.concatenate([p[4].to_numpy(dtype=np.float64) for p in parts]), {}, counts), len(frame)
+
+
+def _concat(blocks: List[_Rows]) -> _Rows:
+    """The series of every file; an id in two files is refused."""
+    if len(blocks) == 1:
+        return blocks[0]
+    seen: Dict[str, str] = {}
+    for b in blocks:
+        for sid, file in zip(b.ids, b.files):
+            if sid in seen:
+                raise InputInvalid(f"series id {sid!r} is in two files ({seen[sid]} and {file}); ids must be unique "
+                                   "across data.path and data.paths: put each series' rows in one file (wide format: ids are "
+                                   "<file stem>:<column>, so two files need different names)")
+            seen[sid] = file
+    offsets = np.cumsum([0, *[len(b.ids) for b in blocks[:-1]]])
+    unit = min((b.stamps.unit for b in blocks), key=["ns", "us", "ms", "s"].index)
+    try:
+        stamps = blocks[0].stamps.as_unit(unit).append([b.stamps.as_unit(unit) for b in blocks[1:]])
+    except (ValueError, OverflowError) as exc:
+        raise InputInvalid(f"the files' timestamps do not fit one time unit ({unit}): {exc}") from exc
+    return _Rows([i for b in blocks for i in b.ids], [f for b in blocks for f in b.files],
+                 [w for b in blocks for w in b.wheres],
+                 [c for b in blocks for c in b.cols], [f for b in blocks for f in b.freqs],
+                 [s for b in blocks for s in b.statics],
+                 np.concatenate([b.codes + o for b, o in zip(blocks, offsets)]), stamps,
+                 np.concatenate([b.values for b in blocks]),
+                 {c: np.concatenate([b.covariates[c] for b in blocks]) for c in blocks[0].covariates},
+                 {k: sum(b.counts[k] for b in blocks) for k in blocks[0].counts})
+
+
+def _on_grid(s: _Rows, cfg: DataConfig, where: str, sha: str, rows: int) -> Panel:
+    """Every series on the grid from the earliest to the latest timestamp, at one frequency."""
+    from spline_lstm.data.loading import _offset, _step_ns, grid_limit
+
+    hints = _hints()
+    n = len(s.ids)
+    if len(set(s.freqs)) > 1:
+        by = {}
+        for sid, f in zip(s.ids, s.freqs):
+            by.setdefault(f, []).append(sid)
+        ranked = sorted(by.items(), key=lambda fv: -len(fv[1]))
+        shown = "; ".join(f"{f}: {len(v)} series (e.g. {v[0]!r})" for f, v in ranked)
+        raise InputInvalid(f"{where}: the series have different frequencies ({shown}); give series of one "
+                           "frequency, or set data.freq to put them all on one grid")
+    freq = s.freqs[0]
+    offset = _offset(freq, where, hints)
+    i8 = s.stamps.asi8
+    lo, hi = int(i8.min()), int(i8.max())
+    start, end = s.stamps[int(i8.argmin())], s.stamps[int(i8.argmax())]
+    step = _step_ns(offset, start)
+    if step is None or step <= 0:
+        raise InputInvalid(f"{where}: frequency {freq!r} does not step forward in time; {hints.freq}")
+    points = (hi - lo) * int(pd.Timedelta(1, unit=s.stamps.unit).value) // step + 1
+    limit = grid_limit(rows)
+    if n * points > limit:
+        raise InputInvalid(f"{where} fails the grid-size rule: {n:,} series on one {freq!r} grid from {start} to "
+                           f"{end} ({points:,} points) make {n * points:,} cells for {rows:,} rows (limit {limit:,}); "
+                           f"series far apart in time, or a stray timestamp? Else {hints.freq}")
+    try:
+        grid = pd.date_range(start, end, freq=offset, unit=s.stamps.unit)
+    except (ValueError, OverflowError) as exc:
+        raise InputInvalid(f"{where}: no regular {freq!r} grid from {start} to {end}: "
+                           f"{' '.join(str(exc).split())[:160]}") from exc
+    pos = grid.get_indexer(s.stamps)
+    if (pos < 0).any():
+        k = int(s.codes[np.flatnonzero(pos < 0)[0]])
+        mine = s.codes == k
+        off = mine & (pos < 0)
+        raise InputInvalid(f"{s.wheres[k]}: {int(off.sum())} of {int(mine.sum())} timestamps are off the shared "
+                           f"{freq!r} grid that starts at {grid[0]} (first {s.stamps[np.flatnonzero(off)[0]]}); every "
+                           f"series must step on one grid (same phase, e.g. all on the hour)")
+    seen = np.bincount(s.codes, weights=~np.isnan(s.values), minlength=n)
+    if (seen == 0).any():
+        k = int(np.flatnonzero(seen == 0)[0])
+        raise InputInvalid(f"{s.wheres[k]}: column {s.cols[k]!r} has no numeric value at all")
+    values = np.full((n, len(grid)), np.nan)
+    values[s.codes, pos] = s.values
+    covariates = {}
+    for c, v in s.covariates.items():
+        covariates[c] = np.full((n, len(grid)), np.nan)
+        covariates[c][s.codes, pos] = v
+    cuts = np.flatnonzero(np.diff(s.codes)) + 1
+    first, last = pos[np.r_[0, cuts]], pos[np.r_[cuts, len(pos)] - 1]
+    summary = {"rows": int(rows), "series": n, "non_numeric_coerced": s.counts["non_numeric"],
+               "infinite_as_missing": s.counts["infinite"], "duplicates_merged": s.counts["duplicates"],
+               "grid_points": int(n * len(grid)), "absent_timestamps": int((last - first + 1).sum() - len(pos)),
+               "freq": freq}
+    statics = {c: [st[c] for st in s.statics] for c in cfg.static_covariates}
+    return Panel(tuple(s.ids), grid, values, freq, where, summary, sha, covariates, statics)
+
+
+def _hints():
+    from spline_lstm.data.loading import TRAINING_HINTS
+
+    return TRAINING_HINTS
+
+
+def _synthetic(cfg: DataConfig, seed: int) -> Panel:
+    from spline_lstm.data.synthetic import related_series
+
+    n = cfg.n_series
+    period = cfg.season if isinstance(cfg.season, int) and cfg.season >= 2 else 24
+    gen = related_series(n, cfg.n_points, period=period, seed=seed, gap_ratio=cfg.gap_ratio,
+                         gap_stretches=cfg.gap_stretches, noise=cfg.noise, k_past=0, k_future=0)
+    grid = pd.date_range(cfg.start, periods=cfg.n_points, freq=cfg.synthetic_freq)
+    width = len(str(n - 1))
+    ids = tuple(f"s{k:0{width}d}" for k in range(n))
+    summary = {"rows": int(n * cfg.n_points), "series": n, "non_numeric_coerced": 0, "infinite_as_missing": 0,
+               "duplicates_merged": 0, "grid_points": int(n * cfg.n_points), "absent_timestamps": 0,
+               "freq": cfg.synthetic_freq}
+    statics = {"category": [int(c) for c in gen.static]} if "category" in cfg.static_covariates else {}
+    return Panel(ids, grid, gen.values, cfg.synthetic_freq, "synthetic", summary, None, {}, statics)
+
+
+# --- spans, bounds and windows ---------------------------------------------------------------------
+
+def spans(values: np.ndarray) -> np.ndarray:
+    """[n, 2] (first observed index, last observed index + 1) of every series."""
+    observed = ~np.isnan(values)
+    lo = observed.argmax(axis=1)
+    hi = values.shape[1] - observed[:, ::-1].argmax(axis=1)
+    return np.stack([lo, hi], axis=1).astype(np.int64)
+
+
+def local_bounds(bounds: np.ndarray, span) -> np.ndarray:
+    """The grid's split bounds seen from inside one series' span."""
+    lo, hi = int(span[0]), int(span[1])
+    return np.clip(np.asarray(bounds, dtype=np.int64) - lo, 0, hi - lo)
+
+
+def window_starts(bounds: np.ndarray, spans_: np.ndarray, length: int, split: int, lookback: int, horizon: int,
+                  difference: int) -> np.ndarray:
+    """Flat start indices ``k * length + t`` of every series' windows of a split: what
+    ``preprocess.window_starts`` gives for the series' own span, shifted onto the grid."""
+    lo, hi = spans_[:, 0], spans_[:, 1]
+    first = np.maximum(np.clip(bounds[split], lo, hi), lo + lookback + difference)
+    last = np.clip(bounds[split + 1], lo, hi) - horizon
+    count = np.maximum(last - first + 1, 0)
+    if not count.sum():
+        return np.empty(0, dtype=np.int64)
+    base = np.repeat(first + np.arange(len(lo)) * length, count)
+    step = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    return (base + step).astype(np.int64)
+
+
+def series_of(starts: np.ndarray, length: int) -> np.ndarray:
+    return (np.asarray(starts) // length).astype(np.int64)
+
+
+def representative(values: np.ndarray, bounds: np.ndarray) -> int:
+    """The series with the most observed training points (the first on a tie): the one
+    ``seasonality.resolve`` chooses auto settings on."""
+    return int(np.argmax((~np.isnan(values[:, : int(bounds[1])])).sum(axis=1)))
+
+
+# --- metrics per series ------------------------------------------------------------------------------
+
+def per_series_metrics(actual: np.ndarray, forecasts: Dict[str, np.ndarray], series: np.ndarray,
+                       scales: np.ndarray, ids: Tuple[str, ...]) -> Dict[str, Dict[str, dict]]:
+    """{id: {forecaster: metrics}} on each series' own test windows and MASE scale:
+    ``evaluate.forecast_metrics`` of each series, bit for bit, computed for all the series
+    with the same number of observed targets at once (``_same_length_metrics``; one call
+    per series and forecaster took 10 s at 10^4 series)."""
+    from spline_lstm.evaluation.metrics import METRIC_NAMES, forecast_metrics
+
+    order = np.argsort(series, kind="stable")
+    a = actual[order].reshape(len(order), -1)
+    finite = np.isfinite(a)
+    ks, first, n_rows = np.unique(series[order], return_index=True, return_counts=True)
+    owner = np.broadcast_to(np.repeat(np.arange(ks.size), n_rows)[:, None], a.shape)[finite]
+    lengths = np.bincount(owner, minlength=ks.size)  # observed targets of each series
+    offsets = np.cumsum(lengths) - lengths
+    y_all = a[finite].astype(np.float64)
+    scale = np.asarray(scales, dtype=np.float64)[ks]
+    cols = {}
+    for name, fc in forecasts.items():
+        f = fc[order].reshape(len(order), -1)
+        p_all = f[finite].astype(np.float64)
+        got = {m: np.full(ks.size, np.nan) for m in METRIC_NAMES}
+        slow = []
+        for length in np.unique(lengths[lengths > 0]):
+            at = np.flatnonzero(lengths == length)
+            take = offsets[at][:, None] + np.arange(length)
+            y, p = y_all[take], p_all[take]
+            plain = (y != 0).all(axis=1) & ((np.abs(y) + np.abs(p)) > 0).all(axis=1)
+            slow += at[~plain].tolist()
+            for m, v in _same_length_metrics(y[plain], p[plain], scale[at[plain]]).items():
+                got[m][at[plain]] = v
+        for i in slow + np.flatnonzero(lengths == 0).tolist():  # zero targets, or none observed
+            rows = order[first[i]: first[i] + n_rows[i]]
+            for m, v in forecast_metrics(actual[rows], fc[rows], float(scale[i])).items():
+                got[m][i] = v
+        cols[name] = {m: v.tolist() for m, v in got.items()}  # Python floats, as float(v[i])
+    return {ids[int(k)]: {name: {m: v[i] for m, v in got.items()} for name, got in cols.items()}
+            for i, k in enumerate(ks)}
+
+
+def _same_length_metrics(y: np.ndarray, p: np.ndarray, scale: np.ndarray) -> Dict[str, np.ndarray]:
+    """``evaluate.forecast_metrics`` of each row of y, p [series, targets] (every target
+    observed and nonzero): the same operations row-wise (a row's mean along the last axis
+    is NumPy's pairwise sum of that row, as for the row alone)."""
+    err = p - y
+    mae = np.mean(np.abs(err), axis=1)
+    mse = np.mean(err ** 2, axis=1)
+    ss_tot = np.sum((y - y.mean(axis=1, keepdims=True)) ** 2, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(ss_tot > 0, 1 - np.sum(err ** 2, axis=1) / ss_tot, np.nan)
+        mase = np.where(np.isfinite(scale) & (scale > 0), mae / scale, np.nan)
+    return {"mae": mae, "mse": mse, "rmse": np.sqrt(mse), "mape": np.mean(np.abs(err / y), axis=1) * 100,
+            "smape": np.mean(2 * np.abs(err) / (np.abs(y) + np.abs(p)), axis=1) * 100, "mase": mase, "r2": r2}
+
+
+def aggregate(actual: np.ndarray, forecast: np.ndarray, table: Dict[str, Dict[str, dict]], name: str) -> dict:
+    """One forecaster over every series: rmse, mae, mse, mape, smape and r2 pooled over all
+    observed targets (so rmse weighs each series by its evaluated points); mase and smape
+    also as mean and median over series (scale-free: each series counts once)."""
+    from spline_lstm.evaluation.metrics import forecast_metrics
+
+    pooled = forecast_metrics(actual, forecast, float("nan"))
+    mase = np.array([m[name]["mase"] for m in table.values()], dtype=np.float64)
+    smape = np.array([m[name]["smape"] for m in table.values()], dtype=np.float64)
+    mase, smape = mase[np.isfinite(mase)], smape[np.isfinite(smape)]
+    return {**pooled, "rmse_weighted": pooled["rmse"],
+            "mase": float(mase.mean()) if mase.size else float("nan"),
+            "mase_median": float(np.median(mase)) if mase.size else float("nan"),
+            "smape_mean": float(smape.mean()) if smape.size else float("nan"),
+            "smape_median": float(np.median(smape)) if smape.size else float("nan")}
+
+
+def distribution(table: Dict[str, Dict[str, dict]], shown: int = 5) -> dict:
+    """The model's MASE over series: quantiles, the best and worst series, and how many
+    series it beats naive-last on."""
+    names = list(table)
+    mase = np.array([table[i]["model"]["mase"] for i in names], dtype=np.float64)
+    naive = np.array([table[i].get("naive_last", {}).get("mase", np.nan) for i in names], dtype=np.float64)
+    ok = np.flatnonzero(np.isfinite(mase))
+    ranked = ok[np.argsort(mase[ok], kind="stable")]
+    q = np.quantile(mase[ok], [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]) if ok.size else [float("nan")] * 7
+    both = np.isfinite(mase) & np.isfinite(naive)
+    return {"series": len(names), "scored": int(ok.size),
+            "mase_quantiles": {k: float(v) for k, v in zip(("min", "p10", "p25", "median", "p75", "p90", "max"), q)},
+            "beats_naive_last": int((mase[both] < naive[both]).sum()), "compared_with_naive_last": int(both.sum()),
+            "best": [{"id": names[i], "mase": float(mase[i])} for i in ranked[:shown]],
+            "worst": [{"id": names[i], "mase": float(mase[i])} for i in ranked[::-1][:shown]]}

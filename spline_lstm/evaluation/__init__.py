@@ -1,0 +1,1 @@
+"""Metrics, naive and classical yardsticks, the report."""

@@ -1,0 +1,1 @@
+"""The Keras networks and their training loop."""

@@ -1,0 +1,1 @@
+"""Forecasting from a finished run: predict and the MLflow pyfunc model."""

@@ -1,0 +1,1 @@
+"""MLflow: the store or server, the helper process that owns a run, the registry."""
