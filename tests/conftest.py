@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 SMOKE_FAST = ["+preset=smoke", "training.epochs=1", "data.n_points=400"]
 # Parallel sweeps get the workers they ask for (up to the cores) however busy the machine is:
-# the concurrency cases must run concurrently (spline_lstm.core.threads, IDLE_CHECK_ENV).
+# the concurrency cases must run concurrently (spline_lstm.core.threads, core.environment.SWEEP_IDLE_CHECK).
 os.environ.setdefault("SPLINE_LSTM_SWEEP_IDLE_CHECK", "0")
 
 

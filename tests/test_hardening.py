@@ -1240,7 +1240,8 @@ def test_reliability_table_lists_every_case():
 # =============================================================================
 
 def test_no_invalid_run_id_reaches_a_path(tmp_path):
-    from spline_lstm.artifacts.layout import ArtifactLayout, validate_run_id
+    from spline_lstm.artifacts.layout import ArtifactLayout
+    from spline_lstm.core.ids import validate_run_id
     from spline_lstm.core.errors import RunIdInvalid
 
     layout = ArtifactLayout(tmp_path / "artifacts")
@@ -1562,7 +1563,8 @@ def test_tampered_run_is_refused_by_the_gate(case: Scenario, fresh_run: Run, tol
     ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
 ])
 def test_mask_uri_hides_passwords(uri, masked):
-    from spline_lstm.tracking.tracker import Store, mask_uri
+    from spline_lstm.tracking.tracker import mask_uri
+    from spline_lstm.tracking.store import Store
 
     assert mask_uri(uri) == masked
     assert Store(uri, "file:///x", "e").display_uri == masked

@@ -13,6 +13,7 @@ import pytest
 
 from spline_lstm.data import loading
 from spline_lstm.data import panel
+from spline_lstm.evaluation import metrics
 from spline_lstm.preprocessing import transforms
 from spline_lstm.core.config import DataConfig, DataSource
 from spline_lstm.core.errors import ConfigInvalid, InputInvalid
@@ -71,7 +72,7 @@ def _table() -> dict:
 def test_aggregate_pools_errors_and_averages_scale_free_metrics_over_series():
     actual = np.array([[1.0], [2.0], [3.0], [5.0]])
     forecast = np.array([[2.0], [2.0], [3.0], [1.0]])
-    agg = panel.aggregate(actual, forecast, _table(), "model")
+    agg = metrics.aggregate(actual, forecast, _table(), "model")
     assert agg["rmse"] == pytest.approx(np.sqrt((1 + 0 + 0 + 16) / 4)) == agg["rmse_weighted"]
     assert agg["mae"] == pytest.approx(5 / 4)
     assert agg["mase"] == pytest.approx((0.5 + 2.0 + 1.5) / 3)  # the unscored series 'd' left out
@@ -80,7 +81,7 @@ def test_aggregate_pools_errors_and_averages_scale_free_metrics_over_series():
 
 
 def test_distribution_ranks_series_and_counts_wins_over_naive_last():
-    dist = panel.distribution(_table(), shown=2)
+    dist = metrics.distribution(_table(), shown=2)
     assert (dist["series"], dist["scored"]) == (4, 3)
     assert [b["id"] for b in dist["best"]] == ["a", "c"] and [w["id"] for w in dist["worst"]] == ["b", "c"]
     assert dist["mase_quantiles"]["median"] == 1.5 and dist["mase_quantiles"]["max"] == 2.0
@@ -372,8 +373,8 @@ def test_a_series_id_with_a_pipe_stays_one_cell_of_the_report_tables():
 
     entry = {"model": {"mase": 0.5}, "naive_last": {"mase": 1.0}}
     table = {"a|b": entry, "c": {"model": {"mase": 0.7}, "naive_last": {"mase": 1.0}}}
-    metrics = {"metrics": {}, "series": {"count": 2, "per_series": table, "distribution": panel.distribution(table)}}
-    md = "\n".join(_series_lines(metrics, "plots"))
+    doc = {"metrics": {}, "series": {"count": 2, "per_series": table, "distribution": metrics.distribution(table)}}
+    md = "\n".join(_series_lines(doc, "plots"))
     rows = [line for line in md.splitlines() if line.startswith("| a")]
     assert rows == ["| a\\|b | 0.5 | | c | 0.7 |"]
     html = markdown_to_html(md, {})

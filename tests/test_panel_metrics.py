@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from spline_lstm.data import panel
+from spline_lstm.evaluation import metrics
 from spline_lstm.evaluation.metrics import forecast_metrics
 
 
@@ -37,7 +37,7 @@ def test_the_per_series_table_is_forecast_metrics_of_each_series_bit_for_bit():
     scales = rng.random(n) + 0.5
     scales[7], scales[8] = 0.0, np.nan  # no MASE
     ids = tuple(f"s{k:02d}" for k in range(n))
-    got = panel.per_series_metrics(actual, forecasts, series, scales, ids)
+    got = metrics.per_series_metrics(actual, forecasts, series, scales, ids)
     want = _one_by_one(actual, forecasts, series, scales, ids)
     assert list(got) == list(want)
     assert json.dumps(got) == json.dumps(want)
@@ -48,5 +48,5 @@ def test_the_per_series_table_is_forecast_metrics_of_each_series_bit_for_bit():
 def test_series_without_windows_are_left_out():
     actual = np.arange(1.0, 7.0)[:, None]
     series = np.array([4, 4, 0, 0, 4, 0])
-    got = panel.per_series_metrics(actual, {"model": actual + 1}, series, np.ones(5), tuple("abcde"))
+    got = metrics.per_series_metrics(actual, {"model": actual + 1}, series, np.ones(5), tuple("abcde"))
     assert list(got) == ["a", "e"] and got["e"]["model"]["mae"] == 1.0

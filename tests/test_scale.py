@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spline_lstm.preprocessing.seasonality import seasonal_index
+from spline_lstm.preprocessing.statistics import seasonal_index
 from spline_lstm.data.synthetic import related_series
 from tests.conftest import SMOKE_FAST, Run, cli, launch, last_line, sweep_runs
 from tests.helpers.tamper import input_csv

@@ -10,7 +10,7 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-from spline_lstm.core import threads
+from spline_lstm.core import environment, threads
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -60,9 +60,9 @@ def test_jobs_per_launch_reads_the_grid_and_the_batches():
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for var in (*threads.BLAS_VARS, threads.THREADS_ENV, threads.JOBS_ENV, threads.REQUESTED_ENV):
+    for var in (*environment.BLAS_THREADS, environment.THREADS, environment.PARALLEL_JOBS, environment.REQUESTED_JOBS):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.delenv(threads.IDLE_CHECK_ENV, raising=False)  # the idle cores measured, as for a user
+    monkeypatch.delenv(environment.SWEEP_IDLE_CHECK, raising=False)  # the idle cores measured, as for a user
 
 
 @pytest.mark.parametrize("cores, idle, expected", [
@@ -83,18 +83,18 @@ def test_a_parallel_sweep_sets_the_budget_and_a_users_variable_wins(clean_env, m
     monkeypatch.setenv("MKL_NUM_THREADS", "7")
     cfg = sweep_config(2, ["seed=1,2"])
     n = threads.set_sweep_budget(cfg)
-    k, usable = int(os.environ[threads.JOBS_ENV]), int(os.environ[threads.USABLE_ENV])
+    k, usable = int(os.environ[environment.PARALLEL_JOBS]), int(os.environ[environment.USABLE_CORES])
     assert k == threads.workers(2, usable, 2) and cfg.hydra.launcher.n_jobs == k
-    assert os.environ[threads.REQUESTED_ENV] == "2"
+    assert os.environ[environment.REQUESTED_JOBS] == "2"
     if k == 1:  # one idle core: no budget, the jobs run in the parent, one after another
-        assert n is None and threads.THREADS_ENV not in os.environ
+        assert n is None and environment.THREADS not in os.environ
         assert "OMP_NUM_THREADS" not in os.environ
     else:
-        assert n == max(1, usable // 2) and os.environ[threads.THREADS_ENV] == str(n)
+        assert n == max(1, usable // 2) and os.environ[environment.THREADS] == str(n)
         assert os.environ["OMP_NUM_THREADS"] == os.environ["OPENBLAS_NUM_THREADS"] == str(n)
     assert os.environ["MKL_NUM_THREADS"] == "7"
     assert threads.set_sweep_budget(sweep_config(1)) is None  # sequential: no budget left over
-    assert not {threads.THREADS_ENV, threads.JOBS_ENV, threads.REQUESTED_ENV, threads.USABLE_ENV} & set(os.environ)
+    assert not {environment.THREADS, environment.PARALLEL_JOBS, environment.REQUESTED_JOBS, environment.USABLE_CORES} & set(os.environ)
 
 
 def test_the_parent_caps_the_launchers_workers_before_hydra_makes_it(clean_env, caplog):
@@ -102,17 +102,17 @@ def test_the_parent_caps_the_launchers_workers_before_hydra_makes_it(clean_env, 
     cfg = sweep_config(asked, [f"seed=range(0,{asked + 1})"])
     with caplog.at_level("INFO", logger="spline_lstm"):
         n = threads.set_sweep_budget(cfg)
-    k, usable = int(os.environ[threads.JOBS_ENV]), int(os.environ[threads.USABLE_ENV])
+    k, usable = int(os.environ[environment.PARALLEL_JOBS]), int(os.environ[environment.USABLE_CORES])
     assert 1 <= k == usable <= threads.cores() and cfg.hydra.launcher.n_jobs == k
-    assert os.environ[threads.REQUESTED_ENV] == str(asked)
+    assert os.environ[environment.REQUESTED_JOBS] == str(asked)
     assert n == (None if k == 1 else max(1, usable // k))
     (line,) = [r.getMessage() for r in caplog.records if r.name == "spline_lstm"]
     assert f"not n_jobs={asked}: {usable} of {threads.cores()} cores idle" in line
 
 
 def test_without_the_idle_check_every_core_is_usable(clean_env, monkeypatch):
-    monkeypatch.setenv(threads.IDLE_CHECK_ENV, "0")
+    monkeypatch.setenv(environment.SWEEP_IDLE_CHECK, "0")
     asked = threads.cores() + 2
     cfg = sweep_config(asked, [f"seed=range(0,{asked + 1})"])
     threads.set_sweep_budget(cfg)
-    assert cfg.hydra.launcher.n_jobs == threads.cores() == int(os.environ[threads.USABLE_ENV])
+    assert cfg.hydra.launcher.n_jobs == threads.cores() == int(os.environ[environment.USABLE_CORES])

@@ -29,7 +29,7 @@ PASSWORD = "pw-" + secrets.token_hex(10)
 
 
 def _store(tmp_path: Path):
-    from spline_lstm.tracking.tracker import Store
+    from spline_lstm.tracking.store import Store
 
     db = tmp_path / "mlflow.db"
     return Store(f"sqlite:///{db}", (tmp_path / "art").as_uri(), "lifecycle"), db

@@ -36,7 +36,11 @@ from typing import Any, Dict, List, Optional, Tuple
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from spline_lstm.core.errors import (ConfigInvalid, RunIdConflict, SplineLSTMError, StorageError, classify)
+from spline_lstm.artifacts.layout import ArtifactLayout, hold_folder
+from spline_lstm.core.config import validate
+from spline_lstm.core.errors import ConfigInvalid, RunIdConflict, SplineLSTMError, StorageError, classify
+from spline_lstm.core.ids import validate_run_id
+from spline_lstm.core.paths import absolute_root
 
 SPECIAL_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
 
@@ -63,20 +67,6 @@ class Refused(BaseException):
 
 
 # --- paths: pure ----------------------------------------------------------------
-
-def absolute_root(key: str, value: Any) -> Path:
-    """``value`` as an absolute, normalised path (relative to the launch directory);
-    refuses an empty value and the filesystem root. Touches no disk."""
-    text = "" if value is None else str(value)
-    if not text.strip():
-        raise ConfigInvalid(f"{key}: must not be empty; name a folder for the run's files (e.g. outputs)")
-    if "\x00" in text:
-        raise ConfigInvalid(f"{key}: contains a NUL byte")
-    path = Path(os.path.normpath(Path(text).expanduser().absolute()))
-    if path == Path(path.anchor):
-        raise ConfigInvalid(f"{key}: the filesystem root {path} cannot hold run files; name a folder")
-    return path
-
 
 def inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
@@ -246,8 +236,6 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def plan_job(cfg: DictConfig, resolve_run_id: bool = True):
     """Validate a composed job config and every root it writes to; returns the typed config."""
-    from spline_lstm.artifacts.layout import validate_run_id
-    from spline_lstm.core.config import validate
 
     app = validate(cfg, resolve_run_id=resolve_run_id)
     if resolve_run_id:
@@ -351,7 +339,6 @@ class ContainmentCallback(Callback):
             raise Refused(classify(exc)) from exc
 
     def _hold(self, folder: Path, run_id: str) -> None:
-        from spline_lstm.artifacts.layout import hold_folder
 
         if str(folder) not in self._locks:
             self._locks[str(folder)] = hold_folder(folder, run_id)
@@ -369,7 +356,6 @@ class ContainmentCallback(Callback):
         self._guard(self._start_run, config)
 
     def _start_run(self, config: DictConfig) -> None:
-        from spline_lstm.artifacts.layout import ArtifactLayout
 
         app = plan_job(config)
         run_dir = Path(str(config.hydra.run.dir))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -34,10 +33,20 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from spline_lstm.app import sweep
+from spline_lstm.app.sweep import job_metrics
+from spline_lstm.artifacts import health
 from spline_lstm.artifacts.layout import ArtifactLayout, atomic_write_bytes, atomic_write_json
-from spline_lstm.core.config import current_sweep_id, validate
+from spline_lstm.core import threads
+from spline_lstm.core.config import validate
+from spline_lstm.core.documents import MetricsDoc
 from spline_lstm.core.errors import ModelUnskilled, StorageError, TrackingFailed, classify, error_line, one_line
-from spline_lstm.app.sweep import PARENT_ENV
+from spline_lstm.core.ids import current_sweep_id
+from spline_lstm.core.jsonio import read_json
+from spline_lstm.core.secrets import hide_passwords, mask_logs, mask_text
+from spline_lstm.pipeline import run
+from spline_lstm.tracking.tracker import NullTracker, ensure_store, resolve_store
+from spline_lstm.core import environment
 
 log = logging.getLogger("spline_lstm")
 
@@ -60,8 +69,6 @@ class Objective(float):
 
 def task(cfg: DictConfig) -> "Objective":
     """The Hydra task: one full pipeline run."""
-    from spline_lstm.pipeline import run
-    from spline_lstm.core.secrets import mask_logs
 
     mask_logs(logging.getLogger(), logging.getLogger("spline_lstm.trace"))  # Hydra has set up the run log
     app = validate(cfg)
@@ -69,8 +76,8 @@ def task(cfg: DictConfig) -> "Objective":
     multirun = hc.mode == RunMode.MULTIRUN
     ctx = run.RunContext(app=app, layout=ArtifactLayout(Path(app.paths.artifacts_dir)),
                               run_dir=Path(hc.runtime.output_dir), overrides=list(hc.overrides.task),
-                              sweep_id=os.environ.get("SPLINE_LSTM_SWEEP_ID") if multirun else None,
-                              parent_run_id=os.environ.get(PARENT_ENV) if multirun else None)
+                              sweep_id=environment.read(environment.SWEEP_ID) if multirun else None,
+                              parent_run_id=environment.read(environment.PARENT_RUN_ID) if multirun else None)
     try:
         result = run.run(ctx)
     except KeyboardInterrupt as exc:  # skips Hydra's job end and the gate: record where its log is
@@ -93,15 +100,13 @@ class TrackingStoreCallback(Callback):
     # sweep creates it once here so its jobs do not queue on the store's init lock, and
     # its parent MLflow run (spline_lstm.app.sweep), which the launcher ends after the last job.
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from spline_lstm.app import sweep
-        from spline_lstm.core import threads
 
-        os.environ.pop(PARENT_ENV, None)  # never a parent from an outer shell
+        environment.clear(environment.PARENT_RUN_ID)  # never a parent from an outer shell
         threads.set_sweep_budget(config)  # caps the workers; before Hydra makes the launcher
-        parent = sweep.begin(os.environ.get("SPLINE_LSTM_STATUS_DIR"), current_sweep_id(),
+        parent = sweep.begin(environment.read(environment.STATUS_DIR), current_sweep_id(),
                              Path(str(config.hydra.sweep.dir)), self._store(config))
         if parent:
-            os.environ[PARENT_ENV] = parent  # the jobs' runs become its children
+            environment.write(environment.PARENT_RUN_ID, parent)  # the jobs' runs become its children
 
     @staticmethod
     def _store(config: DictConfig):
@@ -110,7 +115,6 @@ class TrackingStoreCallback(Callback):
         try:
             app = validate(config, resolve_run_id=False)
             if app.tracking.enabled:
-                from spline_lstm.tracking.tracker import ensure_store, resolve_store
 
                 store = resolve_store(app.tracking, app.paths)
                 ensure_store(store)
@@ -124,10 +128,9 @@ class HealthGateCallback(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Hydra has just recorded the config in .hydra/ (and multirun.yaml): mask any
         tracking password a config file held before the run can upload those records."""
-        from spline_lstm.core.secrets import hide_passwords, mask_text
 
         try:  # learn the password of a resolved ${oc.env:...} too, so it is masked wherever it lands
-            hide_passwords([str(config.tracking.uri), os.environ.get("MLFLOW_TRACKING_URI", "")])
+            hide_passwords([str(config.tracking.uri), environment.read(environment.MLFLOW_URI, "")])
         except Exception:
             pass  # an unresolvable value is the job's to report
         records = []
@@ -178,7 +181,6 @@ class HealthGateCallback(Callback):
             _record_status(run_id, err, log_path, _task_overrides(config), _job_metrics(artifacts_dir, run_id))
             log.error("%s", error_line(err, str(log_path)))
             return
-        from spline_lstm.artifacts import health
 
         t0 = time.perf_counter()
         result = health.run_gate(artifacts_dir, run_id, require_commit=False)  # the record comes last
@@ -212,7 +214,6 @@ class HealthGateCallback(Callback):
 
 def _task_overrides(config: DictConfig) -> list:
     """The job's command-line overrides, passwords masked: they reach the sweep's table."""
-    from spline_lstm.core.secrets import mask_text
 
     try:
         return [mask_text(str(o)) for o in config.hydra.overrides.task]
@@ -222,8 +223,6 @@ def _task_overrides(config: DictConfig) -> list:
 
 def _job_metrics(artifacts_dir: Path, run_id: str) -> dict:
     """The sweep table's metrics, from the run's own metrics JSON (empty when it has none)."""
-    from spline_lstm.core.jsonio import read_json
-    from spline_lstm.app.sweep import job_metrics
 
     try:
         return job_metrics(read_json(ArtifactLayout(artifacts_dir).paths(run_id)["metrics"]))
@@ -235,7 +234,7 @@ def _record_status(run_id: str, err: Optional[Exception], log_path: Path, overri
                    metrics: Optional[dict] = None) -> None:
     """Per-job verdict, overrides and metrics for launch.py's end-of-sweep table (workers
     may be other processes)."""
-    status_dir = os.environ.get("SPLINE_LSTM_STATUS_DIR")
+    status_dir = environment.read(environment.STATUS_DIR)
     if not status_dir:
         return
     doc = {"run_id": run_id, "ok": err is None, "log": str(log_path), "overrides": list(overrides),
@@ -251,7 +250,6 @@ def _record_status(run_id: str, err: Optional[Exception], log_path: Path, overri
 def _take_tracker(job_return: JobReturn):
     """The job's run owner taken off its ``Objective``, which keeps only plain data (joblib
     pickles it back to the sweep's parent); a no-op tracker when there is none."""
-    from spline_lstm.tracking.tracker import NullTracker
 
     value = job_return._return_value
     if job_return.status == JobStatus.COMPLETED and isinstance(value, Objective):
@@ -269,8 +267,6 @@ def _tag_mlflow(tracker, passed: bool, files: list) -> None:
 def _print_summary(artifacts_dir: Path, run_id: str, passed: bool, record: Path, elapsed: float,
                    log_path: Path) -> None:
     """Display only: it runs after the commit, so it must never raise."""
-    from spline_lstm.core.documents import MetricsDoc
-    from spline_lstm.core.jsonio import read_json
 
     try:
         paths = ArtifactLayout(artifacts_dir).paths(run_id)

@@ -20,7 +20,14 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from spline_lstm.core.errors import classify, error_line, interrupt_on_signal
+from spline_lstm.app.containment import check_overrides
+from spline_lstm.app.hydra_app import task
+from spline_lstm.app.sweep import finish
+from spline_lstm.core.config import register_configs
+from spline_lstm.core.errors import SplineLSTMError, classify, error_line, interrupt_on_signal
+from spline_lstm.core.ids import new_sweep_id, validate_run_id
+from spline_lstm.core.secrets import hide_passwords
+from spline_lstm.core import environment
 
 
 def _statuses(status_dir: Path) -> List[dict]:
@@ -36,21 +43,16 @@ def _statuses(status_dir: Path) -> List[dict]:
 def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     import hydra
 
-    from spline_lstm.core.config import new_sweep_id, register_configs
-    from spline_lstm.app.hydra_app import task
-    from spline_lstm.core.threads import JOBS_ENV, REQUESTED_ENV, THREADS_ENV, USABLE_ENV
 
-    os.environ["HYDRA_FULL_ERROR"] = "1"
+    environment.write(environment.HYDRA_FULL_ERROR, "1")
     logging.raiseExceptions = False  # a log handler on a full disk fails quietly; the run's own writes report it
-    os.environ["SPLINE_LSTM_SWEEP_ID"] = new_sweep_id()  # fresh per launch, never inherited
-    for var in (THREADS_ENV, JOBS_ENV, REQUESTED_ENV, USABLE_ENV):  # a thread budget only from this launch's own parallel sweep
-        os.environ.pop(var, None)
+    environment.write(environment.SWEEP_ID, new_sweep_id())  # fresh per launch, never inherited
+    environment.clear(*environment.THREAD_BUDGET)  # a thread budget only from this launch's own parallel sweep
     status_dir = Path(tempfile.mkdtemp(prefix="spline-lstm-status-"))
-    os.environ["SPLINE_LSTM_STATUS_DIR"] = str(status_dir)
+    environment.write(environment.STATUS_DIR, str(status_dir))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupt_on_signal)
     register_configs()
-    from spline_lstm.core.secrets import hide_passwords
 
     sys.argv = [sys.argv[0], *hide_passwords(sys.argv[1:] if argv is None else argv)]
     if "--help" in sys.argv or "-h" in sys.argv:
@@ -66,7 +68,7 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
         if failed:
             _print_failures(failed)
         elif len(statuses) > 1:
-            print(f"sweep {os.environ['SPLINE_LSTM_SWEEP_ID']}: all {len(statuses)} jobs passed the "
+            print(f"sweep {environment.read(environment.SWEEP_ID)}: all {len(statuses)} jobs passed the "
                   "health gate: " + ", ".join(s["run_id"] for s in statuses))
     except BrokenPipeError:  # e.g. `launch.py --help | head`
         code = 0
@@ -93,7 +95,6 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
 
 def _job_error(status: dict):
     """The typed error a failed job recorded, rebuilt from its name and message."""
-    from spline_lstm.core.errors import SplineLSTMError
 
     kind = next((c for c in SplineLSTMError.__subclasses__() if c.name == status.get("name")), SplineLSTMError)
     return kind(status.get("message", ""))
@@ -101,7 +102,6 @@ def _job_error(status: dict):
 
 def _end_sweep(status_dir: Path, statuses: List[dict], code: int) -> None:
     """A sweep's ranked table on stdout, its summary files and parent run ended (spline_lstm.app.sweep)."""
-    from spline_lstm.app.sweep import finish
 
     try:
         text = finish(status_dir, statuses, code)
@@ -129,12 +129,10 @@ def _precheck(args: List[str]) -> None:
     """Refuse overrides of where Hydra writes (containment.check_overrides), and a
     bad ``run_id=`` with RUN_ID_INVALID even where Hydra's override lexer would
     reject it first as a syntax error (unicode, shell metacharacters)."""
-    from spline_lstm.app.containment import check_overrides
 
     check_overrides(args)
     if "-m" in args or "--multirun" in args:
         return  # a sweep may list several run_ids; each job is checked before the sweep starts
-    from spline_lstm.artifacts.layout import validate_run_id
 
     for arg in args:
         if arg.startswith(("run_id=", "+run_id=", "++run_id=")):

@@ -1,7 +1,7 @@
 """A sweep as one thing: its parent MLflow run and its ranked summary table.
 
 The sweep's parent process (``hydra_app.TrackingStoreCallback.on_multirun_start``)
-creates the parent MLflow run, exports its id to the jobs in ``PARENT_ENV`` (Hydra's
+creates the parent MLflow run, exports its id to the jobs in ``SPLINE_LSTM_PARENT_RUN_ID`` (``core.environment``) (Hydra's
 basic launcher runs jobs in that process; joblib and submitit workers are started
 after it and inherit the environment) and records it with the sweep folder in the
 launcher's status folder. Each job's status record carries its overrides and
@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from spline_lstm.artifacts.layout import atomic_write_bytes, atomic_write_json
+from spline_lstm.core.documents import MetricsDoc
+from spline_lstm.tracking.store import Store
+from spline_lstm.tracking.tracker import ensure_store, quiet_mlflow
 
-PARENT_ENV = "SPLINE_LSTM_PARENT_RUN_ID"
 RECORD = Path("sweep") / "parent.json"  # inside the status folder, apart from the jobs' *.json
 METRIC_COLUMNS = ("val_rmse", "val_rmse_scaled", "test_rmse")
 trace = logging.getLogger("spline_lstm.trace")
@@ -50,7 +52,6 @@ def job_metrics(metrics_doc: dict) -> Dict[str, Optional[float]]:
     comparable across differencing and scaling), validation rmse in the scaled units
     training minimises (the best epoch's val_loss is an MSE: the number the best
     checkpoint was chosen on), and the test rmse in the series' units."""
-    from spline_lstm.core.documents import MetricsDoc
 
     doc = MetricsDoc.from_dict(metrics_doc)
     return {"val_rmse": doc.val_rmse, "val_rmse_scaled": doc.val_rmse_scaled(), "test_rmse": doc.rmse}
@@ -130,7 +131,6 @@ def begin(status_dir: Optional[str], sweep_id: str, sweep_dir: Path, store) -> O
     mlflow_run_id = None
     if store is not None:
         try:
-            from spline_lstm.tracking.tracker import ensure_store, quiet_mlflow
 
             quiet_mlflow()
             from mlflow.tracking import MlflowClient
@@ -168,7 +168,6 @@ def write_summary(sweep_dir: Path, columns: List[str], rows: List[dict]) -> List
 def end_parent(store_doc: dict, mlflow_run_id: str, status: str, files: List[Path], best: Optional[dict]) -> None:
     """Upload the summary files, name the best job that passed (tag ``best_run_id``, metrics
     ``best/...``), end the run."""
-    from spline_lstm.tracking.tracker import Store, quiet_mlflow
 
     quiet_mlflow()
     from mlflow.tracking import MlflowClient

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import pickle
-import re
 import shutil
 import time
 from contextlib import contextmanager
@@ -20,21 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
 
-from spline_lstm.core.errors import RunIdConflict, RunIdInvalid, StorageError, UnsafeArtifact
+from spline_lstm.core.errors import RunIdConflict, StorageError, UnsafeArtifact
+from spline_lstm.core.ids import RUN_ID_PATTERN, validate_run_id
 
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 ARTIFACT_KINDS = ("processed", "meta", "preprocessor", "best", "last", "metrics", "report", "metadata")
 RUN_DIR_KINDS = ("processed", "models", "checkpoints")
-
-
-def validate_run_id(run_id: Any) -> str:
-    """CONTRACT §3: 1-128 of [A-Za-z0-9._-], not starting with '.' or '-', no '..'."""
-    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
-        shown = repr(run_id)[:80]
-        raise RunIdInvalid(
-            f"run_id {shown} is invalid: use 1-128 characters of [A-Za-z0-9._-], "
-            "not starting with '.' or '-', without '..'")
-    return run_id
 
 
 @dataclass(frozen=True)

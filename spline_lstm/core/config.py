@@ -9,11 +9,7 @@ and the folder lock run in ``spline_lstm.app.containment`` before Hydra writes.
 """
 from __future__ import annotations
 
-import functools
 import math
-import os
-import secrets
-import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
@@ -21,7 +17,9 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from spline_lstm.core.errors import ConfigInvalid, one_line
+from spline_lstm.core.errors import ConfigInvalid, _config_message, one_line
+from spline_lstm.core.ids import current_sweep_id, new_run_id, validate_run_id
+from spline_lstm.core.paths import absolute_root
 
 
 class DataSource(str, Enum):
@@ -267,54 +265,22 @@ def register_configs() -> None:
 
 # --- run_id ---------------------------------------------------------------
 
-def new_run_id(prefix: str, salt: Optional[int] = None) -> str:
-    """``<prefix>-<YYYYmmdd-HHMMSS>-<4 hex>`` (CONTRACT §3). ``salt`` (Hydra's job
-    number) is added to a random base drawn once per process tree, so two jobs of one
-    sweep never get the same id, even in the same second."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
-    if salt is None:
-        return f"{prefix}-{stamp}-{secrets.token_hex(2)}"
-    base = int(current_sweep_id()[-4:], 16)
-    return f"{prefix}-{stamp}-{(base + salt) % 0x10000:04x}"
-
-
-def new_sweep_id() -> str:
-    return new_run_id("sweep")
-
-
-def current_sweep_id() -> str:
-    """One sweep id per process tree: launch.py sets it before Hydra starts and sweep
-    workers inherit it. Composing a config elsewhere (tests, ``--cfg``) only reads it:
-    without one, a fixed id for this process, never written to the environment (a
-    child process started later must not inherit a sweep id it did not launch)."""
-    return os.environ.get("SPLINE_LSTM_SWEEP_ID") or _process_sweep_id()
-
-
-@functools.lru_cache(maxsize=None)
-def _process_sweep_id() -> str:
-    return new_sweep_id()
-
-
 def _run_id_default(prefix: str, job_num: Any = None) -> str:
     return new_run_id(prefix, job_num if isinstance(job_num, int) else None)
 
 
 def _run_dir(outputs_dir: Any, run_id: Any) -> str:
     """``hydra.run.dir``: <outputs_dir>/runs/<run_id>, absolute; computes only."""
-    from spline_lstm.artifacts.layout import validate_run_id
-    from spline_lstm.app.containment import absolute_root
 
     return str(absolute_root("paths.outputs_dir", outputs_dir) / "runs" / validate_run_id(run_id))
 
 
 def _sweep_dir(outputs_dir: Any) -> str:
-    from spline_lstm.app.containment import absolute_root
 
     return str(absolute_root("paths.outputs_dir", outputs_dir) / "sweeps" / current_sweep_id())
 
 
 def _job_subdir(run_id: Any) -> str:
-    from spline_lstm.artifacts.layout import validate_run_id
 
     return validate_run_id(run_id)
 
@@ -352,7 +318,6 @@ def validate(cfg: DictConfig, resolve_run_id: bool = True) -> AppConfig:
     except ConfigInvalid:
         raise
     except Exception as exc:  # OmegaConf validation / missing values
-        from spline_lstm.core.errors import _config_message
 
         raise ConfigInvalid(_config_message(exc)) from exc
     # Keep the interpolated run_id from the original (cached) config object.
@@ -364,8 +329,7 @@ def validate(cfg: DictConfig, resolve_run_id: bool = True) -> AppConfig:
     _check_data(app.data)
     _check_covariates(app.data)
     _check_panel(app)
-    from spline_lstm.app.containment import absolute_root
-    from spline_lstm.tracking.server import check_http_settings
+
 
     check_http_settings(app.tracking)
 
@@ -629,3 +593,29 @@ def flatten(tree: Any, prefix: str = "") -> dict:
     else:
         out[prefix[:-1]] = tree
     return out
+
+
+MAX_RETRIES = 10  # MLflow refuses more (_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT)
+
+
+MAX_BACKOFF_FACTOR = 120  # and a larger factor (_MLFLOW_HTTP_REQUEST_MAX_BACKOFF_FACTOR_LIMIT)
+
+
+def is_http(uri: Optional[str]) -> bool:
+    return bool(uri) and uri.startswith(("http://", "https://"))
+
+
+def check_http_settings(tracking: TrackingConfig) -> None:
+    """Refuse values MLflow would reject only at the first request, and HTTP settings
+    without an HTTP server (``tracking=server`` with no ``tracking.uri``): ConfigInvalid, exit 2."""
+    settings = (tracking.http_timeout_s, tracking.http_retries, tracking.http_backoff_factor)
+    if tracking.enabled and not is_http(tracking.uri) and any(v is not None for v in settings):
+        raise ConfigInvalid("tracking.uri: tracking=server needs the server's address, e.g. "
+                            "tracking.uri=http://mlflow.internal:5000")
+    checks = (("http_timeout_s", tracking.http_timeout_s, 1, None),
+              ("http_retries", tracking.http_retries, 0, MAX_RETRIES),
+              ("http_backoff_factor", tracking.http_backoff_factor, 0, MAX_BACKOFF_FACTOR))
+    for key, value, low, high in checks:
+        if value is not None and (value < low or (high is not None and value > high)):
+            span = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ConfigInvalid(f"tracking.{key}: must be {span} or null, got {value}")

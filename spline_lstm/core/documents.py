@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from spline_lstm.core.jsonio import read_json
+
 
 def _number(value: Any) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -196,6 +198,5 @@ class MetadataDoc:
 def read_metadata(path: Path) -> MetadataDoc:
     """Parse ``metadata/<run_id>.json`` with the project's bounded JSON reader
     (a malformed file raises its typed error, exit code 9)."""
-    from spline_lstm.core.jsonio import read_json
 
     return MetadataDoc.from_dict(read_json(path))

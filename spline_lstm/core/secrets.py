@@ -10,18 +10,15 @@ in any URI and the known password itself, wherever it appears, become ``***``.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import traceback
 import urllib.parse
 from typing import Any, List, Optional, Tuple
 
 from spline_lstm.core.errors import TrackingFailed
+from spline_lstm.core import environment
 
 MASKED = "***"
-PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
-USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
-URI_ENV = "MLFLOW_TRACKING_URI"
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words; user:pass@ is masked regardless
 _USERINFO = re.compile(r"(?<=://)([^/:@\s]+):([^/@\s]*)@")
 
@@ -33,7 +30,7 @@ def mask_uri(uri: str) -> str:
 
 def known_secrets() -> List[str]:
     """The password MLflow was handed, as written and URL-encoded / decoded, longest first."""
-    value = os.environ.get(PASSWORD_ENV) or ""
+    value = environment.read(environment.MLFLOW_PASSWORD) or ""
     if len(value) < MIN_SECRET_LENGTH or value == MASKED:
         return []
     forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.unquote(value)}
@@ -68,8 +65,8 @@ def hide_passwords(args: List[str]) -> List[str]:
     for arg in args:
         match = _USERINFO.search(arg)
         if match and match.group(2) != MASKED:
-            os.environ[USERNAME_ENV] = match.group(1)
-            os.environ[PASSWORD_ENV] = match.group(2)
+            environment.write(environment.MLFLOW_USERNAME, match.group(1))
+            environment.write(environment.MLFLOW_PASSWORD, match.group(2))
             arg = mask_uri(arg)
         hidden.append(arg)
     return hidden
@@ -82,12 +79,12 @@ def take_credentials(uri: str) -> Tuple[str, Optional[str]]:
         return uri, None
     user, password = match.group(1), match.group(2)
     if password == MASKED:
-        if not os.environ.get(PASSWORD_ENV):
+        if not environment.read(environment.MLFLOW_PASSWORD):
             raise TrackingFailed(f"tracking.uri {mask_uri(uri)!r} has a masked password and "
-                                 f"{PASSWORD_ENV} is not set; export it or put the password in the URI")
+                                 f"{environment.MLFLOW_PASSWORD} is not set; export it or put the password in the URI")
     else:
-        os.environ[PASSWORD_ENV] = password
-    os.environ[USERNAME_ENV] = user
+        environment.write(environment.MLFLOW_PASSWORD, password)
+    environment.write(environment.MLFLOW_USERNAME, user)
     return _USERINFO.sub("", uri, count=1), user
 
 

@@ -19,14 +19,8 @@ import logging
 import os
 import time
 from typing import Any, Dict, Optional
+from spline_lstm.core import environment
 
-THREADS_ENV = "SPLINE_LSTM_THREADS"  # threads per job, set by a parallel sweep's parent
-JOBS_ENV = "SPLINE_LSTM_PARALLEL_JOBS"  # K, the workers in effect, for the record
-REQUESTED_ENV = "SPLINE_LSTM_REQUESTED_JOBS"  # n_jobs as asked, for the record
-USABLE_ENV = "SPLINE_LSTM_USABLE_CORES"  # idle cores the sweep found, for the record
-IDLE_CHECK_ENV = "SPLINE_LSTM_SWEEP_IDLE_CHECK"  # "0": every affinity core is usable (the tests'
-# concurrency cases need the workers they ask for whatever else the machine runs)
-BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def cores() -> int:
@@ -114,16 +108,16 @@ def set_sweep_budget(config: Any) -> Optional[int]:
     """In the sweep's parent, before the launcher is made and any job runs: the launcher's
     ``n_jobs`` capped (``workers``) in ``config``, and the per-job budget into the
     environment the workers inherit (None: the jobs run one at a time, no budget set)."""
-    for var in (THREADS_ENV, JOBS_ENV, REQUESTED_ENV, USABLE_ENV):
-        os.environ.pop(var, None)  # never a budget from an outer shell
+    environment.clear(*environment.THREAD_BUDGET)  # never a budget from an outer shell
     launcher = config.hydra.launcher
     asked = parallel_jobs(launcher)
     if asked <= 1:
         return None
     jobs = jobs_per_launch(config)
-    usable = usable_cores(cores(), None if os.environ.get(IDLE_CHECK_ENV) == "0" else idle_cores())
+    usable = usable_cores(cores(), None if environment.read(environment.SWEEP_IDLE_CHECK) == "0" else idle_cores())
     k = workers(asked, usable, jobs)
-    os.environ.update({JOBS_ENV: str(k), REQUESTED_ENV: str(asked), USABLE_ENV: str(usable)})
+    environment.write_all({environment.PARALLEL_JOBS: str(k), environment.REQUESTED_JOBS: str(asked),
+                            environment.USABLE_CORES: str(usable)})
     if k < asked:
         from omegaconf import open_dict, read_write
 
@@ -136,9 +130,8 @@ def set_sweep_budget(config: Any) -> Optional[int]:
     if k == 1:
         return None
     n = max(1, usable // k)
-    os.environ[THREADS_ENV] = str(n)
-    for var in BLAS_VARS:
-        os.environ.setdefault(var, str(n))
+    environment.write(environment.THREADS, str(n))
+    environment.write_defaults({var: str(n) for var in environment.BLAS_THREADS})
     return n
 
 
@@ -146,7 +139,7 @@ def apply(tf) -> Dict[str, Any]:
     """In the job, after importing TensorFlow and before its first op: the budget on its
     pools (a joblib worker reused for a later job keeps the pools of its first, the same
     budget) and on loaded BLAS/OpenMP pools. Returns the record for the metadata."""
-    budget = os.environ.get(THREADS_ENV)
+    budget = environment.read(environment.THREADS)
     if budget:
         n = int(budget)
         try:
@@ -167,13 +160,13 @@ def record(tf) -> Dict[str, Any]:
     """What is in effect: TensorFlow's pool sizes (0 = its default, every core), the BLAS
     variables, and the BLAS/OpenMP pools loaded in this process (threadpoolctl)."""
     out: Dict[str, Any] = {
-        "cores": cores(), "parallel_jobs": int(os.environ.get(JOBS_ENV, 1)),
-        "requested_jobs": int(os.environ.get(REQUESTED_ENV, 1)),
-        "usable_cores": int(os.environ[USABLE_ENV]) if os.environ.get(USABLE_ENV) else None,
-        "per_job": int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV) else None,
+        "cores": cores(), "parallel_jobs": int(environment.read(environment.PARALLEL_JOBS, "1")),
+        "requested_jobs": int(environment.read(environment.REQUESTED_JOBS, "1")),
+        "usable_cores": _int_or_none(environment.read(environment.USABLE_CORES)),
+        "per_job": _int_or_none(environment.read(environment.THREADS)),
         "tensorflow": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                        "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
-        "env": {var: os.environ.get(var) for var in BLAS_VARS},
+        "env": {var: environment.read(var) for var in environment.BLAS_THREADS},
     }
     try:
         from threadpoolctl import threadpool_info
@@ -182,3 +175,7 @@ def record(tf) -> Dict[str, Any]:
     except ImportError:
         out["pools"] = None
     return out
+
+
+def _int_or_none(text: Optional[str]) -> Optional[int]:
+    return int(text) if text else None

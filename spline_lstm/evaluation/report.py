@@ -13,6 +13,7 @@ from typing import Dict, List
 import numpy as np
 
 from spline_lstm.core.documents import skill_scores
+from spline_lstm.preprocessing.seasonality import Choices
 
 
 def _png(fig) -> bytes:
@@ -260,7 +261,6 @@ def _choice_lines(choices) -> List[str]:
     """"## Choices": how season, interpolation, difference and lookback were resolved."""
     if not choices:
         return []
-    from spline_lstm.preprocessing.seasonality import Choices
 
     return ["## Choices (from the training and validation splits)", "",
             *[f"- {line}" for line in Choices(**choices).lines()], ""]

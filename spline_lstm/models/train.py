@@ -44,7 +44,9 @@ import numpy as np
 
 from spline_lstm.core.config import Distribute, TrainingConfig
 from spline_lstm.core.errors import ConfigInvalid, TrainingFailed, raise_if_signalled
+from spline_lstm.models.network import members_view
 from spline_lstm.preprocessing.transforms import WindowSource
+from spline_lstm.core import environment
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,7 @@ def import_tensorflow(verbose: bool = False):
         import tensorflow as tf
 
         return tf
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # set explicitly: silences its notice
+    environment.write_defaults(environment.TENSORFLOW_DEFAULTS)
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -79,7 +80,7 @@ def seed_everything(seed: int, deterministic: bool) -> Dict[str, object]:
     import keras
     import tensorflow as tf
 
-    os.environ["PYTHONHASHSEED"] = str(seed)
+    environment.write(environment.PYTHONHASHSEED, str(seed))
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
@@ -250,7 +251,6 @@ def fit(model, train: WindowSource, val: WindowSource, cfg: TrainingConfig, seed
     last checkpoints of ``model`` go to ``staging``."""
     import keras
 
-    from spline_lstm.models.network import members_view
 
     train, val = selection_split(train, val, cfg.min_val_windows)
     if cfg.min_val_windows:

@@ -42,6 +42,10 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from spline_lstm.core.errors import InputInvalid
+from spline_lstm.evaluation.metrics import forecast_metrics
+from spline_lstm.models import network, train
+from spline_lstm.pipeline.chain import build_network, fit_chain, reference_forecasts
+from spline_lstm.preprocessing import transforms
 
 log = logging.getLogger("spline_lstm")
 SUMMARY_METRICS = ("rmse", "mae", "mase")
@@ -83,7 +87,6 @@ def score(actual: np.ndarray, forecasts: Dict[str, np.ndarray], starts: np.ndarr
           scale: float) -> dict:
     """Per-fold, per-step and aggregate metrics of forecasts [windows, horizon] whose rows
     belong to ``starts``; the rows of fold k are those whose start is in fold k."""
-    from spline_lstm.evaluation.metrics import forecast_metrics
 
     per_fold: Dict[str, List[dict]] = {name: [] for name in forecasts}
     per_step: Dict[str, List[dict]] = {name: [] for name in forecasts}
@@ -140,12 +143,8 @@ def mlflow_metrics(summary: dict) -> List[tuple]:
 def refit_forecasts(app, prep, plan_: Plan, n_val: int, season: Optional[int]) -> tuple:
     """(starts, actual, forecasts by name) over every fold, each fold's model, baselines and
     yardsticks fitted on the data before its first origin only (see module doc): the run's
-    own chain (``pipeline.fit_chain``, ``build_network``, ``reference_forecasts``) on the
+    own chain (``chain.fit_chain``, ``build_network``, ``reference_forecasts``) on the
     fold's bounds."""
-    from spline_lstm.preprocessing import transforms
-    from spline_lstm.models import train
-    from spline_lstm.models import network
-    from spline_lstm.pipeline.run import build_network, fit_chain, reference_forecasts
 
     p = app.preprocess
     all_starts, all_actual, out = [], [], {}

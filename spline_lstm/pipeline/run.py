@@ -24,12 +24,23 @@ import numpy as np
 
 from spline_lstm import __version__
 from spline_lstm.artifacts.layout import (ArtifactLayout, atomic_move_in, atomic_write_bytes, atomic_write_json,
-                                   dump_plain_pickle)
-from spline_lstm.core.config import AppConfig, flatten, to_plain
+    dump_plain_pickle)
+from spline_lstm.core import threads
+from spline_lstm.core.config import AppConfig, flatten, is_panel, to_plain
 from spline_lstm.core.documents import MetadataDoc, MetricsDoc
-from spline_lstm.core.errors import Interrupted, StorageError, classify, signals_deferred
+from spline_lstm.core.errors import InputInvalid, Interrupted, StorageError, classify, signals_deferred
 from spline_lstm.core.secrets import mask_obj
+from spline_lstm.data import loading, panel
+from spline_lstm.data.panel import local_bounds, series_of
+from spline_lstm.evaluation import metrics, report, yardsticks
+from spline_lstm.models import network, train
+from spline_lstm.pipeline import backtest
+from spline_lstm.pipeline.backtest import mlflow_metrics as backtest_metrics
+from spline_lstm.pipeline.chain import build_network, fit_chain, reference_forecasts
+from spline_lstm.preprocessing import seasonality, transforms
+from spline_lstm.preprocessing.preprocessor import Preprocessor
 from spline_lstm.tracking.tracker import NullTracker, Tracker, preflight, resolve_store
+from spline_lstm.core import environment
 
 log = logging.getLogger("spline_lstm")
 trace_log = logging.getLogger("spline_lstm.trace")  # file only: tracebacks stay off the console
@@ -107,7 +118,7 @@ def run(ctx: RunContext) -> dict:
     to the health gate, which records the verdict, ends the run and closes it."""
     started = time.time()
     run_start = started  # what MLflow shows as the run's start: the launch itself when known
-    pid, _, launched = os.environ.get("SPLINE_LSTM_STARTED", "").partition(":")
+    pid, _, launched = environment.read(environment.STARTED, "").partition(":")
     if pid == str(os.getpid()):  # this process is launch.py itself, not a sweep worker
         ctx.timings["startup"] = round(started - float(launched), 4)
         run_start = float(launched)
@@ -252,74 +263,11 @@ class Prepared:
 
     def series_of(self, starts: np.ndarray) -> Optional[np.ndarray]:
         """Each window's series (None for a one-series run)."""
-        from spline_lstm.data.panel import series_of
 
         return None if self.spans is None else series_of(starts, self.length)
 
 
-@dataclass
-class Chain:
-    """The preprocessing chain fitted on one set of split bounds (``fit_chain``)."""
-
-    pre: object  # preprocessor.Preprocessor
-    filled: np.ndarray  # gap-filled, original units
-    scaled: np.ndarray  # model input series
-    covariates: Optional[np.ndarray]  # the model's covariate channels, or None
-    sources: list  # WindowSource per split
-
-
-def fit_chain(app: AppConfig, values: np.ndarray, timestamps, raw_cov: dict, bounds: np.ndarray, freq: str,
-              where: str, choices: Optional[dict] = None) -> Chain:
-    """Gap filling, scaler and covariates fitted on the training split of ``bounds``, and the
-    windows of each split: the one chain a run fits, and a refitted backtest fold again."""
-    from spline_lstm.preprocessing import transforms
-    from spline_lstm.preprocessing.preprocessor import Preprocessor
-
-    p = app.preprocess
-    pre, filled, scaled = Preprocessor.fit(values, bounds, p, run_id=app.run_id, data=app.data, freq=freq,
-                                           last_timestamp=str(timestamps[-1]), where=where, choices=choices)
-    cov = None
-    if pre.channels > 1:
-        pre, cov = pre.fit_covariates(raw_cov, timestamps, bounds, p, where)
-    sources = [transforms.WindowSource(
-        scaled, transforms.window_starts(bounds, k, p.lookback, p.horizon, p.difference),
-        p.lookback, p.horizon, cov, pre.known) for k in range(3)]
-    return Chain(pre, filled, scaled, cov, sources)
-
-
-def reference_forecasts(filled: np.ndarray, train_end: int, starts: np.ndarray, lookback: int, horizon: int,
-                        season: Optional[int]) -> tuple:
-    """(forecasts by name, yardstick status by name): every naive baseline and every classical
-    yardstick (ETS, Theta: fitted on ``filled[:train_end]``) at the windows ``starts``.
-    A yardstick that fails is "not available" (a warning, no failure) and has no forecasts."""
-    from spline_lstm.evaluation import metrics
-    from spline_lstm.evaluation import yardsticks
-
-    forecasts = metrics.baseline_forecasts(filled, starts, lookback, horizon, season)
-    fitted = yardsticks.forecast_all(filled, int(train_end), starts, horizon, season)
-    for name, y in fitted.items():
-        log.info("yardstick  %s: %s (%.2f s)", name, y.detail, y.fit_s)
-    return ({**forecasts, **{n: y.forecasts for n, y in fitted.items() if y.available}},
-            {n: y.summary() for n, y in fitted.items()})
-
-
-def build_network(app: AppConfig, pre):
-    """A new network for ``pre``'s inputs (built under the distribution strategy's scope,
-    where it must also be trained)."""
-    from spline_lstm.models import network
-    from spline_lstm.models import train
-
-    p = app.preprocess
-    with train.distribution_scope(app.training):
-        return network.build_model(app.model, p.lookback, p.horizon, app.training.learning_rate,
-                                     app.training.ensemble, pre.difference, pre.channels, pre.known)
-
-
 def _prepare(ctx: RunContext) -> Prepared:
-    from spline_lstm.data import loading
-    from spline_lstm.preprocessing import transforms
-    from spline_lstm.preprocessing import seasonality
-    from spline_lstm.core.config import is_panel
 
     app = ctx.app
     p = app.preprocess
@@ -362,11 +310,6 @@ def _prepare_panel(ctx: RunContext) -> Prepared:
     """Many series (spline_lstm.data.panel): each validated, filled and scaled on its own span,
     split by the same cut-offs on the shared grid; the arrays are flattened row by row,
     so one WindowSource streams the windows of every series."""
-    from spline_lstm.data import panel
-    from spline_lstm.preprocessing import transforms
-    from spline_lstm.preprocessing import seasonality
-    from spline_lstm.core.errors import InputInvalid
-    from spline_lstm.preprocessing.preprocessor import Preprocessor
 
     app, p = ctx.app, ctx.app.preprocess
     with ctx.stage("load_validate", "load + validate"):
@@ -423,7 +366,6 @@ def _backtest_plan(app: AppConfig, bounds: np.ndarray, test_starts: np.ndarray):
     claimed: folds that do not fit are an input error with nothing written."""
     if app.evaluation.mode.value != "backtest":
         return None
-    from spline_lstm.pipeline import backtest
 
     e, p = app.evaluation, app.preprocess
     return backtest.plan(test_starts, int(bounds[3]), p.horizon, e.folds, e.step, e.refit,
@@ -438,7 +380,6 @@ def covariate_summary(pre, raw_cov: dict) -> dict:
 
 
 def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
-    from spline_lstm.evaluation import report
 
     app, paths, p = ctx.app, ctx.paths, ctx.app.preprocess
     series = prep.series
@@ -480,7 +421,6 @@ def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
     with ctx.stage("mlflow"):
         ctx.tracker.log_metrics({**mlflow_metrics(ev), "duration_s": time.time() - started})
         if bt is not None:
-            from spline_lstm.pipeline.backtest import mlflow_metrics as backtest_metrics
 
             for batch, step in backtest_metrics(bt):
                 ctx.tracker.log_metrics(batch, step=step)
@@ -506,7 +446,6 @@ def _plotted_series(prep: Prepared, ev: "Evaluation") -> tuple:
     k = _median_series(prep, ev)
     lo, hi = (int(x) for x in prep.spans[k])
     base, rows = k * prep.length, np.flatnonzero(prep.series_of(ev.test.starts) == k)
-    from spline_lstm.data.panel import local_bounds
 
     return (stamps[lo:hi], prep.values[base + lo: base + hi], prep.filled[base + lo: base + hi],
             local_bounds(prep.bounds, (lo, hi)), stamps[ev.test.starts[rows] - base], ev.actual[rows, 0],
@@ -548,9 +487,6 @@ def example_covariates(pre, cov: Optional[np.ndarray], n: int = 512) -> Optional
 
 def _fit(ctx: RunContext, prep: Prepared):
     """Build and train the model; checkpoints are staged, then moved to their canonical names."""
-    from spline_lstm.models import network
-    from spline_lstm.core import threads
-    from spline_lstm.models import train
 
     app, paths, p = ctx.app, ctx.paths, ctx.app.preprocess
     with ctx.stage("imports", "model"):
@@ -616,10 +552,6 @@ class Evaluation:
 
 def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
     """The best checkpoint, loaded in safe mode, against the baselines on the test split."""
-    from spline_lstm.evaluation import metrics
-    from spline_lstm.preprocessing import transforms
-    from spline_lstm.models import train
-    from spline_lstm.models import network
 
     app, p = ctx.app, ctx.app.preprocess
     with ctx.stage("evaluate", "evaluate"):
@@ -652,11 +584,9 @@ def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
 def _evaluate_panel(ctx: RunContext, prep: Prepared, pre, test, actual: np.ndarray, pred: np.ndarray,
                     val_actual: np.ndarray, val_pred: np.ndarray) -> Evaluation:
     """Many series: every forecaster scored per series (its own test windows and MASE
-    scale), then over all series (spline_lstm.data.panel.aggregate). The model's improvement
+    scale), then over all series (spline_lstm.data.metrics.aggregate). The model's improvement
     over a baseline, and the quality verdict, are on the mean MASE over series: scale-free,
     so a series of large numbers does not outweigh the others."""
-    from spline_lstm.evaluation import metrics
-    from spline_lstm.data import panel
 
     p, length = ctx.app.preprocess, prep.length
     rows = prep.series_of(test.starts)
@@ -671,16 +601,16 @@ def _evaluate_panel(ctx: RunContext, prep: Prepared, pre, test, actual: np.ndarr
         forecasts, yardsticks = _panel_yardsticks(prep, test.starts, forecasts)
     ids = prep.series.ids
     with ctx.stage("evaluate"):
-        table = panel.per_series_metrics(actual, {"model": pred, **forecasts}, rows, scales, ids)
+        table = metrics.per_series_metrics(actual, {"model": pred, **forecasts}, rows, scales, ids)
         blank = {k: float("nan") for k in metrics.METRIC_NAMES}  # a series without a test window
         table = {i: table.get(i) or {name: dict(blank) for name in ("model", *forecasts)} for i in ids}
-        scores = panel.aggregate(actual, pred, table, "model")
-        baselines = {name: panel.aggregate(actual, fc, table, name) for name, fc in forecasts.items()}
+        scores = metrics.aggregate(actual, pred, table, "model")
+        baselines = {name: metrics.aggregate(actual, fc, table, name) for name, fc in forecasts.items()}
         improvement = {name: metrics.improvement_pct(scores["mase"], b["mase"]) for name, b in baselines.items()}
         val_rows = prep.series_of(prep.sources[1].starts)
-        val_table = panel.per_series_metrics(val_actual, {"model": val_pred}, val_rows, scales, ids)
-        validation = panel.aggregate(val_actual, val_pred, val_table, "model")
-        series = {"count": len(ids), "metric": "mase", "distribution": panel.distribution(table),
+        val_table = metrics.per_series_metrics(val_actual, {"model": val_pred}, val_rows, scales, ids)
+        validation = metrics.aggregate(val_actual, val_pred, val_table, "model")
+        series = {"count": len(ids), "metric": "mase", "distribution": metrics.distribution(table),
                   "per_series": table}
     d = series["distribution"]
     series["unscored"] = [i for i in ids if not np.isfinite(table[i]["model"]["mase"])]
@@ -703,7 +633,6 @@ YARDSTICK_MAX_SERIES = 50
 def _panel_yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tuple:
     """ETS and Theta fitted per series (its training split), on exactly the model's
     windows; a yardstick that fails on any series is not available for the run."""
-    from spline_lstm.evaluation import yardsticks
 
     length, rows = prep.length, prep.series_of(starts)
     n = len(prep.series.ids)
@@ -740,8 +669,6 @@ def _panel_yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tu
 def _assess(ctx: RunContext, prep: Prepared, ev: "Evaluation") -> tuple:
     """The backtest (``evaluation=backtest``, spline_lstm.pipeline.backtest) and the quality verdict
     (test rmse, or the backtest mean, against the best baseline) -> (backtest or None, skill)."""
-    from spline_lstm.pipeline import backtest
-    from spline_lstm.evaluation import metrics
 
     app = ctx.app
     bt = None

@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from spline_lstm.core.errors import InputInvalid
+from spline_lstm.preprocessing import transforms
 
 
 def _phase(timestamps, name: str) -> np.ndarray:
@@ -63,7 +64,6 @@ def fill(values: np.ndarray, bounds: np.ndarray, method, season: Optional[int], 
     """A covariate filled as the target is (``transforms.fill_gaps``). A covariate may
     start later than the target: its leading gap holds its first observed value (which
     must lie in the training split: a column first seen after it tells training nothing)."""
-    from spline_lstm.preprocessing import transforms
 
     observed = np.flatnonzero(~np.isnan(values))
     if observed.size == 0 or observed[0] >= bounds[1]:

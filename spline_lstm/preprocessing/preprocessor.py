@@ -24,9 +24,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from spline_lstm.preprocessing import transforms
 from spline_lstm.core.config import Calendar, Interpolation, PreprocessConfig, Scaling, Smoothing
 from spline_lstm.core.errors import InputInvalid
+from spline_lstm.data import panel
+from spline_lstm.preprocessing import covariates, transforms
+from spline_lstm.preprocessing.seasonality import season_for
 
 FORMAT = 4
 READABLE = (1, 2, 3, FORMAT)
@@ -84,7 +86,6 @@ class Preprocessor:
         scaled): the gap-filled series in original units and the model input series.
         The pipeline passes values ``seasonality.resolve`` already resolved; an ``auto``
         season or interpolation is resolved here the same way, so the payload never holds one."""
-        from spline_lstm.preprocessing.seasonality import season_for
 
         season = season_for(data.season, freq)
         method = transforms.fill_method(cfg.interpolation, season)
@@ -122,7 +123,6 @@ class Preprocessor:
         filled on its own span (causal by the shared split bounds) and scaled by its own
         scaler, fitted on its training rows. Returns (preprocessor, filled [n, T] in
         original units, model input [n, T] float32, 0 outside the spans)."""
-        from spline_lstm.preprocessing.seasonality import season_for
 
         season = season_for(data.season, freq)
         method = transforms.fill_method(cfg.interpolation, season)
@@ -148,7 +148,6 @@ class Preprocessor:
                              timestamps, bounds: np.ndarray, cfg: PreprocessConfig, where: str) -> tuple:
         """(preprocessor with covariate scalers pooled over every series' training rows and
         the static encoding; the covariate matrix [n * T, channels - 1], 0 outside spans)."""
-        from spline_lstm.data import panel
 
         pre = replace(self, **_static_fit(statics, self.series_ids))
         n, t = len(spans), len(timestamps)
@@ -209,7 +208,6 @@ class Preprocessor:
 
     def _filled(self, raw: Dict[str, np.ndarray], bounds: np.ndarray, rules: transforms.InputRules,
                 where: str) -> Dict[str, np.ndarray]:
-        from spline_lstm.preprocessing import covariates
 
         out = {}
         method = Interpolation(self.interpolation)
@@ -223,7 +221,6 @@ class Preprocessor:
 
     def _matrix(self, filled: Dict[str, np.ndarray], timestamps, where: str,
                 series: Optional[int] = None) -> np.ndarray:
-        from spline_lstm.preprocessing import covariates
 
         cols = [transforms.scale_checked(self.covariate_scalers[c], filled[c], f"{where}: covariate column {c!r}")
                 for c in self.covariate_columns]

@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+from spline_lstm.core.config import AUTO, Interpolation
+from spline_lstm.core.errors import InputInvalid
+from spline_lstm.preprocessing import transforms
+from spline_lstm.preprocessing.statistics import kpss_level, seasonal_strength
 
 LOOKBACK_TOLERANCE = 0.05  # shortest candidate within 5% of the best validation rmse
 MAX_FIT_POINTS = 20_000  # the choices read at most the last 20k points of a split (cost bound)
@@ -65,64 +69,12 @@ def season_for(setting: Any, freq: Optional[str]) -> Optional[int]:
 
 # --- classical decomposition --------------------------------------------------------------
 
-def _centered_ma(y: np.ndarray, m: int) -> np.ndarray:
-    """The m-point centred moving average (2 x m for even m); NaN where it is undefined."""
-    w = np.full(m + 1, 1.0 / m) if m % 2 == 0 else np.full(m, 1.0 / m)
-    if m % 2 == 0:
-        w[0] = w[-1] = 0.5 / m
-    out = np.full(len(y), np.nan)
-    h = len(w) // 2
-    if len(y) >= len(w):
-        out[h:len(y) - h] = np.convolve(y, w, mode="valid")
-    return out
-
-
-def seasonal_index(y: np.ndarray, m: int, observed: Optional[np.ndarray] = None) -> np.ndarray:
-    """The m seasonal effects (mean zero) of a gap-free series y, phase t % m: the mean
-    of y - trend over the points where the trend is defined (and, when given,
-    ``observed`` is true, so invented points do not shape the season)."""
-    detrended = y - _centered_ma(y, m)
-    ok = np.isfinite(detrended) if observed is None else np.isfinite(detrended) & observed
-    phase = np.arange(len(y)) % m
-    sums = np.bincount(phase[ok], weights=detrended[ok], minlength=m)
-    counts = np.bincount(phase[ok], minlength=m)
-    effect = np.divide(sums, counts, out=np.zeros(m), where=counts > 0)
-    return effect - effect[counts > 0].mean() if (counts > 0).any() else effect
-
-
-def seasonal_strength(y: np.ndarray, m: int) -> float:
-    """F_s = max(0, 1 - var(R) / var(S + R)) of a classical decomposition (0: none, 1: pure)."""
-    if len(y) < 2 * m + 1:
-        return 0.0
-    detrended = y - _centered_ma(y, m)
-    s = seasonal_index(y, m)[np.arange(len(y)) % m]
-    ok = np.isfinite(detrended)
-    total = np.var(detrended[ok])
-    if total <= 0:
-        return 0.0
-    return float(max(0.0, 1.0 - np.var(detrended[ok] - s[ok]) / total))
-
-
-def kpss_level(y: np.ndarray) -> float:
-    """The KPSS statistic for level stationarity, Bartlett long-run variance with
-    trunc(3 sqrt(n) / 13) lags (tseries::kpss.test's short lag)."""
-    n = len(y)
-    e = y - y.mean()
-    s = np.cumsum(e)
-    lags = int(3 * np.sqrt(n) / 13)
-    lrv = e @ e / n
-    for k in range(1, lags + 1):
-        lrv += 2 * (1 - k / (lags + 1)) * (e[k:] @ e[:-k]) / n
-    return float(s @ s / (n * n * lrv)) if lrv > 0 else float("inf")
-
-
 # --- the choices ------------------------------------------------------------------------------
 
 def choose_difference(filled: np.ndarray, bounds: np.ndarray, season: Optional[int],
                       horizon: int = 1) -> Tuple[int, str]:
     """(lag, why) from the gap-filled training and validation splits (see module doc):
     the lag whose zero-output forecast scores the lowest validation rmse."""
-    from spline_lstm.preprocessing import transforms
 
     tr, va = int(bounds[1]), int(bounds[2])
     if np.std(filled[:tr]) == 0:
@@ -165,7 +117,6 @@ def _ar_windows(series: np.ndarray, starts: np.ndarray, lookback: int, horizon: 
 def choose_lookback(filled: np.ndarray, bounds: np.ndarray, lag: int, horizon: int,
                     season: Optional[int]) -> Tuple[int, str]:
     """(lookback, why): ridge autoregression per candidate, scored on validation windows."""
-    from spline_lstm.preprocessing import transforms
 
     tr = int(bounds[1])
     modelled = transforms.difference(filled[: int(bounds[2])], lag)
@@ -228,9 +179,6 @@ def resolve(app, values: np.ndarray, bounds: np.ndarray, freq: str) -> Choices:
     ``lookback`` (auto / words) to the values the run uses, from the training and
     validation splits only, and write them back into ``app`` so that every later
     stage sees plain integers."""
-    from spline_lstm.preprocessing import transforms
-    from spline_lstm.core.config import AUTO, Interpolation
-    from spline_lstm.core.errors import InputInvalid
 
     d, p = app.data, app.preprocess
     requested = {"season": d.season, "interpolation": Interpolation(p.interpolation).value,
@@ -250,7 +198,7 @@ def resolve(app, values: np.ndarray, bounds: np.ndarray, freq: str) -> Choices:
     lag = p.difference
     if lag == "seasonal":
         if not season:
-            raise InputInvalid(f"transforms.difference=seasonal needs a season, but none is known for the "
+            raise InputInvalid(f"preprocess.difference=seasonal needs a season, but none is known for the "
                                f"series' frequency {freq!r}; set data.season=N")
         lag = season
     if lag == AUTO or p.lookback == AUTO:

@@ -18,6 +18,7 @@ import numpy as np
 
 from spline_lstm.core.config import Interpolation, PreprocessConfig, Scaling
 from spline_lstm.core.errors import ConfigInvalid, InputInvalid
+from spline_lstm.preprocessing.statistics import seasonal_index
 
 SPLITS = ("train", "val", "test")
 
@@ -210,7 +211,7 @@ def fill_gaps(values: np.ndarray, bounds: np.ndarray, method: Interpolation,
     through every observed point, at a fraction of the cost on long series.
 
     ``seasonal``: the seasonal effects of a classical decomposition of the reachable
-    range (``seasonality.seasonal_index`` on a linear pre-fill, from observed points
+    range (``statistics.seasonal_index`` on a linear pre-fill, from observed points
     only) are removed, the adjusted series is filled by PCHIP and the effects are
     added back. A reachable range shorter than two seasons is filled by PCHIP."""
     method = fill_method(method, season)
@@ -229,7 +230,6 @@ def fill_gaps(values: np.ndarray, bounds: np.ndarray, method: Interpolation,
         after = gaps > x[-1]
         effect, adjusted = None, values
         if method == Interpolation.seasonal and hi >= 2 * season and len(x) >= 4:
-            from spline_lstm.preprocessing.seasonality import seasonal_index
 
             prefill = np.interp(np.arange(hi, dtype=np.float64), x, values[x])
             effect = seasonal_index(prefill, season, observed[:hi])[np.arange(hi) % season]
@@ -341,7 +341,7 @@ def _linear_prefill_rows(y: np.ndarray, observed: np.ndarray) -> np.ndarray:
 
 
 def _seasonal_rows(y: np.ndarray, m: int, observed: np.ndarray) -> np.ndarray:
-    """``seasonality.seasonal_index`` of each gap-free row (>= 2m points) [n, m]: the centred m-MA by
+    """``statistics.seasonal_index`` of each gap-free row (>= 2m points) [n, m]: the centred m-MA by
     cumulative sums of the row less its mean (no cancellation on large levels), phase
     means of y - MA over observed points by ``bincount``."""
     n, t = y.shape

@@ -23,9 +23,13 @@ from typing import NamedTuple, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
+from spline_lstm.artifacts.health import run_gate
 from spline_lstm.artifacts.layout import ArtifactLayout, atomic_write_bytes, atomic_write_new, safe_load_pickle
 from spline_lstm.core.config import DataConfig, DuplicatePolicy
-from spline_lstm.core.errors import InputInvalid, UnsafeArtifact
+from spline_lstm.core.errors import InputInvalid, TrackingFailed, UnsafeArtifact
+from spline_lstm.data import loading
+from spline_lstm.models import network, train
+from spline_lstm.preprocessing import covariates, transforms
 from spline_lstm.preprocessing.preprocessor import Preprocessor
 
 FORMATS = ("csv", "parquet", "json")
@@ -53,7 +57,6 @@ def id_column(pre: Preprocessor) -> str:
 
 
 def _input_cfg(pre: Preprocessor, target: Optional[str] = None) -> tuple:
-    from spline_lstm.data import loading
 
     cfg = DataConfig(timestamp_col=pre.timestamp_col, target_col=target or pre.target_col, freq=pre.freq,
                      duplicates=DuplicatePolicy(pre.duplicates), coerce_errors=pre.coerce_errors)
@@ -65,8 +68,6 @@ def input_series(pre: Preprocessor, frame: pd.DataFrame, where: str, target: Opt
     -> (trimmed values on the run's grid, their timestamps), held to the file rules
     training applies. Rows after the last observed target (future-known covariates'
     values) are trimmed here and read by ``input_covariates``."""
-    from spline_lstm.data import loading
-    from spline_lstm.preprocessing import transforms
 
     cfg, hints = _input_cfg(pre, target)
     missing = [c for c in (cfg.timestamp_col, cfg.target_col) if c not in frame.columns]
@@ -92,8 +93,6 @@ def input_covariates(pre: Preprocessor, frame: pd.DataFrame, stamps: pd.Datetime
     last partial block holds their last value. A run with past covariates forecasts at
     most its trained horizon: later blocks would need values not yet observed.
     ``series``: of a many-series run (its static channels are appended)."""
-    from spline_lstm.preprocessing import covariates
-    from spline_lstm.data import loading
 
     if pre.channels == 1:
         return None
@@ -183,7 +182,6 @@ def _series_input(pre: Preprocessor, part: Part, k: Optional[int], horizon: int)
 def _recursive(model, pre: Preprocessor, parts: Sequence[Part], ks: list, inputs: list, horizon: int) -> list:
     """Each series' ``horizon`` forecasts: blocks of the trained horizon, each block one
     batched model call, appended to every history and fed back (recursive beyond it)."""
-    from spline_lstm.preprocessing import transforms
 
     histories = [i[0] for i in inputs]
     scaled = [i[1] for i in inputs]
@@ -294,7 +292,6 @@ def load_run(artifacts_dir: Path, run_id: str, verbose: bool = False) -> tuple:
 
 def gated_run(artifacts_dir: Path, run_id: str) -> tuple:
     """(Preprocessor, path of best.keras) of a run that passes the pre-inference gate."""
-    from spline_lstm.artifacts.health import run_gate
 
     result = run_gate(artifacts_dir, run_id)
     if not result.passed:
@@ -304,8 +301,6 @@ def gated_run(artifacts_dir: Path, run_id: str) -> tuple:
 
 
 def load_keras(path: Path, verbose: bool = False):
-    from spline_lstm.models import network
-    from spline_lstm.models import train
 
     train.import_tensorflow(verbose)
     try:
@@ -317,7 +312,6 @@ def load_keras(path: Path, verbose: bool = False):
 def read_input(pre: Preprocessor, input_path: Path) -> pd.DataFrame:
     """The --input file as a table (CSV or Parquet), checked like a training file: the
     run's columns (a many-series run's: its id column, or its wide target columns)."""
-    from spline_lstm.data import loading
 
     target, extra = pre.target_col, list(pre.covariate_columns)
     if pre.target_cols:
@@ -383,7 +377,6 @@ def forecast_registered(uri: str, tracking_uri: str, input_path: Union[Path, Seq
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from spline_lstm.core.errors import TrackingFailed
 
     check_options(horizon, levels)
     mlflow.set_tracking_uri(tracking_uri)

@@ -18,6 +18,8 @@ import mlflow.pyfunc
 import pandas as pd
 
 from spline_lstm.core.errors import RunIdMismatch
+from spline_lstm.preprocessing.preprocessor import Preprocessor
+from spline_lstm.serving.predict import forecast_frame, load_keras
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -31,8 +33,6 @@ class SplineForecaster(mlflow.pyfunc.PythonModel):
     many-series run reads a long-format frame and takes ``"series": [ids]`` (default: all)."""
 
     def load_context(self, context) -> None:
-        from spline_lstm.serving.predict import load_keras
-        from spline_lstm.preprocessing.preprocessor import Preprocessor
 
         expected = (context.model_config or {}).get("run_id")
         payload = json.loads(Path(context.artifacts["preprocessor"]).read_text(encoding="utf-8"))
@@ -48,7 +48,6 @@ class SplineForecaster(mlflow.pyfunc.PythonModel):
         self.model = load_keras(keras_path)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from spline_lstm.serving.predict import forecast_frame
 
         params = params or {}
         horizon = params.get("horizon") or None

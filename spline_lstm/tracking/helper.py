@@ -22,10 +22,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
+from spline_lstm.core.config import is_http
 from spline_lstm.core.errors import TrackingFailed
 from spline_lstm.core.secrets import mask_logs, mask_text
-from spline_lstm.tracking.tracker import Store, ensure_store, quiet_mlflow
-from spline_lstm.tracking.server import drop_duplicate_runs, is_http
+from spline_lstm.serving import pyfunc
+from spline_lstm.tracking.server import drop_duplicate_runs
+from spline_lstm.tracking.store import Store
+from spline_lstm.tracking.tracker import ensure_store, quiet_mlflow
+from spline_lstm.core import environment
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +128,6 @@ class MlflowRun:
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
         from mlflow.models import Model
 
-        from spline_lstm.serving import pyfunc
 
         run = self._call("get_run", self._client.get_run, self.mlflow_run_id)
         model = self._call("create_logged_model", self._client.create_logged_model, self.experiment_id,
@@ -207,7 +210,7 @@ def _global_tracking_uri(uri: str):
     the client's URI, and nothing may leak into a process that serves in-process (tests)."""
     import mlflow
 
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    saved = environment.read(environment.MLFLOW_URI)
     mlflow.set_tracking_uri(uri)
     try:
         yield

@@ -12,47 +12,25 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import ssl
 import sys
 import time
 import urllib.parse
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from spline_lstm.core.errors import ConfigInvalid, TrackingFailed
+from spline_lstm.core.config import TrackingConfig
+from spline_lstm.core.errors import TrackingFailed, error_line, one_line
+from spline_lstm.core.secrets import mask_uri
+from spline_lstm.tracking.store import Store
+from spline_lstm.core import environment
 
 log = logging.getLogger(__name__)
 
-if TYPE_CHECKING:
-    from spline_lstm.core.config import TrackingConfig
-    from spline_lstm.tracking.tracker import Store
 
-MAX_RETRIES = 10  # MLflow refuses more (_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT)
-MAX_BACKOFF_FACTOR = 120  # and a larger factor (_MLFLOW_HTTP_REQUEST_MAX_BACKOFF_FACTOR_LIMIT)
 MAX_BACKOFF_S = 120.0  # urllib3's cap on one wait
 PROBE_TIMEOUT_S = 5
 RETRY_STATUSES = (429, 502, 503, 504)  # a proxy in front of a restarting server
 ARTIFACTS_PROBE = "/api/2.0/mlflow-artifacts/artifacts?path=.spline-lstm-preflight"
-
-
-def is_http(uri: Optional[str]) -> bool:
-    return bool(uri) and uri.startswith(("http://", "https://"))
-
-
-def check_http_settings(tracking: TrackingConfig) -> None:
-    """Refuse values MLflow would reject only at the first request, and HTTP settings
-    without an HTTP server (``tracking=server`` with no ``tracking.uri``): ConfigInvalid, exit 2."""
-    settings = (tracking.http_timeout_s, tracking.http_retries, tracking.http_backoff_factor)
-    if tracking.enabled and not is_http(tracking.uri) and any(v is not None for v in settings):
-        raise ConfigInvalid("tracking.uri: tracking=server needs the server's address, e.g. "
-                            "tracking.uri=http://mlflow.internal:5000")
-    checks = (("http_timeout_s", tracking.http_timeout_s, 1, None),
-              ("http_retries", tracking.http_retries, 0, MAX_RETRIES),
-              ("http_backoff_factor", tracking.http_backoff_factor, 0, MAX_BACKOFF_FACTOR))
-    for key, value, low, high in checks:
-        if value is not None and (value < low or (high is not None and value > high)):
-            span = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise ConfigInvalid(f"tracking.{key}: must be {span} or null, got {value}")
 
 
 def http_env(tracking: TrackingConfig) -> Dict[str, str]:
@@ -71,27 +49,28 @@ def retry_delays(retries: int, factor: int) -> List[float]:
 
 def _env_int(name: str, default: int) -> int:
     try:
-        return int(os.environ.get(name, default))
+        return int(environment.read(name, str(default)))
     except ValueError:
         return default
 
 
 def _headers(store: Store) -> Dict[str, str]:
     """The credentials MLflow itself sends: basic auth from the environment, or a bearer token."""
-    user = store.user or os.environ.get("MLFLOW_TRACKING_USERNAME")
+    user = store.user or environment.read(environment.MLFLOW_USERNAME)
     if user:
-        token = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+        token = f"{user}:{environment.read(environment.MLFLOW_PASSWORD, '')}".encode()
         return {"Authorization": "Basic " + base64.b64encode(token).decode()}
-    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
-        return {"Authorization": "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"]}
+    token = environment.read(environment.MLFLOW_TOKEN)
+    if token:
+        return {"Authorization": "Bearer " + token}
     return {}
 
 
 def _tls() -> Optional[ssl.SSLContext]:
     """The TLS settings MLflow honours, so the preflight trusts what the jobs will trust."""
-    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+    if environment.read(environment.MLFLOW_INSECURE_TLS, "").lower() == "true":
         return ssl._create_unverified_context()  # noqa: S323 - the user asked for it, as MLflow does
-    cafile = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    cafile = environment.read(environment.MLFLOW_SERVER_CERT)
     return ssl.create_default_context(cafile=cafile) if cafile else None
 
 
@@ -219,8 +198,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """``python -m spline_lstm.tracking.server stale``: list (and with --end, end FAILED) RUNNING runs."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    environment.write_defaults({environment.MLFLOW_HTTP_TIMEOUT: "30", environment.MLFLOW_HTTP_RETRIES: "2"})
     try:
         from mlflow.tracking import MlflowClient
 
@@ -235,8 +213,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             age = (now - run.info.start_time / 1000) / 60
             print(f"{run.data.tags.get('run_id', '-')}\t{run.info.run_id}\tstarted {age:.0f} min ago\t{state}")
     except Exception as exc:  # noqa: BLE001 - one typed line, no traceback
-        from spline_lstm.core.errors import error_line, one_line
-        from spline_lstm.tracking.tracker import mask_uri
 
         err = TrackingFailed(f"tracking server {mask_uri(args.tracking_uri)}: {one_line(str(exc), 300)}")
         print(error_line(err), file=sys.stderr)

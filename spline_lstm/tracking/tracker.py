@@ -20,18 +20,17 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.parse
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional
 
+from spline_lstm.core.config import PathsConfig, TrackingConfig, is_http
 from spline_lstm.core.errors import ConfigInvalid, TrackingFailed
-from spline_lstm.core.secrets import URI_ENV, mask_uri, take_credentials
-from spline_lstm.tracking.server import http_env, is_http
-from spline_lstm.tracking.server import preflight as preflight_server
+from spline_lstm.core.secrets import mask_uri, take_credentials
+from spline_lstm.tracking.server import http_env, preflight as preflight_server
+from spline_lstm.tracking.store import Store
+from spline_lstm.core import environment
 
-if TYPE_CHECKING:
-    from spline_lstm.core.config import PathsConfig, TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,29 +42,6 @@ RUNBOOK_REPAIR = ("back up the store, then run `mlflow db upgrade URI` or move i
                   "(runbook: 'Tracking store half-migrated')")
 
 
-@dataclass(frozen=True)
-class Store:
-    uri: str  # without credentials: MLflow reads them from MLFLOW_TRACKING_USERNAME/PASSWORD
-    artifact_location: Optional[str]  # None: the server's (mlflow-artifacts:/ with --serve-artifacts)
-    experiment: str
-    user: Optional[str] = None
-
-    @property
-    def display_uri(self) -> str:
-        if not self.user:
-            return mask_uri(self.uri)
-        scheme, rest = self.uri.split("://", 1)
-        return f"{scheme}://{self.user}:***@{rest}"
-
-    @property
-    def sqlite_path(self) -> Optional[Path]:
-        if not self.uri.startswith("sqlite:"):
-            return None
-        if self.uri.startswith("sqlite:////"):
-            return Path("/" + self.uri[len("sqlite:////"):])
-        return Path(urllib.parse.urlparse(self.uri).path)
-
-
 def resolve_store(tracking: TrackingConfig, paths: PathsConfig) -> Store:
     """Absolute URIs so the UI and sweep workers may start from any directory.
 
@@ -74,8 +50,8 @@ def resolve_store(tracking: TrackingConfig, paths: PathsConfig) -> Store:
     if not (tracking.experiment or "").strip():
         raise ConfigInvalid("tracking.experiment: must not be empty (default: spline-lstm)")
     outputs = Path(paths.outputs_dir).absolute()
-    from_env = not tracking.uri and bool(os.environ.get(URI_ENV))
-    uri = tracking.uri or os.environ.get(URI_ENV) or f"sqlite:///{outputs / 'mlflow.db'}"
+    from_env = not tracking.uri and bool(environment.read(environment.MLFLOW_URI))
+    uri = tracking.uri or environment.read(environment.MLFLOW_URI) or f"sqlite:///{outputs / 'mlflow.db'}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         rel = uri[len("sqlite:///"):]
         uri = f"sqlite:///{Path(rel).absolute()}"
@@ -84,10 +60,10 @@ def resolve_store(tracking: TrackingConfig, paths: PathsConfig) -> Store:
                              "supported); use sqlite:///path/mlflow.db or http://host:port")
     uri, user = take_credentials(uri)
     if from_env:
-        os.environ[URI_ENV] = uri  # the helper and MLflow inherit it without the password
+        environment.write(environment.MLFLOW_URI, uri)  # the helper and MLflow inherit it without the password
     loc = tracking.artifact_location or str(outputs / "mlartifacts")
     if is_http(uri):  # MLflow's timeouts/retries for the tracking helper; artifacts via the server by default
-        os.environ.update(http_env(tracking))
+        environment.write_all(http_env(tracking))
         loc = tracking.artifact_location
     if loc and "://" not in loc:
         loc = Path(loc).absolute().as_uri()
@@ -95,11 +71,8 @@ def resolve_store(tracking: TrackingConfig, paths: PathsConfig) -> Store:
 
 
 def quiet_mlflow() -> None:
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    environment.write_defaults({environment.MLFLOW_HTTP_RETRIES: "0", environment.MLFLOW_HTTP_TIMEOUT: "15",
+                                **environment.LIBRARY_DEFAULTS})
     for name in ("mlflow", "alembic", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -282,8 +255,8 @@ class Tracker:
         self._last_ok = False  # whether the latest reply was a success
         self._buf = b""
         package_root = str(Path(__file__).resolve().parent.parent)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root,
-                                                                          os.environ.get("PYTHONPATH")])))
+        env = environment.for_child(PYTHONPATH=os.pathsep.join(
+            filter(None, [package_root, environment.read(environment.PYTHONPATH)])))
         err = open(log_path, "ab") if log_path else subprocess.DEVNULL  # its warnings join the run log
         try:
             self._proc: Optional[subprocess.Popen] = subprocess.Popen(
