@@ -2,7 +2,7 @@
 """spline-lstm entry point: ``python launch.py +preset=smoke [key=value ...] [-m]``.
 
 Hydra composes the config from conf/; this wrapper turns every failure into the
-exit code and one ``ERROR [NAME] ...`` line of CONTRACT §7 (Hydra alone would
+exit code and one ``ERROR [NAME] ...`` line of docs/exit-codes.md (Hydra alone would
 exit 0 after a failing callback and print tracebacks). Imports no TensorFlow or
 MLflow: ``--help`` and ``--cfg job`` stay fast.
 """

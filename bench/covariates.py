@@ -1,4 +1,4 @@
-"""Covariates against the univariate model (README "Covariates", docs/PERFORMANCE.md).
+"""Covariates against the univariate model (docs/covariates.md, docs/performance.md).
 
 Runs ``+preset=etth1`` (OT alone) and ``+preset=etth1-ms`` (OT + the six loads + the hour
 through the per-step head) and their variants (``--only LABEL ...``) for a few seeds, and ``+preset=ili``, each a full run without MLflow, then

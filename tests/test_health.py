@@ -1,4 +1,4 @@
-"""The health gate end to end (CONTRACT §6-7): real artifacts of a real smoke run, one
+"""The health gate end to end (docs/concepts.md#health-gate, docs/exit-codes.md): real artifacts of a real smoke run, one
 deliberate failure per test, checked through ``python -m spline_lstm health`` (exit code,
 one ``ERROR [NAME]`` line, no traceback, the verdict record) and, for the in-run gate,
 through ``launch.py`` itself with a test-only Hydra callback that breaks an artifact after

@@ -1,6 +1,6 @@
 """Performance properties that do not depend on machine speed.
 
-Timings belong in the benchmark (``python bench/run.py``, docs/PERFORMANCE.md);
+Timings belong in the benchmark (``python bench/run.py``, docs/performance.md);
 these tests only check what stays true on any machine: which heavy packages a
 command imports, how many bytes the window source and the preprocessing hold,
 that the fast PCHIP gap filling gives the full spline's values bit for bit, and

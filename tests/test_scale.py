@@ -106,7 +106,7 @@ def test_mirrored_over_two_logical_cpus_trains_passes_the_gate_and_predicts(tmp_
 
 @pytest.mark.slow
 def test_a_sweep_over_series_files_shards_them_across_submitit_jobs_under_one_parent_run(tmp_path: Path):
-    """The SLURM route (README "Past one machine") on one machine: one job per series
+    """The SLURM route (docs/sweeps.md#past-one-machine) on one machine: one job per series
     file through the submitit launcher, every job a child of the sweep's MLflow run."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     p = related_series(2, 400, period=24, seed=4, gap_ratio=0.03)

@@ -1,5 +1,5 @@
 """``data.shard=i/N``: a sweep over shards splits a many-series input into disjoint runs
-that together cover every series (README "Past one machine")."""
+that together cover every series (docs/sweeps.md#past-one-machine)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Run Hydra and map the outcome to CONTRACT §7 exit codes.
+"""Run Hydra and map the outcome to docs/exit-codes.md exit codes.
 
 Hydra re-raises a failed job's exception when HYDRA_FULL_ERROR=1: after a single
 run at once, after a sweep once every job has run. Each job records its verdict

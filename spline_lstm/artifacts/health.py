@@ -1,4 +1,4 @@
-"""The health gate (CONTRACT §6): file checks only, no TensorFlow, no model loading.
+"""The health gate (docs/concepts.md#health-gate): file checks only, no TensorFlow, no model loading.
 
 A run is successful only if every check passes, and it counts only once it is
 committed: ``commit`` writes the completion record ``complete/<run_id>.json`` as the
@@ -382,7 +382,7 @@ def _npz_run_id(path: Path) -> Optional[str]:
 
 
 def run_gate(artifacts_dir: Path, run_id: str, require_commit: bool = True) -> GateResult:
-    """Every check of CONTRACT §6 on a run's files; never raises for a bad run.
+    """Every check of docs/concepts.md#health-gate on a run's files; never raises for a bad run.
 
     ``require_commit=False`` only for the in-process gate, which runs before the
     completion record can exist (it writes it when everything passed)."""

@@ -1,4 +1,4 @@
-"""The canonical run-scoped artifact layout (CONTRACT §3-4) and safe file I/O.
+"""The canonical run-scoped artifact layout (docs/concepts.md#canonical-artifacts) and safe file I/O.
 
 Everything that touches a run's files goes through here: run_id rules, the
 atomic claim of a run_id, atomic writes (temp file + fsync + rename) that hash

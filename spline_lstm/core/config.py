@@ -164,7 +164,7 @@ class ModelConfig:
     units: int = 32
     layers: int = 1
     dropout: float = 0.0
-    head_init: HeadInit = HeadInit.zeros  # measured: bench/model_options.py (README "A model that starts...")
+    head_init: HeadInit = HeadInit.zeros  # measured: bench/model_options.py (docs/modelling.md#a-model-that-starts-from-the-baseline)
     revin: Revin = Revin.auto
     future_head: FutureHead = FutureHead.flat  # how future-known inputs reach the forecast (spline_lstm.models.network)
 

@@ -1,7 +1,7 @@
 """Typed documents of a run: the JSON files the pipeline writes and the commands read.
 
 Each is a dataclass written in one place (``to_dict``; for metadata key order = field
-order, so the JSON stays what CONTRACT §4 shows) and read in one place (``from_dict`` /
+order, so the JSON stays what docs/concepts.md#canonical-artifacts shows) and read in one place (``from_dict`` /
 ``read_metadata``), by health, the console summary, the sweep table and ``runs``.
 Reading is lenient: a key an older run lacks takes its default, and values keep the
 types found in the file, so the health gate can still report a tampered field rather
@@ -60,7 +60,7 @@ class MetricsDoc:
 
     @staticmethod
     def problems(doc: dict) -> List[str]:
-        """What the health gate refuses in a metrics document (CONTRACT §6, check 3)."""
+        """What the health gate refuses in a metrics document (docs/concepts.md#health-gate, check 3)."""
         out = [f"metrics has no '{key}'" for key in MetricsDoc.REQUIRED if key not in doc]
         metrics = doc.get("metrics")
         rmse = metrics.get("rmse") if isinstance(metrics, dict) else None

@@ -1,4 +1,4 @@
-"""Typed failures and the exit-code contract (CONTRACT §7), mapped in one place.
+"""Typed failures and the exit-code contract (docs/exit-codes.md), mapped in one place.
 
 Every expected failure is one of these exceptions; ``launch.py`` and every
 ``python -m spline_lstm`` subcommand turn them into an exit code and a single

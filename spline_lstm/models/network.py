@@ -22,7 +22,7 @@ Options that make a weak network degrade to a baseline instead of far below it
   that step's forecast (known + 1 weights), instead of ``flat``: all steps'
   inputs flattened beside the state before the head (horizon x horizon x known
   weights). Calendar features at the forecast steps follow from the origin's, so
-  ``flat`` hands the head many redundant inputs to overfit (README "Covariates");
+  ``flat`` hands the head many redundant inputs to overfit (docs/covariates.md);
 - ``ensemble=N`` (``TrainingConfig``): N independent members (their own weights,
   drawn from the run's seeded stream) whose forecasts a layer named
   ``ensemble`` averages; ``train.fit`` trains them side by side on one loss per

@@ -11,7 +11,7 @@ target is also a selection target. Training keeps at least two thirds of its
 windows; the test split is never touched. Calibration and the sweep's
 validation metrics still use the validation split alone. The default is 0 (off):
 on the shared monthly series the held-out windows cost 0.5-2% test rmse and did
-not narrow the spread over seeds (README "A model that starts from the
+not narrow the spread over seeds (docs/modelling.md "A model that starts from the
 baseline"); the default model starts from the naive forecast, so an early pick
 on few windows costs little.
 
@@ -143,7 +143,7 @@ def distribution_record(cfg: TrainingConfig) -> Dict[str, object]:
 # order bit for bit). The buffer holds every start as a tensor of its own, about 200 bytes
 # a window, and refills each epoch before the first step: 10^4 series x 1,000 points
 # (6.8 * 10^6 windows) cost 1.3-1.5 GB and 12-42 s an epoch on 2 shared cores
-# (docs/PERFORMANCE.md). Above, an epoch is a stateless permutation (``permuted_batches``).
+# (docs/performance.md). Above, an epoch is a stateless permutation (``permuted_batches``).
 SHUFFLE_BUFFER_MAX = 1 << 20
 
 

@@ -626,7 +626,7 @@ def _evaluate_panel(ctx: RunContext, prep: Prepared, pre, test, actual: np.ndarr
 
 
 # ETS and Theta are fitted per series: beyond this many, not available (ETS costs 1-5 s a
-# series on 2 cores: 100 series took 8 min of a 9-min run, docs/PERFORMANCE.md)
+# series on 2 cores: 100 series took 8 min of a 9-min run, docs/performance.md)
 YARDSTICK_MAX_SERIES = 50
 
 

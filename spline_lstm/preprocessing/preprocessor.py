@@ -4,7 +4,7 @@ is written once (no train/serve skew).
 
 Its payload (``to_dict``) is plain data, versioned by ``format``: it is the
 canonical ``models/<run_id>/preprocessor.pkl`` (read by the restricted unpickler,
-CONTRACT §4) and the JSON logged to MLflow. Formats 1 (no calibration) and 2 (no
+docs/concepts.md#canonical-artifacts) and the JSON logged to MLflow. Formats 1 (no calibration) and 2 (no
 covariates) still load. Format 3 adds the covariates (spline_lstm.preprocessing.covariates): their
 names, the calendar features and one scaler per covariate column. Format 4 adds many
 series (spline_lstm.data.panel): ids, one target scaler per series, static covariates.
