@@ -131,6 +131,7 @@ def run(ctx: RunContext) -> dict:
             # MLflow loads in a helper, in parallel
             ctx.tracker = Tracker(store, ctx.log_path, app.tracking.register_model)
         prepared = _prepare(ctx)  # in memory: bad input is refused before anything is written
+        app = ctx.app  # with the resolved season, fill, difference and lookback
         tags, params = _tags(ctx), _params(app)
         with signals_deferred():  # once claimed, the run exists in MLflow too, to be ended KILLED
             ctx.layout.claim(ctx.run_id)
@@ -284,8 +285,10 @@ def _prepare(ctx: RunContext) -> Prepared:
         if bounds[-1] < len(values):
             values, timestamps = values[: bounds[-1]], timestamps[: bounds[-1]]
         raw_cov = {c: v[lo:hi][: len(values)] for c, v in series.covariates.items()}
-        # auto season / interpolation / difference / lookback, once: app holds plain values from here on
+        # auto season / interpolation / difference / lookback, once: the run's config holds plain values from here on
         choices = seasonality.resolve(app, values, bounds, series.freq)
+        ctx.app = app = choices.applied_to(app)
+        p = app.preprocess
         for line in choices.lines():
             log.info("%s", line)
         transforms.check_series(values, bounds, p, series.source)
@@ -327,6 +330,8 @@ def _prepare_panel(ctx: RunContext) -> Prepared:
         lo, hi = spans[rep]
         choices = seasonality.resolve(app, values[rep, lo:hi], panel.local_bounds(bounds, (lo, hi)), series.freq)
         choices.why["series"] = f"auto settings chosen on series {series.ids[rep]!r} (most training points)"
+        ctx.app = app = choices.applied_to(app)
+        p = app.preprocess
         for line in choices.lines():
             log.info("%s", line)
         transforms.check_panel(values, spans, bounds, p, [f"{series.source} series {i!r}" for i in series.ids])

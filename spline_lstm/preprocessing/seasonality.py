@@ -20,11 +20,12 @@ numpy (pandas only to read a frequency); nothing here reads the test split.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
-from spline_lstm.core.config import AUTO, Interpolation
+from spline_lstm.core.config import AUTO, AppConfig, Interpolation
 from spline_lstm.core.errors import InputInvalid
 from spline_lstm.preprocessing import transforms
 from spline_lstm.preprocessing.statistics import kpss_level, seasonal_strength
@@ -162,6 +163,14 @@ class Choices:
         return {"season": self.season, "interpolation": self.interpolation, "difference": self.difference,
                 "lookback": self.lookback, "requested": dict(self.requested), "why": dict(self.why)}
 
+    def applied_to(self, app: AppConfig) -> AppConfig:
+        """A copy of ``app`` holding the resolved values (plain integers and a fill method),
+        for every later stage; the validated config itself is never changed."""
+        data = dataclasses.replace(app.data, season=self.season)
+        pre = dataclasses.replace(app.preprocess, interpolation=Interpolation(self.interpolation),
+                                  difference=self.difference, lookback=self.lookback)
+        return dataclasses.replace(app, data=data, preprocess=pre)
+
     def lines(self) -> List[str]:
         """One report line per setting: ``difference: seasonal (12) because ...``."""
         if self.difference in (0, 1):
@@ -174,11 +183,10 @@ class Choices:
                 else f"{key}: {value} (as configured: {self.requested.get(key)})" for key, value in shown.items()]
 
 
-def resolve(app, values: np.ndarray, bounds: np.ndarray, freq: str) -> Choices:
+def resolve(app: AppConfig, values: np.ndarray, bounds: np.ndarray, freq: str) -> Choices:
     """Resolve ``data.season``, ``preprocess.interpolation``, ``difference`` and
     ``lookback`` (auto / words) to the values the run uses, from the training and
-    validation splits only, and write them back into ``app`` so that every later
-    stage sees plain integers."""
+    validation splits only (``Choices.applied_to`` gives the config every later stage reads)."""
 
     d, p = app.data, app.preprocess
     requested = {"season": d.season, "interpolation": Interpolation(p.interpolation).value,
@@ -210,5 +218,4 @@ def resolve(app, values: np.ndarray, bounds: np.ndarray, freq: str) -> Choices:
             lookback, why["lookback"] = choose_lookback(filled, bounds, lag, p.horizon, season)
     else:
         lookback = p.lookback
-    d.season, p.interpolation, p.difference, p.lookback = season, method, int(lag), int(lookback)
     return Choices(season, method.value, int(lag), int(lookback), requested, why)
