@@ -339,7 +339,6 @@ class ContainmentCallback(Callback):
             raise Refused(classify(exc)) from exc
 
     def _hold(self, folder: Path, run_id: str) -> None:
-
         if str(folder) not in self._locks:
             self._locks[str(folder)] = hold_folder(folder, run_id)
 
@@ -356,7 +355,6 @@ class ContainmentCallback(Callback):
         self._guard(self._start_run, config)
 
     def _start_run(self, config: DictConfig) -> None:
-
         app = plan_job(config)
         run_dir = Path(str(config.hydra.run.dir))
         expected = Path(app.paths.outputs_dir) / "runs" / app.run_id

@@ -37,7 +37,7 @@ from spline_lstm.app import sweep
 from spline_lstm.app.sweep import job_metrics
 from spline_lstm.artifacts import health
 from spline_lstm.artifacts.layout import ArtifactLayout, atomic_write_bytes, atomic_write_json
-from spline_lstm.core import threads
+from spline_lstm.core import environment, threads
 from spline_lstm.core.config import validate
 from spline_lstm.core.documents import MetricsDoc
 from spline_lstm.core.errors import ModelUnskilled, StorageError, TrackingFailed, classify, error_line, one_line
@@ -46,7 +46,6 @@ from spline_lstm.core.jsonio import read_json
 from spline_lstm.core.secrets import hide_passwords, mask_logs, mask_text
 from spline_lstm.pipeline import run
 from spline_lstm.tracking.tracker import NullTracker, ensure_store, resolve_store
-from spline_lstm.core import environment
 
 log = logging.getLogger("spline_lstm")
 
@@ -100,7 +99,6 @@ class TrackingStoreCallback(Callback):
     # sweep creates it once here so its jobs do not queue on the store's init lock, and
     # its parent MLflow run (spline_lstm.app.sweep), which the launcher ends after the last job.
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-
         environment.clear(environment.PARENT_RUN_ID)  # never a parent from an outer shell
         threads.set_sweep_budget(config)  # caps the workers; before Hydra makes the launcher
         parent = sweep.begin(environment.read(environment.STATUS_DIR), current_sweep_id(),

@@ -23,11 +23,11 @@ from typing import List, Optional
 from spline_lstm.app.containment import check_overrides
 from spline_lstm.app.hydra_app import task
 from spline_lstm.app.sweep import finish
+from spline_lstm.core import environment
 from spline_lstm.core.config import register_configs
 from spline_lstm.core.errors import SplineLSTMError, classify, error_line, interrupt_on_signal
 from spline_lstm.core.ids import new_sweep_id, validate_run_id
 from spline_lstm.core.secrets import hide_passwords
-from spline_lstm.core import environment
 
 
 def _statuses(status_dir: Path) -> List[dict]:
@@ -42,7 +42,6 @@ def _statuses(status_dir: Path) -> List[dict]:
 
 def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     import hydra
-
 
     environment.write(environment.HYDRA_FULL_ERROR, "1")
     logging.raiseExceptions = False  # a log handler on a full disk fails quietly; the run's own writes report it

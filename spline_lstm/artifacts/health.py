@@ -34,10 +34,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from spline_lstm.artifacts.layout import ArtifactLayout, RestrictedUnpickler, atomic_write_json, sha256_file
-from spline_lstm.core.ids import validate_run_id
 from spline_lstm.core.documents import MetadataDoc, MetricsDoc
-from spline_lstm.core.errors import (HealthFailed, ModelUnskilled, RunIdMismatch, SplineLSTMError, StorageError,
-                                UnsafeArtifact)
+from spline_lstm.core.errors import (
+    HealthFailed,
+    ModelUnskilled,
+    RunIdMismatch,
+    SplineLSTMError,
+    StorageError,
+    UnsafeArtifact,
+)
+from spline_lstm.core.ids import validate_run_id
 from spline_lstm.core.jsonio import read_json
 
 KERAS_MEMBERS = ("config.json", "model.weights.h5")

@@ -276,12 +276,10 @@ def _run_dir(outputs_dir: Any, run_id: Any) -> str:
 
 
 def _sweep_dir(outputs_dir: Any) -> str:
-
     return str(absolute_root("paths.outputs_dir", outputs_dir) / "sweeps" / current_sweep_id())
 
 
 def _job_subdir(run_id: Any) -> str:
-
     return validate_run_id(run_id)
 
 
@@ -329,7 +327,6 @@ def validate(cfg: DictConfig, resolve_run_id: bool = True) -> AppConfig:
     _check_data(app.data)
     _check_covariates(app.data)
     _check_panel(app)
-
 
     check_http_settings(app.tracking)
 

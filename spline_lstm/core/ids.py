@@ -7,9 +7,8 @@ import secrets
 import time
 from typing import Any, Optional
 
-from spline_lstm.core.errors import RunIdInvalid
 from spline_lstm.core import environment
-
+from spline_lstm.core.errors import RunIdInvalid
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 

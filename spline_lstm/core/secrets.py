@@ -15,8 +15,8 @@ import traceback
 import urllib.parse
 from typing import Any, List, Optional, Tuple
 
-from spline_lstm.core.errors import TrackingFailed
 from spline_lstm.core import environment
+from spline_lstm.core.errors import TrackingFailed
 
 MASKED = "***"
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words; user:pass@ is masked regardless

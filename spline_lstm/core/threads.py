@@ -19,8 +19,8 @@ import logging
 import os
 import time
 from typing import Any, Dict, Optional
-from spline_lstm.core import environment
 
+from spline_lstm.core import environment
 
 
 def cores() -> int:

@@ -39,8 +39,18 @@ import pandas as pd
 
 from spline_lstm.core.config import DataConfig, DataSource, DuplicatePolicy
 from spline_lstm.core.errors import InputInvalid
-from spline_lstm.data.loading import (TRAINING_HINTS, _offset, _row, _sha256, _step_ns, grid_limit, infer_freq,
-    parse_timestamps, read_table, to_series)
+from spline_lstm.data.loading import (
+    TRAINING_HINTS,
+    _offset,
+    _row,
+    _sha256,
+    _step_ns,
+    grid_limit,
+    infer_freq,
+    parse_timestamps,
+    read_table,
+    to_series,
+)
 from spline_lstm.data.synthetic import related_series
 
 log = logging.getLogger("spline_lstm")
@@ -358,12 +368,10 @@ def _on_grid(s: _Rows, cfg: DataConfig, where: str, sha: str, rows: int) -> Pane
 
 
 def _hints():
-
     return TRAINING_HINTS
 
 
 def _synthetic(cfg: DataConfig, seed: int) -> Panel:
-
     n = cfg.n_series
     period = cfg.season if isinstance(cfg.season, int) and cfg.season >= 2 else 24
     gen = related_series(n, cfg.n_points, period=period, seed=seed, gap_ratio=cfg.gap_ratio,

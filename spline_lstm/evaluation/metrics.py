@@ -9,7 +9,6 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-
 METRIC_NAMES = ("mae", "mse", "rmse", "mape", "smape", "mase", "r2")
 
 

@@ -42,11 +42,11 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from spline_lstm.core import environment
 from spline_lstm.core.config import Distribute, TrainingConfig
 from spline_lstm.core.errors import ConfigInvalid, TrainingFailed, raise_if_signalled
 from spline_lstm.models.network import members_view
 from spline_lstm.preprocessing.transforms import WindowSource
-from spline_lstm.core import environment
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ def import_tensorflow(verbose: bool = False):
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
-            import tensorflow as tf
             import keras  # noqa: F401
+            import tensorflow as tf
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -250,7 +250,6 @@ def fit(model, train: WindowSource, val: WindowSource, cfg: TrainingConfig, seed
     """Train with early stopping; best (by the selection loss, see the module doc) and
     last checkpoints of ``model`` go to ``staging``."""
     import keras
-
 
     train, val = selection_split(train, val, cfg.min_val_windows)
     if cfg.min_val_windows:

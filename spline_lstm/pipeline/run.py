@@ -23,9 +23,14 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from spline_lstm import __version__
-from spline_lstm.artifacts.layout import (ArtifactLayout, atomic_move_in, atomic_write_bytes, atomic_write_json,
-    dump_plain_pickle)
-from spline_lstm.core import threads
+from spline_lstm.artifacts.layout import (
+    ArtifactLayout,
+    atomic_move_in,
+    atomic_write_bytes,
+    atomic_write_json,
+    dump_plain_pickle,
+)
+from spline_lstm.core import environment, threads
 from spline_lstm.core.config import AppConfig, flatten, is_panel, to_plain
 from spline_lstm.core.documents import MetadataDoc, MetricsDoc
 from spline_lstm.core.errors import InputInvalid, Interrupted, StorageError, classify, signals_deferred
@@ -40,7 +45,6 @@ from spline_lstm.pipeline.chain import build_network, fit_chain, reference_forec
 from spline_lstm.preprocessing import seasonality, transforms
 from spline_lstm.preprocessing.preprocessor import Preprocessor
 from spline_lstm.tracking.tracker import NullTracker, Tracker, preflight, resolve_store
-from spline_lstm.core import environment
 
 log = logging.getLogger("spline_lstm")
 trace_log = logging.getLogger("spline_lstm.trace")  # file only: tracebacks stay off the console
@@ -269,7 +273,6 @@ class Prepared:
 
 
 def _prepare(ctx: RunContext) -> Prepared:
-
     app = ctx.app
     p = app.preprocess
     if is_panel(app.data):
@@ -385,7 +388,6 @@ def covariate_summary(pre, raw_cov: dict) -> dict:
 
 
 def _train_and_write(ctx: RunContext, prep: Prepared, started: float) -> dict:
-
     app, paths, p = ctx.app, ctx.paths, ctx.app.preprocess
     series = prep.series
     bounds, summary = prep.bounds, prep.summary

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+
 from spline_lstm.core.config import AUTO, AppConfig, Interpolation
 from spline_lstm.core.errors import InputInvalid
 from spline_lstm.preprocessing import transforms

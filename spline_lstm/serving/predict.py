@@ -57,7 +57,6 @@ def id_column(pre: Preprocessor) -> str:
 
 
 def _input_cfg(pre: Preprocessor, target: Optional[str] = None) -> tuple:
-
     cfg = DataConfig(timestamp_col=pre.timestamp_col, target_col=target or pre.target_col, freq=pre.freq,
                      duplicates=DuplicatePolicy(pre.duplicates), coerce_errors=pre.coerce_errors)
     return cfg, loading.predict_hints(cfg.timestamp_col, cfg.target_col, pre.freq)
@@ -301,7 +300,6 @@ def gated_run(artifacts_dir: Path, run_id: str) -> tuple:
 
 
 def load_keras(path: Path, verbose: bool = False):
-
     train.import_tensorflow(verbose)
     try:
         return network.load_model_safely(path)
@@ -376,7 +374,6 @@ def forecast_registered(uri: str, tracking_uri: str, input_path: Union[Path, Seq
     MLflow (which applies the run_id gate in ``load_context``), then the same core."""
     import mlflow
     from mlflow.exceptions import MlflowException
-
 
     check_options(horizon, levels)
     mlflow.set_tracking_uri(tracking_uri)

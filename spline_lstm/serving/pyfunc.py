@@ -33,7 +33,6 @@ class SplineForecaster(mlflow.pyfunc.PythonModel):
     many-series run reads a long-format frame and takes ``"series": [ids]`` (default: all)."""
 
     def load_context(self, context) -> None:
-
         expected = (context.model_config or {}).get("run_id")
         payload = json.loads(Path(context.artifacts["preprocessor"]).read_text(encoding="utf-8"))
         keras_path = Path(context.artifacts["model"])
@@ -48,7 +47,6 @@ class SplineForecaster(mlflow.pyfunc.PythonModel):
         self.model = load_keras(keras_path)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-
         params = params or {}
         horizon = params.get("horizon") or None
         levels = [int(x) for x in (params.get("levels") or [])]

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
+from spline_lstm.core import environment
 from spline_lstm.core.config import is_http
 from spline_lstm.core.errors import TrackingFailed
 from spline_lstm.core.secrets import mask_logs, mask_text
@@ -29,7 +30,6 @@ from spline_lstm.serving import pyfunc
 from spline_lstm.tracking.server import drop_duplicate_runs
 from spline_lstm.tracking.store import Store
 from spline_lstm.tracking.tracker import ensure_store, quiet_mlflow
-from spline_lstm.core import environment
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,6 @@ class MlflowRun:
 
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
         from mlflow.models import Model
-
 
         run = self._call("get_run", self._client.get_run, self.mlflow_run_id)
         model = self._call("create_logged_model", self._client.create_logged_model, self.experiment_id,

@@ -18,11 +18,11 @@ import time
 import urllib.parse
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from spline_lstm.core import environment
 from spline_lstm.core.config import TrackingConfig
 from spline_lstm.core.errors import TrackingFailed, error_line, one_line
 from spline_lstm.core.secrets import mask_uri
 from spline_lstm.tracking.store import Store
-from spline_lstm.core import environment
 
 log = logging.getLogger(__name__)
 

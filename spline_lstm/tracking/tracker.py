@@ -24,13 +24,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
+from spline_lstm.core import environment
 from spline_lstm.core.config import PathsConfig, TrackingConfig, is_http
 from spline_lstm.core.errors import ConfigInvalid, TrackingFailed
 from spline_lstm.core.secrets import mask_uri, take_credentials
-from spline_lstm.tracking.server import http_env, preflight as preflight_server
+from spline_lstm.tracking.server import http_env
+from spline_lstm.tracking.server import preflight as preflight_server
 from spline_lstm.tracking.store import Store
-from spline_lstm.core import environment
-
 
 log = logging.getLogger(__name__)
 
