@@ -252,7 +252,7 @@ def cov_run(tmp_path_factory) -> tuple:
     csv = _csv(tmp / "shop.csv", gaps=(40, 41, 42, 200))
     proc = launch("data=csv", f"data.path={csv}", "data.season=24", "data.past_covariates=[load]",
                   "data.future_covariates=[promo]", "data.calendar=[hour]", "preprocess.lookback=24",
-                  "preprocess.horizon=4", "transforms.difference=0", "training.epochs=2", "training.patience=0",
+                  "preprocess.horizon=4", "preprocess.difference=0", "training.epochs=2", "training.patience=0",
                   "model.units=8", "run_id=cov-e2e", outputs=tmp / "out")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return Run(tmp / "out", "cov-e2e"), csv

@@ -36,10 +36,10 @@ def test_season_is_inferred_from_the_frequency(freq, season):
     (("data=csv", "data.path=x.csv", "data.season=12"), 12, "auto", "auto"),
     (("+preset=smoke",), 24, "auto", 24),
     (("+preset=airline", "data.path=x.csv"), 12, 12, 12),
-    (("transforms.difference=first",), 24, 1, "auto"),
-    (("transforms.difference=none", "preprocess.lookback=48"), 24, 0, 48),
-    (("transforms.difference=seasonal",), 24, "seasonal", "auto"),
-    (("transforms.difference=12", "preprocess.lookback=36"), 24, 12, 36),
+    (("preprocess.difference=first",), 24, 1, "auto"),
+    (("preprocess.difference=none", "preprocess.lookback=48"), 24, 0, 48),
+    (("preprocess.difference=seasonal",), 24, "seasonal", "auto"),
+    (("preprocess.difference=12", "preprocess.lookback=36"), 24, 12, 36),
 ])
 def test_season_difference_and_lookback_settings(overrides, season, difference, lookback):
     app = validate(_compose(*overrides))
@@ -50,9 +50,9 @@ def test_season_difference_and_lookback_settings(overrides, season, difference, 
 @pytest.mark.parametrize("override,key", [
     ("data.season=0", "data.season"), ("data.season=abc", "data.season"), ("data.season=1.5", "data.season"),
     ("data.season=true", "data.season"), ("data.season=[12]", "data.season"),
-    ("transforms.difference=-1", "transforms.difference"), ("transforms.difference=second", "transforms.difference"),
+    ("preprocess.difference=-1", "preprocess.difference"), ("preprocess.difference=second", "preprocess.difference"),
     ("preprocess.lookback=0", "preprocess.lookback"), ("preprocess.lookback=many", "preprocess.lookback"),
-    ("data.season=none transforms.difference=seasonal", "transforms.difference"),
+    ("data.season=none preprocess.difference=seasonal", "preprocess.difference"),
     ("data.season=none preprocess.interpolation=seasonal", "preprocess.interpolation"),
     ("preprocess.interpolation=spline", "preprocess.interpolation"),
 ])
