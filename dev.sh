@@ -2,6 +2,7 @@
 # Set up a virtual environment with the pinned dependencies, then run something in it.
 #   ./dev.sh smoke          set up + python launch.py +preset=smoke
 #   ./dev.sh test [ARGS]    set up + pytest (ARGS passed on, e.g. -m "not slow")
+#   ./dev.sh test -m unit   the inner loop: the unit layer only (no model trained, under 150 s on 2 cores)
 #   ./dev.sh setup          set up only
 #   ./dev.sh bench [--quick]
 set -euo pipefail

@@ -26,6 +26,7 @@ def no_traceback(proc) -> None:
 
 # --- help -------------------------------------------------------------------------------------
 
+@pytest.mark.unit
 @pytest.mark.parametrize("argv", [[], ["health"], ["predict"], ["runs"], ["runs", "list"],
                                   ["runs", "quarantine"]], ids=lambda a: " ".join(a) or "main")
 def test_every_command_has_help_with_an_example(argv):
@@ -35,6 +36,7 @@ def test_every_command_has_help_with_an_example(argv):
     assert re.search(r"examples?:\s*\n?\s*python -m spline_lstm " + " ".join(argv), proc.stdout), proc.stdout
 
 
+@pytest.mark.unit
 def test_no_command_is_a_usage_error():
     proc = cli()
     assert proc.returncode == 2 and "usage:" in proc.stderr
@@ -186,6 +188,7 @@ def _hold_lock(folder: Path):
     return proc
 
 
+@pytest.mark.unit
 def test_runs_list_on_an_empty_outputs_dir(tmp_path: Path):
     proc = cli("runs", "list", "--outputs-dir", str(tmp_path))
     assert proc.returncode == 0 and "no runs under" in proc.stdout

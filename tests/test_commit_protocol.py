@@ -39,6 +39,7 @@ COVERED_BY = {
 }
 
 
+@pytest.mark.unit
 def test_every_commit_case_names_an_existing_test():
     assert set(COVERED_BY) == {c.id for c in COMMIT_CASES}
     here = Path(__file__).parent

@@ -21,6 +21,7 @@ def _compose(*overrides: str):
         return compose(config_name="config", overrides=list(overrides))
 
 
+@pytest.mark.unit
 def test_defaults_compose_and_validate():
     app = validate(_compose())
     assert app.data.source.value == "synthetic"
@@ -30,6 +31,7 @@ def test_defaults_compose_and_validate():
     assert app.paths.artifacts_dir.endswith("outputs/artifacts")
 
 
+@pytest.mark.unit
 def test_smoke_preset_values():
     app = validate(_compose("+preset=smoke"))
     assert (app.preset, app.run_prefix, app.seed, app.training.epochs) == ("smoke", "phase4-smoke", 42, 3)
@@ -38,6 +40,7 @@ def test_smoke_preset_values():
     assert len(date) == 8 and len(clock) == 6 and len(tail) == 4 and int(tail, 16) >= 0
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("order", ["before", "after"])
 def test_cli_override_wins_over_preset_in_any_order(order):
     overrides = ["training.epochs=7", "+preset=smoke"]
@@ -46,6 +49,7 @@ def test_cli_override_wins_over_preset_in_any_order(order):
     assert validate(_compose(*overrides)).training.epochs == 7
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("preset,target,freq", [("airline", "Passengers", "MS"), ("milk", "Pounds per cow", "MS"),
                                                 ("etth1", "OT", "h")])
 def test_file_presets_switch_to_csv(preset, target, freq):
@@ -54,10 +58,12 @@ def test_file_presets_switch_to_csv(preset, target, freq):
     assert (app.data.target_col, app.data.freq, app.preset) == (target, freq, preset)
 
 
+@pytest.mark.unit
 def test_gru_swaps_the_cell():
     assert validate(_compose("model=gru")).model.cell.value == "gru"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("override,key", [
     ("training.epochs=abc", "training.epochs"),
     ("preprocess.scaling=foo", "preprocess.scaling"),
@@ -69,6 +75,7 @@ def test_schema_rejects_at_compose_time(override, key):
     assert key in str(info.value) or key in str(info.value.__cause__)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("override,key", [
     ("training.epochs=-1", "training.epochs"),
     ("training.batch_size=0", "training.batch_size"),
@@ -99,6 +106,7 @@ def test_ranges_rejected_by_validate(override, key):
         validate(_compose(*override.split()))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("override", ["seed=0", "seed=4294967295", "data.synthetic_freq=15min",
                                       "data.synthetic_freq=W-MON", "data.start=2024-03-01T06:00",
                                       "data.freq=MS", "model.dropout=0.5"])
@@ -106,6 +114,7 @@ def test_range_boundaries_accepted(override):
     validate(_compose(override))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("override,key", [
     ("hydra.run.dir=/tmp/elsewhere", "hydra.run.dir"),
     ("hydra.sweep.dir=/tmp/elsewhere", "hydra.sweep.dir"),
@@ -137,6 +146,7 @@ def _listing(*dirs: Path) -> dict:
     return {str(d): sorted(os.listdir(d)) for d in dirs}
 
 
+@pytest.mark.unit
 def test_composing_touches_no_disk(tmp_path, monkeypatch):
     """Composition is pure: composing (with Hydra's own settings), resolving every
     path and validating writes nothing: not in the outputs dir, the cwd, the repo or /."""

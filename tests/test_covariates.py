@@ -28,6 +28,7 @@ def _compose(*overrides: str):
 
 # --- config -------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_covariate_keys_default_empty_and_presets_compose():
     app = validate(_compose())
     assert (app.data.past_covariates, app.data.future_covariates, app.data.calendar) == ([], [], [])
@@ -39,6 +40,7 @@ def test_covariate_keys_default_empty_and_presets_compose():
     assert ili.data.target_col == "% WEIGHTED ILI" and ili.data.past_covariates
 
 
+@pytest.mark.unit
 def test_bad_calendar_is_a_config_error():
     from hydra.errors import ConfigCompositionException
 
@@ -49,6 +51,7 @@ def test_bad_calendar_is_a_config_error():
         validate(_compose("data.calendar=[hour,hour]"))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("overrides,key,words", [
     (["data=csv", "data.path=x.csv", "data.static_covariates=[region]"], "data.static_covariates", "many series"),
     (["data.past_covariates=[load]"], "data.past_covariates", "need a file"),
@@ -87,12 +90,14 @@ def _file_cfg(path: Path, **kw) -> DataConfig:
     return DataConfig(source=DataSource.file, path=str(path), season=24, **kw)
 
 
+@pytest.mark.unit
 def test_a_missing_covariate_column_is_input_invalid_naming_it(tmp_path):
     path = _csv(tmp_path / "x.csv")
     with pytest.raises(InputInvalid, match="no covariate column 'wind'"):
         loading.load_series(_file_cfg(path, past_covariates=["load", "wind"]), 0)
 
 
+@pytest.mark.unit
 def test_covariates_share_the_targets_grid_and_file_rules(tmp_path):
     path = _csv(tmp_path / "x.csv", gaps=(10, 11))
     frame = pd.read_csv(path).drop(index=[50])  # an absent row: a gap in every column
@@ -121,6 +126,7 @@ def _fit(load: np.ndarray, promo: np.ndarray, n: int = 400, **pcfg):
     return pre, cov, bounds, stamps
 
 
+@pytest.mark.unit
 def test_covariate_gaps_are_filled_causally_and_scaled_on_training_rows_only():
     rng = np.random.default_rng(3)
     load, promo = rng.normal(5, 2, 400), rng.integers(0, 2, 400).astype(float)
@@ -138,6 +144,7 @@ def test_covariate_gaps_are_filled_causally_and_scaled_on_training_rows_only():
     assert cov.shape == (400, 1 + 1 + 2) and (pre.channels, pre.known) == (5, 3)
 
 
+@pytest.mark.unit
 def test_inference_builds_the_training_matrix_and_the_payload_round_trips():
     rng = np.random.default_rng(4)
     load, promo = rng.normal(5, 2, 400), rng.integers(0, 2, 400).astype(float)
@@ -149,6 +156,7 @@ def test_inference_builds_the_training_matrix_and_the_payload_round_trips():
                                                          np.array([0, n, n, n]), "t"), cov)
 
 
+@pytest.mark.unit
 def test_past_covariates_can_be_differenced_like_the_target():
     rng = np.random.default_rng(5)
     load, promo = np.cumsum(rng.normal(0, 1, 400)), rng.integers(0, 2, 400).astype(float)
@@ -160,6 +168,7 @@ def test_past_covariates_can_be_differenced_like_the_target():
     assert Preprocessor.from_dict(pre.to_dict()) == pre
 
 
+@pytest.mark.unit
 def test_a_covariate_breaking_the_gap_rule_is_refused_naming_it():
     load, promo = np.ones(400), np.zeros(400)
     load[100:130] = np.nan  # 30 > max_gap 24
@@ -167,6 +176,7 @@ def test_a_covariate_breaking_the_gap_rule_is_refused_naming_it():
         _fit(load, promo)
 
 
+@pytest.mark.unit
 def test_calendar_features_are_cyclic():
     from spline_lstm.preprocessing.covariates import calendar_features
 
@@ -179,6 +189,7 @@ def test_calendar_features_are_cyclic():
 
 # --- windows and model ------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_windows_gather_covariates_and_future_known_channels():
     series = np.arange(50, dtype=np.float32)
     cov = np.stack([series + 100, series + 200, series + 300], axis=1).astype(np.float32)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from spline_lstm.core.documents import MetadataDoc, read_metadata
 from tests.conftest import Run
 
@@ -24,6 +26,7 @@ def test_metadata_of_an_older_or_newer_run_still_reads(smoke_run: Run):
     assert MetadataDoc.from_dict({}).artifacts is None  # no hash record: the gate reports it
 
 
+@pytest.mark.unit
 def test_a_many_series_table_must_hold_one_entry_per_series_with_the_models_metrics():
     from spline_lstm.core.documents import MetricsDoc
 

@@ -1207,6 +1207,7 @@ def test_tracking_password_not_kept_by_hydra(matrix: MatrixRunner):
     assert not leaks, f"tracking.uri password stored in clear text in {leaks}"
 
 
+@pytest.mark.unit
 def test_case_ids_are_unique_and_codes_match_names():
     from spline_lstm.core.errors import EXIT_CODES
 
@@ -1220,6 +1221,7 @@ def test_case_ids_are_unique_and_codes_match_names():
     assert set(PREPS) >= {c.prep for c in MATRIX if c.prep}
 
 
+@pytest.mark.unit
 def test_reliability_table_lists_every_case():
     import importlib.util
 
@@ -1239,6 +1241,7 @@ def test_reliability_table_lists_every_case():
 # run_id: no path outside the artifact folders
 # =============================================================================
 
+@pytest.mark.unit
 def test_no_invalid_run_id_reaches_a_path(tmp_path):
     from spline_lstm.artifacts.layout import ArtifactLayout
     from spline_lstm.core.ids import validate_run_id
@@ -1259,6 +1262,7 @@ def test_no_invalid_run_id_reaches_a_path(tmp_path):
             assert root in path.resolve().parents
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("args", [a for _, a in CLI_RUN_ID_CASES], ids=[i for i, _ in CLI_RUN_ID_CASES])
 def test_cli_refuses_run_ids_that_leave_the_artifacts_dir(args, tmp_path):
     proc = cli(*args, "--outputs-dir", str(tmp_path / "outputs"))
@@ -1326,6 +1330,7 @@ def test_predict_output_stays_out_of_runs_and_inputs(case: Scenario, fresh_run: 
     assert changed == {target.name} and after[str(fresh_run.outputs)] == before[str(fresh_run.outputs)]
 
 
+@pytest.mark.unit
 def test_a_run_folder_lock_keeps_a_second_holder_out(tmp_path):
     """What keeps a second launch (or sweep job) with one run_id out of a live run's folder."""
     from spline_lstm.artifacts.layout import hold_folder, lock_held
@@ -1373,6 +1378,7 @@ def test_tolerated_defects_run_end_to_end_and_are_counted(tolerated_run):
     assert json.loads((run.artifacts / "health" / "hx-tolerated.json").read_text())["verdict"] == "PASS"
 
 
+@pytest.mark.unit
 def test_duplicate_policies_and_dst_offsets_in_process(tmp_path):
     from spline_lstm.data import loading
     from spline_lstm.core.config import DataConfig, DataSource, DuplicatePolicy
@@ -1395,6 +1401,7 @@ def test_duplicate_policies_and_dst_offsets_in_process(tmp_path):
     assert s.timestamps[0] == pd.Timestamp("2024-03-29 23:00")  # UTC
 
 
+@pytest.mark.unit
 def test_max_gap_boundary_in_process():
     from spline_lstm.core.config import PreprocessConfig
     from spline_lstm.core.errors import InputInvalid
@@ -1554,6 +1561,7 @@ def test_tampered_run_is_refused_by_the_gate(case: Scenario, fresh_run: Run, tol
 # Secrets and determinism
 # =============================================================================
 
+@pytest.mark.unit
 @pytest.mark.parametrize("uri,masked", [
     ("http://user:secret@host", "http://user:***@host"),
     ("https://alice:s3cr3t@mlflow.example.com:5000/path", "https://alice:***@mlflow.example.com:5000/path"),
@@ -1694,6 +1702,7 @@ def _canonical_files_are_whole(artifacts: Path, run_id: str) -> List[str]:
     return problems
 
 
+@pytest.mark.unit
 def test_signals_are_deferred_to_the_end_of_a_block_and_a_second_one_is_not():
     """What keeps TensorFlow steps whole: inside ``signals_deferred`` a signal is only
     recorded; ``raise_if_signalled`` (the Keras callback's check) or the block's end

@@ -236,6 +236,7 @@ def test_unknown_run_fails_with_9_and_writes_no_record(fresh_run: Run):
     assert not (fresh_run.artifacts / "health" / "never-ran.json").exists()
 
 
+@pytest.mark.unit
 def test_wrong_outputs_dir_fails_with_9_and_creates_nothing(tmp_path: Path):
     missing = tmp_path / "no-such-outputs"
     assert_fails(cli("health", "some-run", "--outputs-dir", str(missing)), 9, "does not exist")

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from spline_lstm.core.errors import HealthFailed, UnsafeArtifact
 from spline_lstm.core.jsonio import MAX_DEPTH, nesting_depth, parse_json, read_json
 
+pytestmark = pytest.mark.unit
+
 TYPED = (HealthFailed, UnsafeArtifact)
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

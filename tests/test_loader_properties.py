@@ -27,6 +27,8 @@ from spline_lstm.data import loading
 from spline_lstm.core.config import DataConfig, DataSource, DuplicatePolicy
 from spline_lstm.core.errors import SplineLSTMError
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 # 150 examples per property keep the default run at a few seconds; LOADER_EXAMPLES=5000 searches harder
 SETTINGS = settings(max_examples=int(os.environ.get("LOADER_EXAMPLES", "150")), deadline=None,

@@ -75,6 +75,7 @@ def _source(starts, horizon: int = 1) -> WindowSource:
     return WindowSource(np.zeros(200, np.float32), np.asarray(starts, np.int64), 12, horizon)
 
 
+@pytest.mark.unit
 def test_selection_tops_up_a_small_validation_split_with_held_out_training_windows():
     from spline_lstm.models.train import selection_split
 
@@ -87,6 +88,7 @@ def test_selection_tops_up_a_small_validation_split_with_held_out_training_windo
     assert len(fit) == len(train) - len(train) // 3
 
 
+@pytest.mark.unit
 def test_selection_drops_the_training_windows_whose_targets_reach_the_held_out_ones():
     from spline_lstm.models.train import selection_split
 
@@ -96,6 +98,7 @@ def test_selection_drops_the_training_windows_whose_targets_reach_the_held_out_o
     assert fit.starts[-1] + horizon - 1 < held[0]  # no training target is a selection target
 
 
+@pytest.mark.unit
 def test_the_task_result_is_a_float_that_leaves_its_tracker_with_the_gate():
     from hydra.core.utils import JobReturn, JobStatus
 
@@ -110,6 +113,7 @@ def test_the_task_result_is_a_float_that_leaves_its_tracker_with_the_gate():
     assert float(value) == 2.5 and value.run_id == "run-x" and value.tracker is None
 
 
+@pytest.mark.unit
 def test_a_search_space_is_probed_at_its_choices_and_interval_ends():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -163,6 +167,7 @@ def test_failed_trials_do_not_stop_the_search_and_name_the_exit_code(tmp_path):
     assert "best       none: no job passed the gate" in proc.stdout
 
 
+@pytest.mark.unit
 def test_revin_auto_is_last_unless_the_forecast_integrates_its_own_differences():
     from spline_lstm.models.network import resolve_revin
 

@@ -45,6 +45,7 @@ def registered(tmp_path_factory) -> Run:
     return Run(outputs, RUN_ID)
 
 
+@pytest.mark.unit
 def test_every_model_case_has_its_test():
     from tests.test_hardening import MODEL_CASES
 
@@ -208,6 +209,7 @@ def test_cli_refuses_parquet_on_stdout_and_bad_levels_naming_its_options(registe
     assert proc.returncode == 5 and "--level 100" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.unit
 def test_interval_covers_its_nominal_share_on_known_noise():
     """Split-conformal calibration on validation errors of a known noise, then fresh
     test errors of the same noise: the 80% interval covers 70-90% of them."""

@@ -34,10 +34,12 @@ def _ragged() -> np.ndarray:
     return values
 
 
+@pytest.mark.unit
 def test_spans_are_first_and_last_observed_point_plus_one():
     assert panel.spans(_ragged()).tolist() == [[0, 40], [7, 40], [0, 31], [12, 35]]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("lookback,horizon,diff", [(3, 1, 0), (4, 2, 1), (2, 3, 2), (10, 1, 0)])
 def test_window_starts_are_each_series_own_windows_shifted_onto_the_grid(lookback, horizon, diff):
     values = _ragged()
@@ -54,6 +56,7 @@ def test_window_starts_are_each_series_own_windows_shifted_onto_the_grid(lookbac
             assert ((got - lookback - diff >= lo) & (got + horizon <= hi)).all()  # never outside the series
 
 
+@pytest.mark.unit
 def test_a_series_ending_before_a_split_has_no_windows_there():
     values = _ragged()
     spans = panel.spans(values)
@@ -69,6 +72,7 @@ def _table() -> dict:
             "d": {"model": {"mase": float("nan"), "smape": float("nan")}, "naive_last": {"mase": 1.0, "smape": 1.0}}}
 
 
+@pytest.mark.unit
 def test_aggregate_pools_errors_and_averages_scale_free_metrics_over_series():
     actual = np.array([[1.0], [2.0], [3.0], [5.0]])
     forecast = np.array([[2.0], [2.0], [3.0], [1.0]])
@@ -80,6 +84,7 @@ def test_aggregate_pools_errors_and_averages_scale_free_metrics_over_series():
     assert (agg["smape_mean"], agg["smape_median"]) == (pytest.approx(20.0), pytest.approx(20.0))
 
 
+@pytest.mark.unit
 def test_distribution_ranks_series_and_counts_wins_over_naive_last():
     dist = metrics.distribution(_table(), shown=2)
     assert (dist["series"], dist["scored"]) == (4, 3)
@@ -117,6 +122,7 @@ def _write(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+@pytest.mark.unit
 def test_long_format_puts_every_id_on_one_grid_with_its_covariates_and_statics(tmp_path):
     frame = _long()
     late = frame["store"] == "east"
@@ -138,6 +144,7 @@ def test_long_format_puts_every_id_on_one_grid_with_its_covariates_and_statics(t
         np.testing.assert_array_equal(p.covariates["load"][p.ids.index(sid), lo:hi], alone.covariates["load"])
 
 
+@pytest.mark.unit
 def test_ids_are_text_as_written(tmp_path):
     frame = _long(ids=("007", "7", "x"))
     p = panel.load_panel(_cfg(_write(frame, tmp_path / "x.csv")), 0)
@@ -146,11 +153,13 @@ def test_ids_are_text_as_written(tmp_path):
     assert p.ids == ("1", "2")
 
 
+@pytest.mark.unit
 def test_one_id_in_long_format_is_a_panel_of_one(tmp_path):
     p = panel.load_panel(_cfg(_write(_long(ids=("only",)), tmp_path / "x.csv")), 0)
     assert p.ids == ("only",) and p.values.shape == (1, 240)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("policy", ["mean", "last"])
 def test_the_duplicates_policy_applies_per_series(tmp_path, policy):
     frame = _long()
@@ -162,6 +171,7 @@ def test_the_duplicates_policy_applies_per_series(tmp_path, policy):
     assert p.summary["duplicates_merged"] == 1  # the same hour in other ids is no duplicate
 
 
+@pytest.mark.unit
 def test_wide_format_of_two_files_names_series_by_file_and_column(tmp_path):
     grid = pd.date_range("2024-01-01", periods=200, freq="D").strftime("%Y-%m-%d")
     rng = np.random.default_rng(1)
@@ -221,6 +231,7 @@ BAD = [  # name, config, what the one line must say
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name,overrides,words", BAD, ids=[b[0] for b in BAD])
 def test_a_bad_long_file_is_one_message_naming_the_series(tmp_path, name, overrides, words):
     path = _write(_bad(name), tmp_path / "x.csv")
@@ -230,6 +241,7 @@ def test_a_bad_long_file_is_one_message_naming_the_series(tmp_path, name, overri
         assert word in str(info.value), str(info.value)
 
 
+@pytest.mark.unit
 def test_an_id_in_two_files_is_refused(tmp_path):
     a = _write(_long(ids=("north", "south")), tmp_path / "a.csv")
     b = _write(_long(ids=("east", "south")), tmp_path / "b.csv")
@@ -237,11 +249,13 @@ def test_an_id_in_two_files_is_refused(tmp_path):
         panel.load_panel(_cfg(a, paths=[str(b)]), 0)
 
 
+@pytest.mark.unit
 def test_a_missing_id_column_is_named_as_the_id_column(tmp_path):
     with pytest.raises(InputInvalid, match=r"has no column 'shop' \(data.id_col\)"):
         panel.load_panel(_cfg(_write(_long(), tmp_path / "x.csv"), id_col="shop"), 0)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("overrides,key", [
     (["data.id_col=sales"], "data.id_col"),
     (["data.id_col=store", "data.static_covariates=[load]", "data.past_covariates=[load]"], "data.static_covariates"),
@@ -255,6 +269,7 @@ def test_columns_with_two_roles_are_config_errors(overrides, key):
         validate(_compose("data=csv", "data.path=x.csv", "data.target_col=sales", *overrides))
 
 
+@pytest.mark.unit
 def test_two_thousand_tiny_series_load_in_seconds(tmp_path):
     n_ids, n = 2000, 60
     rng = np.random.default_rng(0)
@@ -368,6 +383,7 @@ def test_one_series_gives_the_numbers_it_gave_before_many_series(smoke_run: Run)
     assert digest.startswith("d41b9b59d2d4cc26")
 
 
+@pytest.mark.unit
 def test_a_series_id_with_a_pipe_stays_one_cell_of_the_report_tables():
     from spline_lstm.evaluation.report import _series_lines, markdown_to_html
 

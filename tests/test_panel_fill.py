@@ -16,6 +16,8 @@ from spline_lstm.core.config import Interpolation, Scaling
 from spline_lstm.core.errors import InputInvalid
 from spline_lstm.data.synthetic import related_series
 
+pytestmark = pytest.mark.unit
+
 METHODS = list(Interpolation)
 
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from spline_lstm.evaluation import metrics
 from spline_lstm.evaluation.metrics import forecast_metrics
+
+pytestmark = pytest.mark.unit
 
 
 def _one_by_one(actual, forecasts, series, scales, ids) -> dict:

@@ -94,6 +94,7 @@ def fake_outputs(tmp_path_factory) -> Path:
 
 # --- commands that do not train import no TensorFlow, Keras or MLflow --------------------
 
+@pytest.mark.unit
 def test_probe_sees_heavy_imports(tmp_path):
     script = tmp_path / "imports_mlflow.py"
     script.write_text("import sys, types\nsys.modules['mlflow'] = types.ModuleType('mlflow')\nsys.exit(3)\n")
@@ -101,6 +102,7 @@ def test_probe_sees_heavy_imports(tmp_path):
     assert doc["exit"] == 3 and doc["heavy"] == ["mlflow"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("args", [
     ["launch.py", "--help"],
     ["launch.py", "--cfg", "job", "+preset=smoke", "paths.outputs_dir={outputs}"],
@@ -123,6 +125,7 @@ def _source(n: int, lookback: int) -> transforms.WindowSource:
     return transforms.WindowSource(series, transforms.window_starts(bounds, 0, lookback, 1), lookback, 1)
 
 
+@pytest.mark.unit
 def test_window_source_bytes_are_linear_in_n_and_independent_of_lookback():
     sizes = (2_000, 4_000, 8_000)
     for lookback in (24, 168):
@@ -137,6 +140,7 @@ def test_window_source_bytes_are_linear_in_n_and_independent_of_lookback():
     assert abs(_source(8_000, 168).nbytes - _source(8_000, 24).nbytes) <= 8 * 168
 
 
+@pytest.mark.unit
 def test_window_gather_matches_materialised_windows():
     src = _source(1_000, 24)
     pick = src.starts[[0, 1, 17, len(src) - 1]]
@@ -155,6 +159,7 @@ def _traced_peak(fn) -> int:
         tracemalloc.stop()
 
 
+@pytest.mark.unit
 def test_window_setup_allocates_no_window_matrix():
     n, lookback = 200_000, 168
     series = np.zeros(n, dtype=np.float32)
@@ -174,6 +179,7 @@ def _gappy(n: int, seed: int = 0) -> np.ndarray:
     return values
 
 
+@pytest.mark.unit
 def test_preprocessing_memory_is_linear():
     import scipy.interpolate  # noqa: F401 - keep the import out of the traced peak
 
@@ -218,6 +224,7 @@ def _reference_fill(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return filled
 
 
+@pytest.mark.unit
 def test_pchip_fill_is_bit_identical_to_the_full_spline():
     rng = np.random.default_rng(1)
     for trial in range(150):
@@ -272,6 +279,7 @@ def test_plain_keras_baseline_uses_the_framework_data():
     assert len(x) == len(transforms.window_starts(bounds, 0, 24, 1))
 
 
+@pytest.mark.unit
 def test_bench_growth_exponent_and_ratios():
     sys.path.insert(0, str(BENCH))
     try:

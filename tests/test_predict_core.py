@@ -27,6 +27,7 @@ def _fitted(difference: int = 0, n: int = 400):
     return pre, values, filled, scaled
 
 
+@pytest.mark.unit
 def test_payload_round_trips_as_plain_data():
     pre, *_ = _fitted()
     pre = pre.calibrated(np.ones((10, 4)), np.zeros((10, 4)))
@@ -38,6 +39,7 @@ def test_payload_round_trips_as_plain_data():
     assert Preprocessor.from_dict(payload) == pre
 
 
+@pytest.mark.unit
 def test_a_format_1_payload_still_loads_and_an_unknown_format_is_refused():
     pre, *_ = _fitted()
     old = pre.to_dict()
@@ -51,6 +53,7 @@ def test_a_format_1_payload_still_loads_and_an_unknown_format_is_refused():
         Preprocessor.from_dict({**old, "format": 99})
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("difference", [0, 1])
 def test_inference_transforms_a_series_exactly_as_training_did(difference: int):
     pre, values, filled, scaled = _fitted(difference)
@@ -75,6 +78,7 @@ class _Persistence:
         return np.repeat(x[:, -1, 0][:, None], self.horizon, axis=1)
 
 
+@pytest.mark.unit
 def test_forecast_frame_recursive_beyond_the_horizon_with_widening_intervals():
     from spline_lstm.serving.predict import forecast_frame
 
@@ -96,6 +100,7 @@ def test_forecast_frame_recursive_beyond_the_horizon_with_widening_intervals():
     assert all(len(f"{v:.15g}".replace("-", "").replace(".", "").lstrip("0")) <= 6 for v in out["forecast"])
 
 
+@pytest.mark.unit
 def test_forecast_frame_names_predicts_own_options():
     from spline_lstm.serving.predict import forecast_frame
 
@@ -138,6 +143,7 @@ def test_trained_80_percent_interval_covers_70_to_90_percent_of_test_points(tmp_
     assert total > 400 and 0.70 <= hit / total <= 0.90, (hit, total)
 
 
+@pytest.mark.unit
 def test_pickled_preprocessor_object_is_not_what_is_stored():
     """The canonical payload is a dict of plain values, never the dataclass itself."""
     pre, *_ = _fitted()

@@ -81,6 +81,7 @@ BREAKS = {
 }
 
 
+@pytest.mark.unit
 def test_every_table_row_has_a_case():
     assert {c.id for c in PREDICT_INPUT_CASES} == set(BREAKS)
 

@@ -9,6 +9,8 @@ from spline_lstm.preprocessing import transforms
 from spline_lstm.core.config import Interpolation, PreprocessConfig, Scaling
 from spline_lstm.core.errors import ConfigInvalid, InputInvalid
 
+pytestmark = pytest.mark.unit
+
 
 def cubic(x):
     return 0.5 * x ** 3 - 2 * x ** 2 + x - 3

@@ -26,6 +26,7 @@ def seasonal_series(n=360, m=12, noise=0.2, seed=0):
 
 # --- yardsticks -------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_yardsticks_score_on_the_models_windows_and_match_statsmodels():
     """Forecast rows are the given windows; the forward recursion at the training end
     equals statsmodels' own forecast (ETS for steps < season, Theta for all)."""
@@ -49,6 +50,7 @@ def test_yardsticks_score_on_the_models_windows_and_match_statsmodels():
     np.testing.assert_allclose(mine[0], np.asarray(th.forecast(horizon)), rtol=1e-9)
 
 
+@pytest.mark.unit
 def test_ets_beats_naive_on_a_clean_seasonal_series():
     y, train_end, horizon = seasonal_series(noise=0.1), 240, 3
     starts = np.arange(train_end, len(y) - horizon + 1)
@@ -60,6 +62,7 @@ def test_ets_beats_naive_on_a_clean_seasonal_series():
         actual, naive, scale)["rmse"]
 
 
+@pytest.mark.unit
 def test_a_failed_yardstick_is_not_available_with_a_warning(caplog):
     y = seasonal_series()
     y[5] = np.nan  # a fit on a series with a hole fails: no forecasts, no exception
@@ -71,6 +74,7 @@ def test_a_failed_yardstick_is_not_available_with_a_warning(caplog):
 
 # --- backtest ---------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_backtest_folds_metrics_shapes_and_aggregates():
     rng = np.random.default_rng(1)
     starts = np.arange(100, 160)  # 60 test windows, rows in start order
@@ -95,6 +99,7 @@ def test_backtest_folds_metrics_shapes_and_aggregates():
     json.dumps(bt)  # plain data for the metrics JSON
 
 
+@pytest.mark.unit
 def test_backtest_without_refit_stays_in_the_test_split():
     starts = np.arange(100, 130)
     with pytest.raises(InputInvalid, match="reach before the test split"):
@@ -105,6 +110,7 @@ def test_backtest_without_refit_stays_in_the_test_split():
 
 # --- verdict and document ---------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_skill_verdict():
     base = {"naive_last": 2.0, "ets": 1.0, "theta": float("nan")}
     v = metrics.skill_verdict(0.9, base, 5.0, "warn", "test split")
@@ -114,6 +120,7 @@ def test_skill_verdict():
     assert metrics.skill_verdict(0.5, base, 0.0, "off", "test split")["verdict"] is None
 
 
+@pytest.mark.unit
 def test_metrics_doc_reads_old_runs_and_round_trips():
     old = {"run_id": "r", "metrics": {"rmse": 1.5}, "checkpoints": {"best": "b", "last": "l"},
            "baselines": {"naive_last": {"rmse": 2.0}}, "history": {"val_loss": [4.0, 1.0]}, "best_epoch": 2,
@@ -126,6 +133,7 @@ def test_metrics_doc_reads_old_runs_and_round_trips():
         "metrics has no 'checkpoints'", "metrics.rmse is not a finite number (nan)"]
 
 
+@pytest.mark.unit
 def test_exit_code_12_is_model_unskilled():
     assert EXIT_CODES["MODEL_UNSKILLED"] == 12
 
@@ -173,6 +181,7 @@ def test_backtest_folds_that_do_not_fit_are_refused_before_anything_is_written(t
     assert not artifacts.exists() or not [p for p in artifacts.rglob("*") if p.is_file()]
 
 
+@pytest.mark.unit
 def test_no_seasonal_naive_from_before_the_series():
     series = np.arange(100, dtype=float)
     out = metrics.baseline_forecasts(series, np.arange(30, 90), 24, 1, season=50)

@@ -58,6 +58,7 @@ def commands(markdown: str, prefix: str) -> List[List[str]]:
 
 # --- content ---------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_failure_table_covers_every_exit_code():
     rows = {}
     for line in section(r"5\. ").splitlines():
@@ -75,6 +76,7 @@ def test_failure_table_covers_every_exit_code():
             assert "python" in cells[6] or "exits 0" in cells[6], cells  # a way to verify
 
 
+@pytest.mark.unit
 def test_runbook_names_the_essentials():
     doc = text()
     assert ("mlflow ui --backend-store-uri sqlite:///$PWD/outputs/mlflow.db "
@@ -92,6 +94,7 @@ def test_runbook_names_the_essentials():
     assert "$RUN_ID" in steps and "RUN_ID=" not in steps.replace("e.g. RUN_ID=", "")  # set by the operator
 
 
+@pytest.mark.unit
 def test_every_operator_command_in_the_runbook_parses():
     argvs = [a for a in commands(text(), "python -m spline_lstm") if a[2] == "spline_lstm"]  # not .tracking_server
     assert len(argvs) >= 10
@@ -106,6 +109,7 @@ def test_every_operator_command_in_the_runbook_parses():
             parser.parse_args(args)  # SystemExit(2) on an unknown flag or a missing argument
 
 
+@pytest.mark.unit
 def test_every_launch_command_in_the_runbook_composes():
     from hydra import compose, initialize_config_dir
 

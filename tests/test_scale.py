@@ -19,6 +19,7 @@ from tests.test_config import _compose
 # --- the synthetic panel --------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_panel_has_the_requested_shapes_and_covariates():
     p = related_series(7, 300, period=12, seed=1, k_past=3, k_future=2, categories=4)
     assert p.values.shape == p.truth.shape == (7, 300)
@@ -30,6 +31,7 @@ def test_a_panel_has_the_requested_shapes_and_covariates():
     np.testing.assert_array_equal(p.values[p.observed], p.truth[p.observed])
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("ratio", [0.0, 0.05, 0.15])
 def test_gaps_come_at_the_requested_ratio_and_never_at_the_ends(ratio):
     p = related_series(200, 1000, seed=3, gap_ratio=ratio, gap_stretches=1 if ratio else 0)
@@ -38,6 +40,7 @@ def test_gaps_come_at_the_requested_ratio_and_never_at_the_ends(ratio):
     assert not missing[:, 0].any() and not missing[:, -1].any()
 
 
+@pytest.mark.unit
 def test_the_shared_season_is_recoverable_from_each_series_and_from_the_panel():
     p = related_series(50, 1200, period=24, seed=5, gap_ratio=0.0, gap_stretches=0)
     per_series = np.array([seasonal_index(y, 24) for y in p.truth])  # [n, 24]
@@ -47,6 +50,7 @@ def test_the_shared_season_is_recoverable_from_each_series_and_from_the_panel():
     np.testing.assert_allclose(pooled, p.season, atol=0.1)
 
 
+@pytest.mark.unit
 def test_the_covariate_effects_are_what_a_regression_recovers():
     p = related_series(20, 2000, seed=8, gap_ratio=0.0, gap_stretches=0, noise=0.1)
     phase = np.arange(2000) % p.period
@@ -57,6 +61,7 @@ def test_the_covariate_effects_are_what_a_regression_recovers():
     np.testing.assert_allclose(coef, np.concatenate([p.past_effects, p.future_effects]), atol=0.02)
 
 
+@pytest.mark.unit
 def test_a_panel_is_reproducible_by_seed():
     a, b, c = related_series(5, 200, seed=11), related_series(5, 200, seed=11), related_series(5, 200, seed=12)
     np.testing.assert_array_equal(a.values, b.values)
@@ -66,6 +71,7 @@ def test_a_panel_is_reproducible_by_seed():
 
 # --- training.distribute ----------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_cpu_devices_needs_mirrored_and_a_sane_count():
     from spline_lstm.core.config import validate
     from spline_lstm.core.errors import ConfigInvalid

@@ -19,6 +19,7 @@ from tests.conftest import Run, launch, last_line
 from tests.test_config import _compose
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("freq,season", [("h", 24), ("D", 7), ("W-SUN", 52), ("MS", 12), ("ME", 12),
                                          ("QS-OCT", 4), ("QE-DEC", 4), ("7D", 52), ("60min", 24), ("2h", None), ("15min", None),
                                          ("YS", None), (None, None)])
@@ -26,6 +27,7 @@ def test_season_is_inferred_from_the_frequency(freq, season):
     assert seasonality.infer_season(freq) == season
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("overrides,season,difference,lookback", [
     ((), 24, "auto", "auto"),  # synthetic.yaml: season: 24 (a YAML int)
     (("data=csv", "data.path=x.csv"), "auto", "auto", "auto"),
@@ -44,6 +46,7 @@ def test_season_difference_and_lookback_settings(overrides, season, difference, 
     assert (app.data.season, app.preprocess.difference, app.preprocess.lookback) == (season, difference, lookback)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("override,key", [
     ("data.season=0", "data.season"), ("data.season=abc", "data.season"), ("data.season=1.5", "data.season"),
     ("data.season=true", "data.season"), ("data.season=[12]", "data.season"),
@@ -79,6 +82,7 @@ def _series(kind: str, n: int = 240, m: int = 12, seed: int = 0) -> np.ndarray:
     return noise
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kind,lag", [("season", 12), ("trend", 1), ("none", 0)])
 def test_difference_auto_finds_the_structure(kind, lag):
     y = _series(kind)
@@ -87,11 +91,13 @@ def test_difference_auto_finds_the_structure(kind, lag):
     assert "lowest validation rmse" in why and "KPSS" in why
 
 
+@pytest.mark.unit
 def test_difference_auto_without_a_season_never_differences_seasonally():
     y = _series("season")
     assert seasonality.choose_difference(y, transforms.split_bounds(len(y), PreprocessConfig()), None)[0] == 1
 
 
+@pytest.mark.unit
 def test_difference_auto_never_looks_at_the_test_split():
     y = _series("season")
     bounds = transforms.split_bounds(len(y), PreprocessConfig())
@@ -100,6 +106,7 @@ def test_difference_auto_never_looks_at_the_test_split():
     assert seasonality.choose_difference(y, bounds, 12) == seasonality.choose_difference(other, bounds, 12)
 
 
+@pytest.mark.unit
 def test_lookback_auto_finds_the_lag_that_carries_the_signal():
     """y[t] = 0.95 y[t-12] + noise with season 6: one season of history is not enough, two are."""
     rng = np.random.default_rng(1)
@@ -116,6 +123,7 @@ def _app(**pre):
     return app
 
 
+@pytest.mark.unit
 def test_resolve_writes_plain_values_back_and_says_why():
     y = _series("season", n=200)
     y[[30, 31, 77]] = np.nan
@@ -132,6 +140,7 @@ def test_resolve_writes_plain_values_back_and_says_why():
                                               "lookback": "auto"}
 
 
+@pytest.mark.unit
 def test_resolve_without_a_season_uses_pchip_and_refuses_seasonal_difference():
     y = _series("none", n=120)
     app = _app()
@@ -153,6 +162,7 @@ def _gappy(seed: int = 0, n: int = 240):
     return truth, values
 
 
+@pytest.mark.unit
 def test_seasonal_fill_is_more_accurate_than_pchip_on_a_seasonal_series():
     for seed in range(3):
         truth, values = _gappy(seed)
@@ -163,6 +173,7 @@ def test_seasonal_fill_is_more_accurate_than_pchip_on_a_seasonal_series():
         assert err[Interpolation.seasonal] < 0.5 * err[Interpolation.pchip], err
 
 
+@pytest.mark.unit
 def test_seasonal_fill_is_causal_by_split_and_keeps_observed_points():
     _, values = _gappy()
     bounds = transforms.split_bounds(len(values), PreprocessConfig())
@@ -177,6 +188,7 @@ def test_seasonal_fill_is_causal_by_split_and_keeps_observed_points():
     assert np.array_equal(a[obs], values[obs])
 
 
+@pytest.mark.unit
 def test_seasonal_fill_needs_a_season_and_auto_picks_by_season():
     _, values = _gappy()
     bounds = np.array([0, len(values), len(values), len(values)])
@@ -188,6 +200,7 @@ def test_seasonal_fill_needs_a_season_and_auto_picks_by_season():
                           transforms.fill_gaps(values, bounds, Interpolation.seasonal, 12))
 
 
+@pytest.mark.unit
 def test_predict_fills_exactly_as_training_filled_the_training_split():
     _, values = _gappy()
     cfg = PreprocessConfig(interpolation=Interpolation.seasonal, lookback=12, difference=12)
@@ -222,6 +235,7 @@ def test_a_monthly_csv_with_defaults_reports_the_choices_and_seasonal_naive(tmp_
     assert "- difference: seasonal (12) because its zero-output forecast" in run.path("report").read_text()
 
 
+@pytest.mark.unit
 def test_the_payload_never_holds_auto():
     _, values = _gappy()
     bounds = transforms.split_bounds(len(values), PreprocessConfig())

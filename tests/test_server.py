@@ -128,6 +128,7 @@ def _job_logs(outputs: Path) -> Dict[str, str]:
 
 # --- quick: the settings, the schedule, the preflight -----------------------------------------
 
+@pytest.mark.unit
 def test_server_settings_reach_mlflow_as_its_environment():
     cfg = TrackingConfig(uri="http://h:5000", http_timeout_s=60, http_retries=6, http_backoff_factor=1)
     assert http_env(cfg) == {"MLFLOW_HTTP_REQUEST_TIMEOUT": "60", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6",
@@ -136,6 +137,7 @@ def test_server_settings_reach_mlflow_as_its_environment():
     assert retry_delays(6, 1) == [0, 2, 4, 8, 16, 32]
 
 
+@pytest.mark.unit
 def test_the_preflight_retries_a_refused_connection_on_mlflows_schedule():
     import urllib.request
 
@@ -293,6 +295,7 @@ def test_a_create_run_twin_from_a_retried_request_is_removed(server):
     assert client.get_run(other.info.run_id).info.lifecycle_stage == "active"
 
 
+@pytest.mark.unit
 def test_the_runbooks_stale_run_commands_parse():
     from spline_lstm.tracking.server import build_parser
     from tests.test_runbook import commands, text

@@ -15,6 +15,7 @@ from spline_lstm.data.synthetic import related_series
 from tests.conftest import launch, last_line, sweep_runs
 
 
+@pytest.mark.unit
 def test_shards_are_disjoint_cover_every_id_and_do_not_depend_on_the_process():
     ids = tuple(f"meter-{k}" for k in range(500))
     masks = np.stack([in_shard(ids, f"{k}/4") for k in range(4)])

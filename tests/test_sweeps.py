@@ -35,6 +35,7 @@ def _status(run_id, units, val, test, ok=True, code=None, name=None):
     return doc if ok else {**doc, "code": code, "name": name}
 
 
+@pytest.mark.unit
 def test_only_overrides_that_differ_between_jobs_become_columns():
     jobs = [["+preset=smoke", "model.units=8", "seed=1", "run_id=a"],
             ["+preset=smoke", "model.units=8", "seed=2", "run_id=b"],
@@ -42,6 +43,7 @@ def test_only_overrides_that_differ_between_jobs_become_columns():
     assert sweep.varying_keys(jobs) == ["seed"]  # absent in one job counts as differing; run_id has its column
 
 
+@pytest.mark.unit
 def test_rows_are_ranked_by_validation_never_by_test_and_failed_jobs_come_last():
     statuses = [_status("a", 8, 0.9, 0.1), _status("b", 16, 0.5, 0.9),
                 _status("c", 32, None, None, ok=False, code=5, name="INPUT_INVALID"), _status("d", 64, 0.7, 0.2)]
@@ -58,6 +60,7 @@ def test_rows_are_ranked_by_validation_never_by_test_and_failed_jobs_come_last()
     assert [p["run_id"] for p in parsed] == ["b", "d", "a", "c"] and parsed[3]["val_rmse_scaled"] == ""
 
 
+@pytest.mark.unit
 def test_rows_are_ranked_by_validation_rmse_in_the_series_units_when_the_runs_have_it():
     """Scaled losses of runs with other differencing or scaling do not compare; the
     validation rmse in the series' units does."""
@@ -68,6 +71,7 @@ def test_rows_are_ranked_by_validation_rmse_in_the_series_units_when_the_runs_ha
     assert sweep.best_line(columns, None) == "best       none: no job passed the gate"
 
 
+@pytest.mark.unit
 def test_validation_rmse_is_the_best_epochs_validation_loss():
     doc = {"best_epoch": 2, "history": {"val_loss": [4.0, 0.25, 1.0]}, "metrics": {"rmse": 3.5},
            "validation": {"rmse": 7.0}}
@@ -76,6 +80,7 @@ def test_validation_rmse_is_the_best_epochs_validation_loss():
         "val_rmse": None, "val_rmse_scaled": None, "test_rmse": None}
 
 
+@pytest.mark.unit
 def test_a_single_runs_console_format_is_unchanged_and_a_sweep_jobs_carries_its_run_id():
     from spline_lstm.app.hydra_app import console_formatter
 

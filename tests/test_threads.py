@@ -12,6 +12,8 @@ from omegaconf import OmegaConf
 
 from spline_lstm.core import environment, threads
 
+pytestmark = pytest.mark.unit
+
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 

@@ -260,6 +260,7 @@ def test_a_store_locked_mid_run_fails_it_and_it_never_passes(tmp_path):
 
 # --- secrets ------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_masking_covers_text_nested_values_and_logs(monkeypatch):
     from spline_lstm.core.secrets import MaskingFilter, hide_passwords, mask_obj, mask_text
 

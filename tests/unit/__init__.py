@@ -1,0 +1,1 @@
+"""The unit layer: in-process tests that train no model (pytest -m unit)."""
