@@ -109,14 +109,14 @@ class ArtifactLayout:
             base = self.root / kind
             if base.is_dir():
                 for entry in base.iterdir():
-                    if entry.is_dir() and RUN_ID_PATTERN.match(entry.name):
+                    if entry.is_dir() and RUN_ID_PATTERN.fullmatch(entry.name):
                         found[entry.name] = max(found.get(entry.name, 0), entry.stat().st_mtime)
         for kind in ("metrics", "metadata"):
             base = self.root / kind
             if base.is_dir():
                 for entry in base.glob("*.json"):
                     rid = entry.name[:-5]
-                    if RUN_ID_PATTERN.match(rid):
+                    if RUN_ID_PATTERN.fullmatch(rid):
                         found[rid] = max(found.get(rid, 0), entry.stat().st_mtime)
         return sorted(found, key=lambda r: found[r], reverse=True)
 

@@ -10,12 +10,12 @@ from typing import Any, Optional
 from spline_lstm.core import environment
 from spline_lstm.core.errors import RunIdInvalid
 
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")  # the whole string: fullmatch
 
 
 def validate_run_id(run_id: Any) -> str:
     """docs/concepts.md#run_id: 1-128 of [A-Za-z0-9._-], not starting with '.' or '-', no '..'."""
-    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
         shown = repr(run_id)[:80]
         raise RunIdInvalid(
             f"run_id {shown} is invalid: use 1-128 characters of [A-Za-z0-9._-], "
