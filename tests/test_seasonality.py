@@ -124,15 +124,19 @@ def _app(**pre):
 
 
 @pytest.mark.unit
-def test_resolve_writes_plain_values_back_and_says_why():
+def test_resolve_gives_plain_values_in_a_copy_and_says_why():
     y = _series("season", n=200)
     y[[30, 31, 77]] = np.nan
     app = _app(difference="auto", lookback="auto")
     bounds = transforms.split_bounds(len(y), app.preprocess)
     choices = seasonality.resolve(app, y, bounds, "MS")
-    assert (app.data.season, app.preprocess.difference) == (12, 12)
-    assert app.preprocess.interpolation == Interpolation.seasonal
-    assert isinstance(app.preprocess.lookback, int) and app.preprocess.lookback % 12 == 0
+    resolved = choices.applied_to(app)
+    assert (resolved.data.season, resolved.preprocess.difference) == (12, 12)
+    assert resolved.preprocess.interpolation == Interpolation.seasonal
+    assert isinstance(resolved.preprocess.lookback, int) and resolved.preprocess.lookback % 12 == 0
+    # the validated config itself is never changed: one owner, a new object for the resolved values
+    assert (app.data.season, app.preprocess.difference, app.preprocess.lookback) == ("auto", "auto", "auto")
+    assert app.preprocess.interpolation == Interpolation.auto
     lines = choices.lines()
     assert lines[0] == "season: 12 because inferred from the frequency 'MS'"
     assert lines[2].startswith("difference: seasonal (12) because its zero-output forecast had the lowest")

@@ -1,10 +1,12 @@
-"""The exit-code contract (spline_lstm.core.errors): one code per name, every exception
+"""The exit codes (spline_lstm.core.errors, docs/exit-codes.md): one code per name, every exception
 mapped by ``classify``, and ``error_line`` always one line."""
 from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -19,16 +21,14 @@ from spline_lstm.core.errors import (EXIT_CODES, ConfigInvalid, HealthFailed, In
 
 pytestmark = pytest.mark.unit
 
-CONTRACT = {"OK": 0, "UNEXPECTED": 1, "CONFIG_INVALID": 2, "RUN_ID_INVALID": 3, "RUN_ID_CONFLICT": 4,
-            "INPUT_INVALID": 5, "STORAGE_ERROR": 6, "TRAINING_FAILED": 7, "TRACKING_FAILED": 8,
-            "HEALTH_FAILED": 9, "RUN_ID_MISMATCH": 10, "UNSAFE_ARTIFACT": 11, "MODEL_UNSKILLED": 12,
-            "INTERRUPTED": 130}
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "exit-codes.md"
+DOCUMENTED = {m[2]: int(m[1]) for m in re.finditer(r"^\| (\d+) \| `([A-Z_]+)` \|", DOCS.read_text(), re.M)}
 TYPED = [ConfigInvalid, RunIdInvalid, RunIdConflict, InputInvalid, StorageError, TrainingFailed,
          TrackingFailed, HealthFailed, RunIdMismatch, UnsafeArtifact, ModelUnskilled, Interrupted]
 
 
-def test_exit_codes_are_the_contract():
-    assert EXIT_CODES == CONTRACT
+def test_exit_codes_are_the_documented_table():
+    assert EXIT_CODES == DOCUMENTED
 
 
 def test_codes_and_names_are_unique():

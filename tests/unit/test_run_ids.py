@@ -1,4 +1,4 @@
-"""run_id validation (CONTRACT §3): what is accepted never leaves the artifacts dir."""
+"""run_id validation (docs/concepts.md#run_id): what is accepted never leaves the artifacts dir."""
 from __future__ import annotations
 
 import re

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from spline_lstm.core import secrets
 from spline_lstm.core.errors import TrackingFailed
-from spline_lstm.core.secrets import (MASKED, PASSWORD_ENV, USERNAME_ENV, MaskingFilter, hide_passwords,
+from spline_lstm.core.environment import MLFLOW_PASSWORD as PASSWORD_ENV
+from spline_lstm.core.environment import MLFLOW_USERNAME as USERNAME_ENV
+from spline_lstm.core.secrets import (MASKED, MaskingFilter, hide_passwords,
                                       known_secrets, mask_obj, mask_text, mask_uri, take_credentials)
 
 pytestmark = pytest.mark.unit
