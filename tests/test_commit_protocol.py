@@ -111,7 +111,7 @@ def test_tracking_helper_killed_before_the_tag(tmp_path: Path):
     """The gate passes but MLflow cannot record it: exit 8 and no completion record."""
     w, out = _launch_and_signal(tmp_path, "cp-helper", [*FAST, PAUSE], "TEST-PAUSE before-gate",
                                 env={ENV_PAUSE: "before-gate", ENV_SECONDS: "3"}, sig=None)
-    helpers = subprocess.run(["pgrep", "-P", str(w.proc.pid), "-f", "spline_lstm.tracking.tracker"],
+    helpers = subprocess.run(["pgrep", "-P", str(w.proc.pid), "-f", "spline_lstm.tracking.helper"],
                              capture_output=True, text=True).stdout.split()
     assert helpers, "no tracking helper to kill"
     for pid in helpers:
