@@ -44,7 +44,7 @@ def test_window_starts_are_each_series_own_windows_shifted_onto_the_grid(lookbac
     spans = panel.spans(values)
     bounds = np.array([0, 24, 32, 40])
     for split in range(3):
-        flat = panel.window_starts(bounds, spans, 40, split, lookback, horizon, diff)
+        flat = transforms.window_starts(bounds, split, lookback, horizon, diff, spans, 40)
         rows = panel.series_of(flat, 40)
         assert (np.diff(flat) > 0).all()
         for k, (lo, hi) in enumerate(spans):
@@ -57,7 +57,7 @@ def test_window_starts_are_each_series_own_windows_shifted_onto_the_grid(lookbac
 def test_a_series_ending_before_a_split_has_no_windows_there():
     values = _ragged()
     spans = panel.spans(values)
-    starts = panel.window_starts(np.array([0, 24, 32, 40]), spans, 40, 2, 3, 1, 0)  # test split 32..40
+    starts = transforms.window_starts(np.array([0, 24, 32, 40]), 2, 3, 1, 0, spans, 40)  # test split 32..40
     assert set(panel.series_of(starts, 40).tolist()) == {0, 1, 3}  # series 2 ends at 31
     assert panel.local_bounds(np.array([0, 24, 32, 40]), spans[2]).tolist() == [0, 24, 31, 31]
 

@@ -19,10 +19,10 @@ an [n, T] array: NaN = gap, or outside the series' observed span ``spans[k]``.
 Splits are by time: the same cut-offs on the grid for every series (no series'
 future leaks into another's training). A series whose span starts later simply has
 a shorter training split; every series must pass the run's input rules
-(``preprocess.check_series``) on its own span.
+(``preprocessing.transforms.check_series``) on its own span.
 
 The model sees the flattened panel (row k at offset k*T): a window start ``k*T + t``
-never reaches outside series k (``window_starts``), so one ``WindowSource`` streams
+never reaches outside series k (``preprocessing.transforms.window_starts``), so one ``WindowSource`` streams
 windows of every series without materialising them.
 """
 from __future__ import annotations
@@ -392,21 +392,6 @@ def local_bounds(bounds: np.ndarray, span) -> np.ndarray:
     """The grid's split bounds seen from inside one series' span."""
     lo, hi = int(span[0]), int(span[1])
     return np.clip(np.asarray(bounds, dtype=np.int64) - lo, 0, hi - lo)
-
-
-def window_starts(bounds: np.ndarray, spans_: np.ndarray, length: int, split: int, lookback: int, horizon: int,
-                  difference: int) -> np.ndarray:
-    """Flat start indices ``k * length + t`` of every series' windows of a split: what
-    ``preprocess.window_starts`` gives for the series' own span, shifted onto the grid."""
-    lo, hi = spans_[:, 0], spans_[:, 1]
-    first = np.maximum(np.clip(bounds[split], lo, hi), lo + lookback + difference)
-    last = np.clip(bounds[split + 1], lo, hi) - horizon
-    count = np.maximum(last - first + 1, 0)
-    if not count.sum():
-        return np.empty(0, dtype=np.int64)
-    base = np.repeat(first + np.arange(len(lo)) * length, count)
-    step = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-    return (base + step).astype(np.int64)
 
 
 def series_of(starts: np.ndarray, length: int) -> np.ndarray:

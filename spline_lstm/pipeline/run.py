@@ -329,7 +329,7 @@ def _prepare_panel(ctx: RunContext) -> Prepared:
         choices.why["series"] = f"auto settings chosen on series {series.ids[rep]!r} (most training points)"
         for line in choices.lines():
             log.info("%s", line)
-        transforms.check_panel(values, spans, bounds, p, [f"{series.source} series {i!r}" for i in series.ids])
+        transforms.check_series(values, bounds, p, [f"{series.source} series {i!r}" for i in series.ids], spans)
     with ctx.stage("spline", "spline gap-filling"):
         pre, filled, scaled = Preprocessor.fit_panel(values, spans, bounds, p, run_id=ctx.run_id, data=app.data,
                                                      freq=series.freq, last_timestamp=str(timestamps[-1]),
@@ -341,7 +341,7 @@ def _prepare_panel(ctx: RunContext) -> Prepared:
     with ctx.stage("scale_window", "scale + windows"):
         length = len(timestamps)
         sources = [transforms.WindowSource(
-            scaled.ravel(), panel.window_starts(bounds, spans, length, k, p.lookback, p.horizon, p.difference),
+            scaled.ravel(), transforms.window_starts(bounds, k, p.lookback, p.horizon, p.difference, spans, length),
             p.lookback, p.horizon, cov, pre.known) for k in range(3)]
         flat_values = values.ravel()
         summary = {**series.summary, **transforms.preprocess_summary(

@@ -126,7 +126,7 @@ class Preprocessor:
 
         season = season_for(data.season, freq)
         method = transforms.fill_method(cfg.interpolation, season)
-        filled = transforms.fill_gaps_panel(values, spans, bounds, method, season)
+        filled = transforms.fill_gaps(values, bounds, method, season, spans)
         modelled = transforms.difference(filled, cfg.difference)
         centers, scales = transforms.fit_scalers_panel(cfg.scaling, modelled[:, : int(bounds[1])])
         identity = transforms.Scaler(Scaling(cfg.scaling).value, 0.0, 1.0)
