@@ -27,7 +27,7 @@ train: windows/s of ``train.fit`` on streamed windows (a ``WindowSource`` over t
   framework and plain alternate, ratios are paired (the machine is shared and noisy).
 
 train-scale: training at --scale-sizes (default 100,1000,10000) series x 1,000 points on
-  the run's panel path (``Preprocessor.fit_panel``, ``transforms.window_starts``, one
+  the run's panel path (``Preprocessor.fit``, ``transforms.window_starts``, one
   ``WindowSource`` over the flattened panel), a fixed number of steps an epoch (a full
   epoch at 10^4 series is 7 * 10^6 windows): ``model.fit`` on ``train.to_dataset`` with
   ``steps_per_epoch`` (one iterator: the shuffle is paid once, epochs 2.. are steady steps)
@@ -333,8 +333,8 @@ def worker_train_scale(mode: str, n_series: int, steps: int, epochs: int, batch:
     p, d = preprocess_cfg()
     spans = panel.spans(values)
     bounds = transforms.split_bounds(values.shape[1], p)
-    _, _, scaled = Preprocessor.fit_panel(values, spans, bounds, p, run_id="bench", data=d, freq="h",
-                                          last_timestamp="", ids=tuple(f"s{k}" for k in range(n_series)))
+    _, _, scaled = Preprocessor.fit(values, bounds, p, run_id="bench", data=d, freq="h", last_timestamp="",
+                                    where="bench", spans=spans, ids=tuple(f"s{k}" for k in range(n_series)))
     del values
     starts = transforms.window_starts(bounds, 0, LOOKBACK, HORIZON, 0, spans, scaled.shape[1])
     src = transforms.WindowSource(scaled.ravel(), starts, LOOKBACK, HORIZON)

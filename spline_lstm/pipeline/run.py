@@ -331,13 +331,13 @@ def _prepare_panel(ctx: RunContext) -> Prepared:
             log.info("%s", line)
         transforms.check_series(values, bounds, p, [f"{series.source} series {i!r}" for i in series.ids], spans)
     with ctx.stage("spline", "spline gap-filling"):
-        pre, filled, scaled = Preprocessor.fit_panel(values, spans, bounds, p, run_id=ctx.run_id, data=app.data,
-                                                     freq=series.freq, last_timestamp=str(timestamps[-1]),
-                                                     ids=series.ids, choices=choices.to_dict())
+        pre, filled, scaled = Preprocessor.fit(values, bounds, p, run_id=ctx.run_id, data=app.data, freq=series.freq,
+                                               last_timestamp=str(timestamps[-1]), where=series.source,
+                                               choices=choices.to_dict(), spans=spans, ids=series.ids)
         raw_cov = {c: v[:, : bounds[-1]] for c, v in series.covariates.items()}
         cov = None
         if raw_cov or series.statics or pre.calendar:
-            pre, cov = pre.fit_panel_covariates(raw_cov, series.statics, spans, timestamps, bounds, p, series.source)
+            pre, cov = pre.fit_covariates(raw_cov, timestamps, bounds, p, series.source, spans, series.statics)
     with ctx.stage("scale_window", "scale + windows"):
         length = len(timestamps)
         sources = [transforms.WindowSource(
