@@ -131,11 +131,11 @@ def test_long_format_puts_every_id_on_one_grid_with_its_covariates_and_statics(t
     assert dict(zip(p.ids, p.statics["kind"])) == {"north": "mall", "south": "street", "east": "mall"}
     for sid in p.ids:  # each row is what the single-series loader reads from that id's rows alone
         one = _write(frame[frame["store"] == sid].drop(columns=["store", "kind"]), tmp_path / f"{sid}.csv")
-        alone = loading.load_series(DataConfig(source=DataSource.file, path=str(one), target_col="sales",
+        alone = panel.load_panel(DataConfig(source=DataSource.file, path=str(one), target_col="sales",
                                             past_covariates=["load"]), 0)
         lo, hi = panel.spans(p.values)[p.ids.index(sid)]
-        np.testing.assert_array_equal(p.values[p.ids.index(sid), lo:hi], alone.values)
-        np.testing.assert_array_equal(p.covariates["load"][p.ids.index(sid), lo:hi], alone.covariates["load"])
+        np.testing.assert_array_equal(p.values[p.ids.index(sid), lo:hi], alone.values[0])
+        np.testing.assert_array_equal(p.covariates["load"][p.ids.index(sid), lo:hi], alone.covariates["load"][0])
 
 
 def test_ids_are_text_as_written(tmp_path):

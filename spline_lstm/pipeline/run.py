@@ -30,7 +30,7 @@ from spline_lstm.core.config import AppConfig, flatten, is_panel, to_plain
 from spline_lstm.core.documents import MetadataDoc, MetricsDoc
 from spline_lstm.core.errors import InputInvalid, Interrupted, StorageError, classify, signals_deferred
 from spline_lstm.core.secrets import mask_obj
-from spline_lstm.data import loading, panel
+from spline_lstm.data import panel
 from spline_lstm.data.panel import local_bounds, series_of
 from spline_lstm.evaluation import metrics, report, yardsticks
 from spline_lstm.models import network, train
@@ -38,7 +38,6 @@ from spline_lstm.pipeline import backtest
 from spline_lstm.pipeline.backtest import mlflow_metrics as backtest_metrics
 from spline_lstm.pipeline.chain import build_network, fit_chain, reference_forecasts
 from spline_lstm.preprocessing import seasonality, transforms
-from spline_lstm.preprocessing.preprocessor import Preprocessor
 from spline_lstm.tracking.tracker import NullTracker, Tracker, preflight, resolve_store
 from spline_lstm.core import environment
 
@@ -238,7 +237,7 @@ def epoch_metrics(logs: Dict[str, float]) -> Dict[str, float]:
 class Prepared:
     """Everything preprocessing produced, before any file is written."""
 
-    series: object  # loading.Series
+    series: object  # panel.Panel (one series: a panel of one)
     timestamps: object  # pd.DatetimeIndex of the trimmed series
     values: np.ndarray  # observed values, NaN = gap
     filled: np.ndarray  # spline-filled, original units
@@ -268,56 +267,27 @@ class Prepared:
 
 
 def _prepare(ctx: RunContext) -> Prepared:
-
-    app = ctx.app
-    p = app.preprocess
-    if is_panel(app.data):
-        return _prepare_panel(ctx)
-    with ctx.stage("load_validate", "load + validate"):
-        series = loading.load_series(app.data, app.seed, app.preset)
-        lo, hi = transforms.observed_span(series.values)
-        values = series.values[lo:hi]
-        timestamps = series.timestamps[lo:hi]
-        if lo or len(series.values) - hi:
-            log.warning("trimmed %d leading and %d trailing missing points", lo, len(series.values) - hi)
-        bounds = transforms.split_bounds(len(values), p)
-        if bounds[-1] < len(values):
-            values, timestamps = values[: bounds[-1]], timestamps[: bounds[-1]]
-        raw_cov = {c: v[lo:hi][: len(values)] for c, v in series.covariates.items()}
-        # auto season / interpolation / difference / lookback, once: app holds plain values from here on
-        choices = seasonality.resolve(app, values, bounds, series.freq)
-        for line in choices.lines():
-            log.info("%s", line)
-        transforms.check_series(values, bounds, p, series.source)
-    with ctx.stage("spline", "spline gap-filling"):
-        chain = fit_chain(app, values, timestamps, raw_cov, bounds, series.freq, series.source, choices.to_dict())
-        pre, filled, scaled, cov, sources = chain.pre, chain.filled, chain.scaled, chain.covariates, chain.sources
-    with ctx.stage("scale_window", "scale + windows"):
-        summary = {**series.summary, **transforms.preprocess_summary(
-            values, np.isnan(values), bounds, (lo, len(series.values) - hi), pre.smoothing_lambda),
-            "windows": {name: len(s) for name, s in zip(transforms.SPLITS, sources)},
-            "window_source_bytes": sources[0].nbytes, "choices": choices.to_dict()}
-        if cov is not None:
-            summary["covariates"] = covariate_summary(pre, raw_cov)
-            log.info("covariates: %s", summary["covariates"])
-        log.info("%d points (%d filled), windows train/val/test = %s", len(values),
-                 summary["interpolated"], "/".join(str(len(s)) for s in sources))
-    return Prepared(series, timestamps, values, filled, scaled, bounds, pre, sources, summary, raw_cov, cov,
-                    _backtest_plan(app, bounds, sources[2].starts))
-
-
-def _prepare_panel(ctx: RunContext) -> Prepared:
-    """Many series (spline_lstm.data.panel): each validated, filled and scaled on its own span,
-    split by the same cut-offs on the shared grid; the arrays are flattened row by row,
-    so one WindowSource streams the windows of every series."""
+    """One series or many (spline_lstm.data.panel): each validated, filled and scaled on its own
+    span, split by the same cut-offs on the shared grid; the arrays are flattened row by row,
+    so one WindowSource streams the windows of every series. One series is a panel of one,
+    trimmed to its observed span (its span is then the whole grid, trailing gaps included),
+    whose artifacts keep the one-series layout (no ids, no per-series tables)."""
 
     app, p = ctx.app, ctx.app.preprocess
+    many = is_panel(app.data)
     with ctx.stage("load_validate", "load + validate"):
         series = panel.load_panel(app.data, app.seed, app.preset)
-        bounds = transforms.split_bounds(series.length, p)
-        values = series.values[:, : bounds[-1]]
-        timestamps = series.timestamps[: bounds[-1]]
-        spans = panel.spans(values)
+        values, timestamps, raw_cov, trimmed = series.values, series.timestamps, series.covariates, (0, 0)
+        if not many:  # leading and trailing gaps: no spline fills them without extrapolating
+            lo, hi = transforms.observed_span(values[0])
+            values, timestamps, trimmed = values[:, lo:hi], timestamps[lo:hi], (lo, series.length - hi)
+            raw_cov = {c: v[:, lo:hi] for c, v in raw_cov.items()}
+            if lo or trimmed[1]:
+                log.warning("trimmed %d leading and %d trailing missing points", lo, trimmed[1])
+        bounds = transforms.split_bounds(values.shape[1], p)
+        values, timestamps = values[:, : bounds[-1]], timestamps[: bounds[-1]]
+        raw_cov = {c: v[:, : bounds[-1]] for c, v in raw_cov.items()}
+        spans = panel.spans(values) if many else np.array([[0, values.shape[1]]], dtype=np.int64)
         unseen = np.flatnonzero(np.isnan(values).all(axis=1))
         if unseen.size:  # observed only after the last split (split_indices shorter than the grid)
             raise InputInvalid(f"{series.source} series {series.ids[unseen[0]]!r}: no observed value in the "
@@ -326,39 +296,44 @@ def _prepare_panel(ctx: RunContext) -> Prepared:
         rep = panel.representative(values, bounds)
         lo, hi = spans[rep]
         choices = seasonality.resolve(app, values[rep, lo:hi], panel.local_bounds(bounds, (lo, hi)), series.freq)
-        choices.why["series"] = f"auto settings chosen on series {series.ids[rep]!r} (most training points)"
+        if many:
+            choices.why["series"] = f"auto settings chosen on series {series.ids[rep]!r} (most training points)"
         for line in choices.lines():
             log.info("%s", line)
-        transforms.check_series(values, bounds, p, [f"{series.source} series {i!r}" for i in series.ids], spans)
+        names = [f"{series.source} series {i!r}" for i in series.ids] if many else [series.source]
+        transforms.check_series(values, bounds, p, names, spans)
     with ctx.stage("spline", "spline gap-filling"):
-        pre, filled, scaled = Preprocessor.fit(values, bounds, p, run_id=ctx.run_id, data=app.data, freq=series.freq,
-                                               last_timestamp=str(timestamps[-1]), where=series.source,
-                                               choices=choices.to_dict(), spans=spans, ids=series.ids)
-        raw_cov = {c: v[:, : bounds[-1]] for c, v in series.covariates.items()}
-        cov = None
-        if raw_cov or series.statics or pre.calendar:
-            pre, cov = pre.fit_covariates(raw_cov, timestamps, bounds, p, series.source, spans, series.statics)
+        chain = fit_chain(app, values, timestamps, raw_cov, bounds, series.freq, series.source, choices.to_dict(),
+                          spans, series.ids if many else None, series.statics)
+        pre, cov, sources = chain.pre, chain.covariates, chain.sources
+        filled, scaled = chain.filled.ravel(), chain.scaled.ravel()
     with ctx.stage("scale_window", "scale + windows"):
         length = len(timestamps)
-        sources = [transforms.WindowSource(
-            scaled.ravel(), transforms.window_starts(bounds, k, p.lookback, p.horizon, p.difference, spans, length),
-            p.lookback, p.horizon, cov, pre.known) for k in range(3)]
         flat_values = values.ravel()
         summary = {**series.summary, **transforms.preprocess_summary(
-            flat_values, np.isnan(flat_values) & ~np.isnan(filled.ravel()), bounds, (0, 0), None),
+            flat_values, np.isnan(flat_values) & ~np.isnan(filled), bounds, trimmed, pre.smoothing_lambda),
             "windows": {name: len(s) for name, s in zip(transforms.SPLITS, sources)},
-            "window_source_bytes": sources[0].nbytes, "choices": choices.to_dict(),
-            "series_ids": list(series.ids)}
-        summary["points"] = int((spans[:, 1] - spans[:, 0]).sum())
-        summary["missing"] = int(np.isnan(values).sum()) - (values.size - summary["points"])  # inside the spans
+            "window_source_bytes": sources[0].nbytes, "choices": choices.to_dict()}
+        if many:
+            summary["series_ids"] = list(series.ids)
+            summary["points"] = int((spans[:, 1] - spans[:, 0]).sum())
+            summary["missing"] = int(np.isnan(values).sum()) - (values.size - summary["points"])  # inside the spans
         if cov is not None:
-            summary["covariates"] = {**covariate_summary(pre, {c: v.ravel() for c, v in raw_cov.items()}),
-                                     "static": pre.static_encoding}
+            summary["covariates"] = covariate_summary(pre, {c: v.ravel() for c, v in raw_cov.items()})
+            if many:
+                summary["covariates"]["static"] = pre.static_encoding
             log.info("covariates: %s", summary["covariates"])
-        log.info("%d series x %d grid points (%d filled), windows train/val/test = %s", series.n, length,
-                 summary["interpolated"], "/".join(str(len(s)) for s in sources))
-    return Prepared(series, timestamps, flat_values, filled.ravel(), scaled.ravel(), bounds, pre, sources, summary,
-                    raw_cov, cov, None, spans)
+        windows = "/".join(str(len(s)) for s in sources)
+        if many:
+            log.info("%d series x %d grid points (%d filled), windows train/val/test = %s", series.n, length,
+                     summary["interpolated"], windows)
+        else:
+            log.info("%d points (%d filled), windows train/val/test = %s", length, summary["interpolated"], windows)
+    if many:
+        return Prepared(series, timestamps, flat_values, filled, scaled, bounds, pre, sources, summary, raw_cov,
+                        cov, None, spans)
+    return Prepared(series, timestamps, flat_values, filled, scaled, bounds, pre, sources, summary,
+                    {c: v[0] for c, v in raw_cov.items()}, cov, _backtest_plan(app, bounds, sources[2].starts))
 
 
 def _backtest_plan(app: AppConfig, bounds: np.ndarray, test_starts: np.ndarray):
