@@ -36,7 +36,7 @@ from spline_lstm.evaluation import metrics, report, yardsticks
 from spline_lstm.models import network, train
 from spline_lstm.pipeline import backtest
 from spline_lstm.pipeline.backtest import mlflow_metrics as backtest_metrics
-from spline_lstm.pipeline.chain import build_network, fit_chain, reference_forecasts
+from spline_lstm.pipeline.chain import build_network, fit_chain
 from spline_lstm.preprocessing import seasonality, transforms
 from spline_lstm.tracking.tracker import NullTracker, Tracker, preflight, resolve_store
 from spline_lstm.core import environment
@@ -259,6 +259,11 @@ class Prepared:
     def length(self) -> int:
         """Grid points per series: a flat index i is series i // length (many series)."""
         return len(self.timestamps)
+
+    @property
+    def grid_spans(self) -> np.ndarray:
+        """[n, 2] observed span of each series on the grid; one series spans its whole grid."""
+        return np.array([[0, self.length]], dtype=np.int64) if self.spans is None else self.spans
 
     def series_of(self, starts: np.ndarray) -> Optional[np.ndarray]:
         """Each window's series (None for a one-series run)."""
@@ -522,11 +527,14 @@ class Evaluation:
     yardsticks: Dict[str, dict] = field(default_factory=dict)  # status of each classical yardstick
     scale: float = float("nan")  # MASE scale (training split)
     validation: Dict[str, float] = field(default_factory=dict)  # the best model on the validation split
-    series: Optional[dict] = None  # many series: count, per_series, distribution, unscored (_evaluate_panel)
+    series: Optional[dict] = None  # many series: count, per_series, distribution, unscored (_score_many)
 
 
 def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
-    """The best checkpoint, loaded in safe mode, against the baselines on the test split."""
+    """The best checkpoint, loaded in safe mode, against the baselines on the test split.
+    Every forecaster runs on each series' own windows, with its own MASE scale (one series
+    is a panel of one); the scores are then one series' (``_score_one``) or per series and
+    over all series (``_score_many``), whose artifacts differ."""
 
     app, p = ctx.app, ctx.app.preprocess
     with ctx.stage("evaluate", "evaluate"):
@@ -541,14 +549,26 @@ def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
         pre = prep.pre.calibrated(val_actual, val_pred, val_rows)
         actual = transforms.target_matrix(prep.values, test.starts, p.horizon)
         season = prep.pre.season  # resolved (auto = from the frequency): seasonal naive whenever known
-    if prep.is_panel:
-        return _evaluate_panel(ctx, prep, pre, test, actual, pred, val_actual, val_pred)
+        length, spans = prep.length, prep.grid_spans
+        k = series_of(test.starts, length)
+        lo = spans[:, 0]
+        scales = np.array([metrics.mase_scale(prep.values[i * length + a: i * length + max(a, int(prep.bounds[1]))],
+                                               season) for i, a in enumerate(lo)])
+        forecasts = metrics.baseline_forecasts(prep.filled, test.starts, p.lookback, p.horizon, season,
+                                                first=k * length + lo[k])
+    title = "classical yardsticks (ETS, Theta)" + (", per series" if prep.is_panel else "")
+    with ctx.stage("yardsticks", title):
+        forecasts, yardsticks = _yardsticks(prep, test.starts, forecasts)
+    score = _score_many if prep.is_panel else _score_one
     with ctx.stage("evaluate"):
-        scale = metrics.mase_scale(prep.values[: prep.bounds[1]], season)
-        scores = metrics.forecast_metrics(actual, pred, scale)
-    with ctx.stage("yardsticks", "classical yardsticks (ETS, Theta)"):
-        forecasts, yardsticks = reference_forecasts(prep.filled, int(prep.bounds[1]), test.starts, p.lookback,
-                                                    p.horizon, season)
+        return score(prep, pre, test, actual, pred, val_actual, val_pred, scales, forecasts, yardsticks)
+
+
+def _score_one(prep: Prepared, pre, test, actual: np.ndarray, pred: np.ndarray, val_actual: np.ndarray,
+               val_pred: np.ndarray, scales: np.ndarray, forecasts: dict, yardsticks: dict) -> Evaluation:
+    """One series: its metrics, and the improvement over each baseline in rmse."""
+    scale = float(scales[0])
+    scores = metrics.forecast_metrics(actual, pred, scale)
     baselines = {name: metrics.forecast_metrics(actual, fc, scale) for name, fc in forecasts.items()}
     improvement = {name: metrics.improvement_pct(scores["rmse"], b["rmse"]) for name, b in baselines.items()}
     validation = metrics.forecast_metrics(val_actual, val_pred, scale)  # the HPO objective (never test)
@@ -556,37 +576,26 @@ def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
                       {"model": pred, **forecasts}, yardsticks, scale, validation)
 
 
-def _evaluate_panel(ctx: RunContext, prep: Prepared, pre, test, actual: np.ndarray, pred: np.ndarray,
-                    val_actual: np.ndarray, val_pred: np.ndarray) -> Evaluation:
+def _score_many(prep: Prepared, pre, test, actual: np.ndarray, pred: np.ndarray, val_actual: np.ndarray,
+                val_pred: np.ndarray, scales: np.ndarray, forecasts: dict, yardsticks: dict) -> Evaluation:
     """Many series: every forecaster scored per series (its own test windows and MASE
     scale), then over all series (spline_lstm.data.metrics.aggregate). The model's improvement
     over a baseline, and the quality verdict, are on the mean MASE over series: scale-free,
     so a series of large numbers does not outweigh the others."""
 
-    p, length = ctx.app.preprocess, prep.length
     rows = prep.series_of(test.starts)
-    season = prep.pre.season
-    with ctx.stage("evaluate"):
-        lo = prep.spans[:, 0]
-        scales = np.array([metrics.mase_scale(prep.values[k * length + a: k * length + max(a, int(prep.bounds[1]))],
-                                               season) for k, a in enumerate(lo)])
-        forecasts = metrics.baseline_forecasts(prep.filled, test.starts, p.lookback, p.horizon, season,
-                                                first=rows * length + lo[rows])
-    with ctx.stage("yardsticks", "classical yardsticks (ETS, Theta), per series"):
-        forecasts, yardsticks = _panel_yardsticks(prep, test.starts, forecasts)
     ids = prep.series.ids
-    with ctx.stage("evaluate"):
-        table = metrics.per_series_metrics(actual, {"model": pred, **forecasts}, rows, scales, ids)
-        blank = {k: float("nan") for k in metrics.METRIC_NAMES}  # a series without a test window
-        table = {i: table.get(i) or {name: dict(blank) for name in ("model", *forecasts)} for i in ids}
-        scores = metrics.aggregate(actual, pred, table, "model")
-        baselines = {name: metrics.aggregate(actual, fc, table, name) for name, fc in forecasts.items()}
-        improvement = {name: metrics.improvement_pct(scores["mase"], b["mase"]) for name, b in baselines.items()}
-        val_rows = prep.series_of(prep.sources[1].starts)
-        val_table = metrics.per_series_metrics(val_actual, {"model": val_pred}, val_rows, scales, ids)
-        validation = metrics.aggregate(val_actual, val_pred, val_table, "model")
-        series = {"count": len(ids), "metric": "mase", "distribution": metrics.distribution(table),
-                  "per_series": table}
+    table = metrics.per_series_metrics(actual, {"model": pred, **forecasts}, rows, scales, ids)
+    blank = {k: float("nan") for k in metrics.METRIC_NAMES}  # a series without a test window
+    table = {i: table.get(i) or {name: dict(blank) for name in ("model", *forecasts)} for i in ids}
+    scores = metrics.aggregate(actual, pred, table, "model")
+    baselines = {name: metrics.aggregate(actual, fc, table, name) for name, fc in forecasts.items()}
+    improvement = {name: metrics.improvement_pct(scores["mase"], b["mase"]) for name, b in baselines.items()}
+    val_rows = prep.series_of(prep.sources[1].starts)
+    val_table = metrics.per_series_metrics(val_actual, {"model": val_pred}, val_rows, scales, ids)
+    validation = metrics.aggregate(val_actual, val_pred, val_table, "model")
+    series = {"count": len(ids), "metric": "mase", "distribution": metrics.distribution(table),
+              "per_series": table}
     d = series["distribution"]
     series["unscored"] = [i for i in ids if not np.isfinite(table[i]["model"]["mase"])]
     if series["unscored"]:
@@ -605,12 +614,14 @@ def _evaluate_panel(ctx: RunContext, prep: Prepared, pre, test, actual: np.ndarr
 YARDSTICK_MAX_SERIES = 50
 
 
-def _panel_yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tuple:
+def _yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tuple:
     """ETS and Theta fitted per series (its training split), on exactly the model's
-    windows; a yardstick that fails on any series is not available for the run."""
+    windows. One series reports each yardstick's own status; with many, a yardstick that
+    fails on any series is not available for the run."""
 
-    length, rows = prep.length, prep.series_of(starts)
-    n = len(prep.series.ids)
+    length, spans = prep.length, prep.grid_spans
+    rows = series_of(starts, length)
+    n = len(spans)
     if n > YARDSTICK_MAX_SERIES:
         why = f"not fitted: {n} series (ETS and Theta are fitted per series, up to {YARDSTICK_MAX_SERIES})"
         log.info("yardsticks %s", why)
@@ -620,12 +631,17 @@ def _panel_yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tu
     status: Dict[str, dict] = {}
     fitted_series = np.unique(rows)
     for k in fitted_series:
-        lo, hi = (int(x) for x in prep.spans[k])
+        lo, hi = (int(x) for x in spans[k])
         at = np.flatnonzero(rows == k)
         base = k * length + lo
         filled = prep.filled[base: k * length + hi]
         fitted = yardsticks.forecast_all(filled, max(0, int(prep.bounds[1]) - lo), starts[at] - base,
                                          prep.pre.horizon, prep.pre.season)
+        if not prep.is_panel:
+            for name, y in fitted.items():
+                log.info("yardstick  %s: %s (%.2f s)", name, y.detail, y.fit_s)
+            return ({**forecasts, **{name: y.forecasts for name, y in fitted.items() if y.available}},
+                    {name: y.summary() for name, y in fitted.items()})
         for name, y in fitted.items():
             s = status.setdefault(name, {"status": "ok", "detail": y.detail, "fit_s": 0.0, "failed": 0})
             s["fit_s"] = round(s["fit_s"] + y.fit_s, 4)
