@@ -5,8 +5,9 @@ must not change behaviour can prove it did not.
     python tests/golden/record.py            # record tests/golden/<name>.json
     python tests/golden/record.py --compare  # re-run and compare with them (exit 1 on a difference)
 
-Each run goes through launch.py's own entry (``launcher.launch``) in a child process; the
-child wraps ``pipeline.run._evaluate`` to keep the test forecasts, which no artifact holds.
+Each run goes through launch.py's own entry (``launcher.launch``) in a child process
+(``child.py``), which wraps ``pipeline.run._evaluate`` to keep the test forecasts, which no
+artifact holds.
 Stored: the test and validation metrics (model, every baseline, per series), the forecasts,
 the choices, the structure of every artifact (keys, array names, shapes and dtypes) and
 the sha256 of the processed arrays and of ``predict``'s output. Floats are rounded to 12
@@ -69,28 +70,6 @@ def structure(x):
     return type(x).__name__
 
 
-def _child(capture: Path, overrides: list) -> int:
-    """Run launch.py's task in this process, keeping ``_evaluate``'s forecasts."""
-    sys.path.insert(0, str(REPO))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ["SPLINE_LSTM_STARTED"] = f"{os.getpid()}:{time.time()}"
-    from spline_lstm.app.launcher import launch
-    from spline_lstm.pipeline import run
-
-    inner = run._evaluate
-
-    def evaluate(ctx, prep):
-        ev = inner(ctx, prep)
-        capture.write_text(json.dumps({"starts": rounded(ev.test.starts),
-                                       "forecasts": rounded({k: v for k, v in ev.forecasts.items()}),
-                                       "actual": rounded(ev.actual)}))
-        return ev
-
-    run._evaluate = evaluate
-    sys.argv = [str(REPO / "launch.py")]
-    return launch(config_path=str(REPO / "conf"), argv=overrides)
-
-
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -112,8 +91,8 @@ def record_one(name: str) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"golden-{name}-") as tmp:
         outputs, capture = Path(tmp) / "outputs", Path(tmp) / "capture.json"
         t0 = time.time()
-        env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(capture), "--",
+        env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        proc = subprocess.run([sys.executable, str(HERE / "child.py"), str(capture), "--",
                                *CONFIGS[name], *COMMON, f"paths.outputs_dir={outputs}"],
                               capture_output=True, text=True, env=env, cwd=str(REPO))
         seconds = time.time() - t0
@@ -191,8 +170,6 @@ def compare(name: str) -> tuple:
 
 
 def main() -> int:
-    if len(sys.argv) > 2 and sys.argv[1] == "--child":
-        return _child(Path(sys.argv[2]), sys.argv[4:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--compare", action="store_true", help="compare with the stored values instead of recording")
     ap.add_argument("names", nargs="*", default=list(CONFIGS), help=f"which runs (default: {' '.join(CONFIGS)})")
