@@ -8,8 +8,8 @@
 preprocess: N related series x 1,000 points with 5% gaps (``spline_lstm.data.synthetic``,
   season 24), the chain a run applies to its series (trim, split, input rules, causal
   seasonal gap fill, train-only standard scaling, window starts) as
-  (a) ``package``: what the package does for a panel (spans, ``check_panel``,
-      ``fill_gaps_panel``, ``fit_scalers_panel``, ``window_starts`` into the flattened panel),
+  (a) ``package``: what the package does for a panel (spans, ``check_series``,
+      ``fill_gaps``, ``fit_scalers_panel``, ``window_starts`` into the flattened panel),
   (b) ``floor``: the least vectorised computation of the same numbers (one span for all,
       rules without the suspects' re-check, the package's private row kernels on blocks of
       250 series: linear pre-fill, classical seasonal index, PCHIP slopes and Hermite cubic),
@@ -27,7 +27,7 @@ train: windows/s of ``train.fit`` on streamed windows (a ``WindowSource`` over t
   framework and plain alternate, ratios are paired (the machine is shared and noisy).
 
 train-scale: training at --scale-sizes (default 100,1000,10000) series x 1,000 points on
-  the run's panel path (``Preprocessor.fit_panel``, ``panel.window_starts``, one
+  the run's panel path (``Preprocessor.fit``, ``transforms.window_starts``, one
   ``WindowSource`` over the flattened panel), a fixed number of steps an epoch (a full
   epoch at 10^4 series is 7 * 10^6 windows): ``model.fit`` on ``train.to_dataset`` with
   ``steps_per_epoch`` (one iterator: the shuffle is paid once, epochs 2.. are steady steps)
@@ -126,14 +126,14 @@ def package(values):
     assert (~np.isnan(values)).any(axis=1).all(), "a series with no observed value"
     spans = panel.spans(values)
     bounds = transforms.split_bounds(t, p)
-    transforms.check_panel(values, spans, bounds, p, [f"series {i}" for i in range(n)])
+    transforms.check_series(values, bounds, p, [f"series {i}" for i in range(n)], spans)
     t1 = time.perf_counter()
-    filled = transforms.fill_gaps_panel(values, spans, bounds, p.interpolation, d.season)
+    filled = transforms.fill_gaps(values, bounds, p.interpolation, d.season, spans)
     t2 = time.perf_counter()
     centers, scales = transforms.fit_scalers_panel(Scaling.standard, filled[:, : bounds[1]])
     scaled = ((filled - centers[:, None]) / scales[:, None]).astype(np.float32)
     t3 = time.perf_counter()
-    starts = [panel.window_starts(bounds, spans, t, k, p.lookback, p.horizon, p.difference) for k in range(3)]
+    starts = [transforms.window_starts(bounds, k, p.lookback, p.horizon, p.difference, spans, t) for k in range(3)]
     t4 = time.perf_counter()
     secs.update(validate=t1 - t0, fill=t2 - t1, scale=t3 - t2, windows=t4 - t3)
     return filled, scaled, starts, secs
@@ -333,10 +333,10 @@ def worker_train_scale(mode: str, n_series: int, steps: int, epochs: int, batch:
     p, d = preprocess_cfg()
     spans = panel.spans(values)
     bounds = transforms.split_bounds(values.shape[1], p)
-    _, _, scaled = Preprocessor.fit_panel(values, spans, bounds, p, run_id="bench", data=d, freq="h",
-                                          last_timestamp="", ids=tuple(f"s{k}" for k in range(n_series)))
+    _, _, scaled = Preprocessor.fit(values, bounds, p, run_id="bench", data=d, freq="h", last_timestamp="",
+                                    where="bench", spans=spans, ids=tuple(f"s{k}" for k in range(n_series)))
     del values
-    starts = panel.window_starts(bounds, spans, scaled.shape[1], 0, LOOKBACK, HORIZON, 0)
+    starts = transforms.window_starts(bounds, 0, LOOKBACK, HORIZON, 0, spans, scaled.shape[1])
     src = transforms.WindowSource(scaled.ravel(), starts, LOOKBACK, HORIZON)
     prep_s = time.perf_counter() - t0
     rss_prep = self_peak_rss_mb()

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from spline_lstm.data import loading
+from spline_lstm.data.panel import load_panel
 from spline_lstm.preprocessing import transforms
 from spline_lstm.core.config import DataConfig, DataSource, ModelConfig, PreprocessConfig, register_configs, validate
 from spline_lstm.core.errors import ConfigInvalid, InputInvalid
@@ -94,7 +94,7 @@ def _file_cfg(path: Path, **kw) -> DataConfig:
 def test_a_missing_covariate_column_is_input_invalid_naming_it(tmp_path):
     path = _csv(tmp_path / "x.csv")
     with pytest.raises(InputInvalid, match="no covariate column 'wind'"):
-        loading.load_series(_file_cfg(path, past_covariates=["load", "wind"]), 0)
+        load_panel(_file_cfg(path, past_covariates=["load", "wind"]), 0)
 
 
 @pytest.mark.unit
@@ -105,10 +105,10 @@ def test_covariates_share_the_targets_grid_and_file_rules(tmp_path):
     frame.loc[3, "load"] = "broken"
     frame.to_csv(path, index=False)
     with pytest.raises(InputInvalid, match="'load' has 1 of 399 non-numeric"):
-        loading.load_series(_file_cfg(path, past_covariates=["load"]), 0)
-    s = loading.load_series(_file_cfg(path, past_covariates=["load"], coerce_errors=True), 0)
-    load = s.covariates["load"]
-    assert load.shape == s.values.shape and np.isnan(s.values[50]) and np.isnan(load[50])
+        load_panel(_file_cfg(path, past_covariates=["load"]), 0)
+    s = load_panel(_file_cfg(path, past_covariates=["load"], coerce_errors=True), 0)
+    load, values = s.covariates["load"][0], s.values[0]
+    assert load.shape == values.shape and np.isnan(values[50]) and np.isnan(load[50])
     assert np.isnan(load[[3, 10, 11]]).all() and np.isnan(load).sum() == 4
 
 

@@ -1380,7 +1380,7 @@ def test_tolerated_defects_run_end_to_end_and_are_counted(tolerated_run):
 
 @pytest.mark.unit
 def test_duplicate_policies_and_dst_offsets_in_process(tmp_path):
-    from spline_lstm.data import loading
+    from spline_lstm.data.panel import load_panel
     from spline_lstm.core.config import DataConfig, DataSource, DuplicatePolicy
 
     lines = ["timestamp,value", "2024-01-01 00:00:00,1", "2024-01-01 01:00:00,2", "2024-01-01 01:00:00,4",
@@ -1388,16 +1388,16 @@ def test_duplicate_policies_and_dst_offsets_in_process(tmp_path):
     path = _write(tmp_path, "dups.csv", lines)
     got = {}
     for policy in (DuplicatePolicy.mean, DuplicatePolicy.last):
-        s = loading.load_series(DataConfig(source=DataSource.file, path=str(path), duplicates=policy), 0)
-        got[policy.value] = s.values.tolist()
+        s = load_panel(DataConfig(source=DataSource.file, path=str(path), duplicates=policy), 0)
+        got[policy.value] = s.values[0].tolist()
         assert s.summary["duplicates_merged"] == 1
     assert got == {"mean": [1.0, 3.0, 3.0, 5.0], "last": [1.0, 4.0, 3.0, 5.0]}
 
     stamps = pd.date_range("2024-03-30 00:00", periods=72, freq="h", tz="Europe/Berlin")  # crosses DST
     path = _write(tmp_path, "dst.csv", ["timestamp,value"] + [f"{t.isoformat()},{i % 7}"
                                                               for i, t in enumerate(stamps)])
-    s = loading.load_series(DataConfig(source=DataSource.file, path=str(path)), 0)
-    assert s.freq == "h" and len(s.values) == 72 and not np.isnan(s.values).any()
+    s = load_panel(DataConfig(source=DataSource.file, path=str(path)), 0)
+    assert s.freq == "h" and s.values.shape == (1, 72) and not np.isnan(s.values).any()
     assert s.timestamps[0] == pd.Timestamp("2024-03-29 23:00")  # UTC
 
 

@@ -1,7 +1,7 @@
 """Property tests for the CSV / Parquet loader (Hypothesis).
 
 Whatever a file holds (random bytes, or a random small frame of any dtype written
-by pandas), the loader used by training (``loading.load_series``) and the one used by
+by pandas), the loader used by training (``panel.load_panel``) and the one used by
 ``predict`` (``read_table`` + ``to_series`` + ``check_freq`` + ``regularise`` with
 predict's hints) either returns a valid regular series or raises one of our typed
 errors (a ``SplineLSTMError``, i.e. an exit code and one ERROR line), never another
@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from spline_lstm.data import loading
+from spline_lstm.data.panel import load_panel
 from spline_lstm.core.config import DataConfig, DataSource, DuplicatePolicy
 from spline_lstm.core.errors import SplineLSTMError
 
@@ -71,12 +72,13 @@ def _load_both_ways(path: Path, freq: Optional[str], policy: DuplicatePolicy, co
     """Training's loader and predict's; each must succeed validly or raise a typed error."""
     cfg = DataConfig(source=DataSource.file, path=str(path), freq=freq, duplicates=policy, coerce_errors=coerce)
     try:
-        loaded = loading.load_series(cfg, seed=0)
+        loaded = load_panel(cfg, seed=0)
     except SplineLSTMError as exc:
         event(f"training: {type(exc).__name__}")
     else:
         event("training: loaded")
-        _valid(pd.Series(loaded.values, index=loaded.timestamps), loaded.freq)
+        assert loaded.values.shape == (1, len(loaded.timestamps))  # one series: a panel of one
+        _valid(pd.Series(loaded.values[0], index=loaded.timestamps), loaded.freq)
         assert not np.isnan(loaded.values).all()
     hints = loading.predict_hints(cfg.timestamp_col, cfg.target_col, run_freq)
     where = f"--input {path}"
@@ -244,8 +246,8 @@ def test_a_clean_hourly_frame_loads(tmp_path: Path, suffix: str):
     frame = pd.DataFrame({"timestamp": stamps, "value": np.arange(48, dtype=float)})
     path = tmp_path / f"in{suffix}"
     frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path, index=False)
-    series = loading.load_series(DataConfig(source=DataSource.file, path=str(path)), seed=0)
-    assert series.freq == "h" and len(series.values) == 50 and np.isnan(series.values).sum() == 2
+    series = load_panel(DataConfig(source=DataSource.file, path=str(path)), seed=0)
+    assert series.freq == "h" and series.values.shape == (1, 50) and np.isnan(series.values).sum() == 2
 
 
 def test_the_grid_is_bounded_before_it_is_built():

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spline_lstm.data import loading
 from spline_lstm.data import panel
 from spline_lstm.evaluation import metrics
 from spline_lstm.preprocessing import transforms
@@ -46,7 +45,7 @@ def test_window_starts_are_each_series_own_windows_shifted_onto_the_grid(lookbac
     spans = panel.spans(values)
     bounds = np.array([0, 24, 32, 40])
     for split in range(3):
-        flat = panel.window_starts(bounds, spans, 40, split, lookback, horizon, diff)
+        flat = transforms.window_starts(bounds, split, lookback, horizon, diff, spans, 40)
         rows = panel.series_of(flat, 40)
         assert (np.diff(flat) > 0).all()
         for k, (lo, hi) in enumerate(spans):
@@ -60,7 +59,7 @@ def test_window_starts_are_each_series_own_windows_shifted_onto_the_grid(lookbac
 def test_a_series_ending_before_a_split_has_no_windows_there():
     values = _ragged()
     spans = panel.spans(values)
-    starts = panel.window_starts(np.array([0, 24, 32, 40]), spans, 40, 2, 3, 1, 0)  # test split 32..40
+    starts = transforms.window_starts(np.array([0, 24, 32, 40]), 2, 3, 1, 0, spans, 40)  # test split 32..40
     assert set(panel.series_of(starts, 40).tolist()) == {0, 1, 3}  # series 2 ends at 31
     assert panel.local_bounds(np.array([0, 24, 32, 40]), spans[2]).tolist() == [0, 24, 31, 31]
 
@@ -137,11 +136,11 @@ def test_long_format_puts_every_id_on_one_grid_with_its_covariates_and_statics(t
     assert dict(zip(p.ids, p.statics["kind"])) == {"north": "mall", "south": "street", "east": "mall"}
     for sid in p.ids:  # each row is what the single-series loader reads from that id's rows alone
         one = _write(frame[frame["store"] == sid].drop(columns=["store", "kind"]), tmp_path / f"{sid}.csv")
-        alone = loading.load_series(DataConfig(source=DataSource.file, path=str(one), target_col="sales",
+        alone = panel.load_panel(DataConfig(source=DataSource.file, path=str(one), target_col="sales",
                                             past_covariates=["load"]), 0)
         lo, hi = panel.spans(p.values)[p.ids.index(sid)]
-        np.testing.assert_array_equal(p.values[p.ids.index(sid), lo:hi], alone.values)
-        np.testing.assert_array_equal(p.covariates["load"][p.ids.index(sid), lo:hi], alone.covariates["load"])
+        np.testing.assert_array_equal(p.values[p.ids.index(sid), lo:hi], alone.values[0])
+        np.testing.assert_array_equal(p.covariates["load"][p.ids.index(sid), lo:hi], alone.covariates["load"][0])
 
 
 @pytest.mark.unit

@@ -1,4 +1,4 @@
-"""The many-series gap fill and scaler fit (``transforms.fill_gaps_panel``,
+"""The many-series gap fill and scaler fit (``transforms.fill_gaps`` of a panel,
 ``fit_scalers_panel``) against the single-series functions they vectorise:
 ``fill_gaps`` on each series' span with the bounds clipped to it, ``Scaler.fit``
 on each row. Small random panels with the awkward cases put in on purpose."""
@@ -31,7 +31,7 @@ def one_by_one(values, spans, bounds, method, season):
 
 
 def assert_same(values, spans, bounds, method, season):
-    got = transforms.fill_gaps_panel(values, spans, bounds, method, season)
+    got = transforms.fill_gaps(values, bounds, method, season, spans)
     want = one_by_one(values, spans, bounds, method, season)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     scale = max(1.0, float(np.nanmax(np.abs(values))))
@@ -94,17 +94,17 @@ def test_more_series_than_a_block_and_large_levels(method):
 
 def test_no_series_and_no_gaps():
     empty = np.empty((0, 50))
-    assert transforms.fill_gaps_panel(empty, np.empty((0, 2), dtype=int), np.array([0, 30, 40, 50]),
-                                      Interpolation.pchip).shape == (0, 50)
+    assert transforms.fill_gaps(empty, np.array([0, 30, 40, 50]), Interpolation.pchip,
+                                spans=np.empty((0, 2), dtype=int)).shape == (0, 50)
     full = np.arange(100.0).reshape(2, 50)
-    np.testing.assert_array_equal(transforms.fill_gaps_panel(full, [[0, 50], [0, 50]], np.array([0, 30, 40, 50]),
-                                                             Interpolation.seasonal, 5), full)
+    np.testing.assert_array_equal(transforms.fill_gaps(full, np.array([0, 30, 40, 50]), Interpolation.seasonal, 5,
+                                                       [[0, 50], [0, 50]]), full)
 
 
 def test_a_series_with_nothing_observed_before_a_gap_is_refused_as_alone():
     values = np.array([[np.nan, np.nan, 1.0, np.nan, 2.0, 3.0], [1.0, 2.0, np.nan, 4.0, 5.0, 6.0]])
     with pytest.raises(InputInvalid, match="no observed point before a gap"):
-        transforms.fill_gaps_panel(values, [[0, 6], [0, 6]], np.array([0, 2, 4, 6]), Interpolation.pchip)
+        transforms.fill_gaps(values, np.array([0, 2, 4, 6]), Interpolation.pchip, spans=[[0, 6], [0, 6]])
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -161,7 +161,7 @@ def test_panel_checks_pass_what_each_series_passes_and_refuse_the_first_that_fai
     values, spans, bounds, names = p.values, np.tile([0, 200], (30, 1)), np.array([0, 140, 170, 200]), \
         [f"series {k}" for k in range(30)]
     cfg = panel_cfg()
-    transforms.check_panel(values, spans, bounds, cfg, names)
+    transforms.check_series(values, bounds, cfg, names, spans)
     bad = {7: "longest-gap rule", 9: "missing-ratio rule", 12: "minimum-length rule", 15: "constant"}
     values = values.copy()
     values[7, 50:57] = np.nan
@@ -170,7 +170,7 @@ def test_panel_checks_pass_what_each_series_passes_and_refuse_the_first_that_fai
     values[15, :140] = 3.0
     for k in sorted(bad):  # each the first failure once the ones before it are mended
         with pytest.raises(InputInvalid, match=f"series {k}.*{bad[k]}"):
-            transforms.check_panel(values, spans, bounds, cfg, names)
+            transforms.check_series(values, bounds, cfg, names, spans)
         spans[k] = (0, 200)
         values[k] = p.values[k]
-    transforms.check_panel(values, spans, bounds, cfg, names)
+    transforms.check_series(values, bounds, cfg, names, spans)

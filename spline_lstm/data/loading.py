@@ -11,17 +11,16 @@ from __future__ import annotations
 import decimal
 import hashlib
 import logging
-import os
 import stat
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from spline_lstm.core.config import DataConfig, DataSource, DuplicatePolicy
+from spline_lstm.core.config import DataConfig, DuplicatePolicy
 from spline_lstm.core.errors import ConfigInvalid, InputInvalid
 
 log = logging.getLogger(__name__)
@@ -64,23 +63,6 @@ def predict_hints(timestamp_col: str, target_col: str, freq: str) -> Hints:
                  coerce="fix the --input file (the run was trained with data.coerce_errors=false)",
                  duplicates="fix the --input file (the run was trained with data.duplicates=error)",
                  freq=f"pass an --input sampled every {freq!r}, the run's frequency")
-
-
-@dataclass
-class Series:
-    """A regular series: ``values`` has NaN where nothing was observed."""
-
-    timestamps: pd.DatetimeIndex
-    values: np.ndarray  # float64, NaN = gap
-    freq: str
-    source: str
-    summary: dict = field(default_factory=dict)
-    file_sha256: Optional[str] = None
-    covariates: Dict[str, np.ndarray] = field(default_factory=dict)  # column -> values on the grid, NaN = gap
-
-    @property
-    def observed(self) -> np.ndarray:
-        return ~np.isnan(self.values)
 
 
 def synthetic_series(cfg: DataConfig, seed: int) -> pd.Series:
@@ -499,38 +481,6 @@ def require_observed(values: np.ndarray, col: str, where: str) -> None:
     """At least one value on the grid (all gaps: nothing to fill from)."""
     if np.isnan(values).all():
         raise InputInvalid(f"{where}: column {col!r} has no numeric value at all")
-
-
-def load_series(cfg: DataConfig, seed: int, preset: Optional[str] = None) -> Series:
-    """Read and validate the configured source into a regular Series."""
-    if cfg.source == DataSource.synthetic:
-        raw, where, sha = synthetic_series(cfg, seed), "synthetic", None
-        raw.attrs.update(rows=len(raw), non_numeric=0, infinite=0, duplicates=0)
-    else:
-        if not cfg.path:
-            which = f"preset {preset}" if preset else "data=csv"
-            raise InputInvalid(f"data.path is required for {which}: pass data.path=/path/to/file.csv")
-        path = Path(os.path.expanduser(cfg.path)).absolute()
-        names = [*cfg.past_covariates, *cfg.future_covariates]
-        frame = read_table(path, cfg.timestamp_col, cfg.target_col, extra=names)
-        where, sha = str(path), _sha256(path)
-        raw = to_series(frame, cfg, where)
-    regular, freq = regularise(raw, cfg.freq, where)
-    covariates = {col: covariate_values(frame, col, cfg, regular.index, freq, where)
-                  for col in ([*cfg.past_covariates, *cfg.future_covariates] if cfg.source != DataSource.synthetic
-                              else [])}
-    values = regular.to_numpy(dtype=np.float64)
-    require_observed(values, cfg.target_col, where)
-    summary = {
-        "rows": int(raw.attrs.get("rows", len(raw))),
-        "non_numeric_coerced": int(raw.attrs.get("non_numeric", 0)),
-        "infinite_as_missing": int(raw.attrs.get("infinite", 0)),
-        "duplicates_merged": int(raw.attrs.get("duplicates", 0)),
-        "grid_points": int(len(values)),
-        "absent_timestamps": int(len(values) - len(raw.index.unique())),
-        "freq": freq,
-    }
-    return Series(regular.index, values, freq, where, summary, sha, covariates)
 
 
 def covariate_values(frame: pd.DataFrame, col: str, cfg: DataConfig, grid: pd.DatetimeIndex, freq: str,

@@ -19,10 +19,10 @@ an [n, T] array: NaN = gap, or outside the series' observed span ``spans[k]``.
 Splits are by time: the same cut-offs on the grid for every series (no series'
 future leaks into another's training). A series whose span starts later simply has
 a shorter training split; every series must pass the run's input rules
-(``preprocess.check_series``) on its own span.
+(``preprocessing.transforms.check_series``) on its own span.
 
 The model sees the flattened panel (row k at offset k*T): a window start ``k*T + t``
-never reaches outside series k (``window_starts``), so one ``WindowSource`` streams
+never reaches outside series k (``preprocessing.transforms.window_starts``), so one ``WindowSource`` streams
 windows of every series without materialising them.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from spline_lstm.core.config import DataConfig, DataSource, DuplicatePolicy
+from spline_lstm.core.config import DataConfig, DataSource, DuplicatePolicy, is_panel
 from spline_lstm.core.errors import InputInvalid
 from spline_lstm.data.loading import (
     TRAINING_HINTS,
@@ -45,10 +45,14 @@ from spline_lstm.data.loading import (
     _row,
     _sha256,
     _step_ns,
+    covariate_values,
     grid_limit,
     infer_freq,
     parse_timestamps,
     read_table,
+    regularise,
+    require_observed,
+    synthetic_series,
     to_series,
 )
 from spline_lstm.data.synthetic import related_series
@@ -100,8 +104,9 @@ class _Rows:
 
 def load_panel(cfg: DataConfig, seed: int, preset: Optional[str] = None) -> Panel:
     """Read and validate the configured series (see module doc) onto one grid; with
-    ``data.shard=i/N`` only that shard's series (``in_shard``)."""
-    panel = _load(cfg, seed, preset)
+    ``data.shard=i/N`` only that shard's series (``in_shard``). One series (``data.target_col``
+    of one file, or the synthetic series) is a panel of one (``_one``)."""
+    panel = _load(cfg, seed, preset) if is_panel(cfg) else _one(cfg, seed, preset)
     if cfg.shard is None:
         return panel
     keep = in_shard(panel.ids, cfg.shard)
@@ -112,6 +117,39 @@ def load_panel(cfg: DataConfig, seed: int, preset: Optional[str] = None) -> Pane
                    covariates={c: v[keep] for c, v in panel.covariates.items()},
                    statics={c: [v for v, k in zip(vals, keep) if k] for c, vals in panel.statics.items()},
                    summary={**panel.summary, "series": int(keep.sum()), "shard": cfg.shard, "series_before_shard": panel.n})
+
+
+def _one(cfg: DataConfig, seed: int, preset: Optional[str]) -> Panel:
+    """One series, a panel of one (its id the target column): the synthetic series, or one
+    column of one file on its own regular grid; its summary has no per-series counts."""
+    if cfg.source == DataSource.synthetic:
+        raw, where, sha = synthetic_series(cfg, seed), "synthetic", None
+        raw.attrs.update(rows=len(raw), non_numeric=0, infinite=0, duplicates=0)
+    else:
+        if not cfg.path:
+            which = f"preset {preset}" if preset else "data=csv"
+            raise InputInvalid(f"data.path is required for {which}: pass data.path=/path/to/file.csv")
+        path = Path(os.path.expanduser(cfg.path)).absolute()
+        names = [*cfg.past_covariates, *cfg.future_covariates]
+        frame = read_table(path, cfg.timestamp_col, cfg.target_col, extra=names)
+        where, sha = str(path), _sha256(path)
+        raw = to_series(frame, cfg, where)
+    regular, freq = regularise(raw, cfg.freq, where)
+    covariates = {col: covariate_values(frame, col, cfg, regular.index, freq, where)[None]
+                  for col in ([*cfg.past_covariates, *cfg.future_covariates] if cfg.source != DataSource.synthetic
+                              else [])}
+    values = regular.to_numpy(dtype=np.float64)
+    require_observed(values, cfg.target_col, where)
+    summary = {
+        "rows": int(raw.attrs.get("rows", len(raw))),
+        "non_numeric_coerced": int(raw.attrs.get("non_numeric", 0)),
+        "infinite_as_missing": int(raw.attrs.get("infinite", 0)),
+        "duplicates_merged": int(raw.attrs.get("duplicates", 0)),
+        "grid_points": int(len(values)),
+        "absent_timestamps": int(len(values) - len(raw.index.unique())),
+        "freq": freq,
+    }
+    return Panel((cfg.target_col,), regular.index, values[None], freq, where, summary, sha, covariates)
 
 
 def in_shard(ids: Tuple[str, ...], shard: str) -> np.ndarray:
@@ -400,21 +438,6 @@ def local_bounds(bounds: np.ndarray, span) -> np.ndarray:
     """The grid's split bounds seen from inside one series' span."""
     lo, hi = int(span[0]), int(span[1])
     return np.clip(np.asarray(bounds, dtype=np.int64) - lo, 0, hi - lo)
-
-
-def window_starts(bounds: np.ndarray, spans_: np.ndarray, length: int, split: int, lookback: int, horizon: int,
-                  difference: int) -> np.ndarray:
-    """Flat start indices ``k * length + t`` of every series' windows of a split: what
-    ``preprocess.window_starts`` gives for the series' own span, shifted onto the grid."""
-    lo, hi = spans_[:, 0], spans_[:, 1]
-    first = np.maximum(np.clip(bounds[split], lo, hi), lo + lookback + difference)
-    last = np.clip(bounds[split + 1], lo, hi) - horizon
-    count = np.maximum(last - first + 1, 0)
-    if not count.sum():
-        return np.empty(0, dtype=np.int64)
-    base = np.repeat(first + np.arange(len(lo)) * length, count)
-    step = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-    return (base + step).astype(np.int64)
 
 
 def series_of(starts: np.ndarray, length: int) -> np.ndarray:

@@ -29,18 +29,23 @@ class Chain:
 
 
 def fit_chain(app: AppConfig, values: np.ndarray, timestamps, raw_cov: dict, bounds: np.ndarray, freq: str,
-              where: str, choices: Optional[dict] = None) -> Chain:
-    """Gap filling, scaler and covariates fitted on the training split of ``bounds``, and the
-    windows of each split: the one chain a run fits, and a refitted backtest fold again."""
+              where: str, choices: Optional[dict] = None, spans: Optional[np.ndarray] = None,
+              ids: Optional[tuple] = None, statics: Optional[dict] = None) -> Chain:
+    """Gap filling, scalers and covariates fitted on the training split of ``bounds``, and the
+    windows of each split: the one chain a run fits (one series [T], or many [n, T] with their
+    ``spans``, ``ids`` and ``statics``), and a refitted backtest fold again. The windows of
+    many series are flat starts into the arrays flattened row by row."""
 
     p = app.preprocess
     pre, filled, scaled = Preprocessor.fit(values, bounds, p, run_id=app.run_id, data=app.data, freq=freq,
-                                           last_timestamp=str(timestamps[-1]), where=where, choices=choices)
+                                           last_timestamp=str(timestamps[-1]), where=where, choices=choices,
+                                           spans=spans, ids=ids)
     cov = None
-    if pre.channels > 1:
-        pre, cov = pre.fit_covariates(raw_cov, timestamps, bounds, p, where)
+    if pre.channels > 1 or statics:
+        pre, cov = pre.fit_covariates(raw_cov, timestamps, bounds, p, where, spans, statics)
     sources = [transforms.WindowSource(
-        scaled, transforms.window_starts(bounds, k, p.lookback, p.horizon, p.difference),
+        scaled.ravel(), transforms.window_starts(bounds, k, p.lookback, p.horizon, p.difference, spans,
+                                                 len(timestamps)),
         p.lookback, p.horizon, cov, pre.known) for k in range(3)]
     return Chain(pre, filled, scaled, cov, sources)
 

@@ -35,15 +35,14 @@ from spline_lstm.core.config import AppConfig, flatten, is_panel, to_plain
 from spline_lstm.core.documents import MetadataDoc, MetricsDoc
 from spline_lstm.core.errors import InputInvalid, Interrupted, StorageError, classify, signals_deferred
 from spline_lstm.core.secrets import mask_obj
-from spline_lstm.data import loading, panel
+from spline_lstm.data import panel
 from spline_lstm.data.panel import local_bounds, series_of
 from spline_lstm.evaluation import metrics, report, yardsticks
 from spline_lstm.models import network, train
 from spline_lstm.pipeline import backtest
 from spline_lstm.pipeline.backtest import mlflow_metrics as backtest_metrics
-from spline_lstm.pipeline.chain import build_network, fit_chain, reference_forecasts
+from spline_lstm.pipeline.chain import build_network, fit_chain
 from spline_lstm.preprocessing import seasonality, transforms
-from spline_lstm.preprocessing.preprocessor import Preprocessor
 from spline_lstm.tracking.tracker import NullTracker, Tracker, preflight, resolve_store
 
 log = logging.getLogger("spline_lstm")
@@ -243,7 +242,7 @@ def epoch_metrics(logs: Dict[str, float]) -> Dict[str, float]:
 class Prepared:
     """Everything preprocessing produced, before any file is written."""
 
-    series: object  # loading.Series
+    series: object  # panel.Panel (one series: a panel of one)
     timestamps: object  # pd.DatetimeIndex of the trimmed series
     values: np.ndarray  # observed values, NaN = gap
     filled: np.ndarray  # spline-filled, original units
@@ -266,6 +265,11 @@ class Prepared:
         """Grid points per series: a flat index i is series i // length (many series)."""
         return len(self.timestamps)
 
+    @property
+    def grid_spans(self) -> np.ndarray:
+        """[n, 2] observed span of each series on the grid; one series spans its whole grid."""
+        return np.array([[0, self.length]], dtype=np.int64) if self.spans is None else self.spans
+
     def series_of(self, starts: np.ndarray) -> Optional[np.ndarray]:
         """Each window's series (None for a one-series run)."""
 
@@ -273,57 +277,27 @@ class Prepared:
 
 
 def _prepare(ctx: RunContext) -> Prepared:
-    app = ctx.app
-    p = app.preprocess
-    if is_panel(app.data):
-        return _prepare_panel(ctx)
-    with ctx.stage("load_validate", "load + validate"):
-        series = loading.load_series(app.data, app.seed, app.preset)
-        lo, hi = transforms.observed_span(series.values)
-        values = series.values[lo:hi]
-        timestamps = series.timestamps[lo:hi]
-        if lo or len(series.values) - hi:
-            log.warning("trimmed %d leading and %d trailing missing points", lo, len(series.values) - hi)
-        bounds = transforms.split_bounds(len(values), p)
-        if bounds[-1] < len(values):
-            values, timestamps = values[: bounds[-1]], timestamps[: bounds[-1]]
-        raw_cov = {c: v[lo:hi][: len(values)] for c, v in series.covariates.items()}
-        # auto season / interpolation / difference / lookback, once: the run's config holds plain values from here on
-        choices = seasonality.resolve(app, values, bounds, series.freq)
-        ctx.app = app = choices.applied_to(app)
-        p = app.preprocess
-        for line in choices.lines():
-            log.info("%s", line)
-        transforms.check_series(values, bounds, p, series.source)
-    with ctx.stage("spline", "spline gap-filling"):
-        chain = fit_chain(app, values, timestamps, raw_cov, bounds, series.freq, series.source, choices.to_dict())
-        pre, filled, scaled, cov, sources = chain.pre, chain.filled, chain.scaled, chain.covariates, chain.sources
-    with ctx.stage("scale_window", "scale + windows"):
-        summary = {**series.summary, **transforms.preprocess_summary(
-            values, np.isnan(values), bounds, (lo, len(series.values) - hi), pre.smoothing_lambda),
-            "windows": {name: len(s) for name, s in zip(transforms.SPLITS, sources)},
-            "window_source_bytes": sources[0].nbytes, "choices": choices.to_dict()}
-        if cov is not None:
-            summary["covariates"] = covariate_summary(pre, raw_cov)
-            log.info("covariates: %s", summary["covariates"])
-        log.info("%d points (%d filled), windows train/val/test = %s", len(values),
-                 summary["interpolated"], "/".join(str(len(s)) for s in sources))
-    return Prepared(series, timestamps, values, filled, scaled, bounds, pre, sources, summary, raw_cov, cov,
-                    _backtest_plan(app, bounds, sources[2].starts))
-
-
-def _prepare_panel(ctx: RunContext) -> Prepared:
-    """Many series (spline_lstm.data.panel): each validated, filled and scaled on its own span,
-    split by the same cut-offs on the shared grid; the arrays are flattened row by row,
-    so one WindowSource streams the windows of every series."""
+    """One series or many (spline_lstm.data.panel): each validated, filled and scaled on its own
+    span, split by the same cut-offs on the shared grid; the arrays are flattened row by row,
+    so one WindowSource streams the windows of every series. One series is a panel of one,
+    trimmed to its observed span (its span is then the whole grid, trailing gaps included),
+    whose artifacts keep the one-series layout (no ids, no per-series tables)."""
 
     app, p = ctx.app, ctx.app.preprocess
+    many = is_panel(app.data)
     with ctx.stage("load_validate", "load + validate"):
         series = panel.load_panel(app.data, app.seed, app.preset)
-        bounds = transforms.split_bounds(series.length, p)
-        values = series.values[:, : bounds[-1]]
-        timestamps = series.timestamps[: bounds[-1]]
-        spans = panel.spans(values)
+        values, timestamps, raw_cov, trimmed = series.values, series.timestamps, series.covariates, (0, 0)
+        if not many:  # leading and trailing gaps: no spline fills them without extrapolating
+            lo, hi = transforms.observed_span(values[0])
+            values, timestamps, trimmed = values[:, lo:hi], timestamps[lo:hi], (lo, series.length - hi)
+            raw_cov = {c: v[:, lo:hi] for c, v in raw_cov.items()}
+            if lo or trimmed[1]:
+                log.warning("trimmed %d leading and %d trailing missing points", lo, trimmed[1])
+        bounds = transforms.split_bounds(values.shape[1], p)
+        values, timestamps = values[:, : bounds[-1]], timestamps[: bounds[-1]]
+        raw_cov = {c: v[:, : bounds[-1]] for c, v in raw_cov.items()}
+        spans = panel.spans(values) if many else np.array([[0, values.shape[1]]], dtype=np.int64)
         unseen = np.flatnonzero(np.isnan(values).all(axis=1))
         if unseen.size:  # observed only after the last split (split_indices shorter than the grid)
             raise InputInvalid(f"{series.source} series {series.ids[unseen[0]]!r}: no observed value in the "
@@ -332,41 +306,46 @@ def _prepare_panel(ctx: RunContext) -> Prepared:
         rep = panel.representative(values, bounds)
         lo, hi = spans[rep]
         choices = seasonality.resolve(app, values[rep, lo:hi], panel.local_bounds(bounds, (lo, hi)), series.freq)
-        choices.why["series"] = f"auto settings chosen on series {series.ids[rep]!r} (most training points)"
-        ctx.app = app = choices.applied_to(app)
+        if many:
+            choices.why["series"] = f"auto settings chosen on series {series.ids[rep]!r} (most training points)"
+        ctx.app = app = choices.applied_to(app)  # the run's config holds plain values from here on
         p = app.preprocess
         for line in choices.lines():
             log.info("%s", line)
-        transforms.check_panel(values, spans, bounds, p, [f"{series.source} series {i!r}" for i in series.ids])
+        names = [f"{series.source} series {i!r}" for i in series.ids] if many else [series.source]
+        transforms.check_series(values, bounds, p, names, spans)
     with ctx.stage("spline", "spline gap-filling"):
-        pre, filled, scaled = Preprocessor.fit_panel(values, spans, bounds, p, run_id=ctx.run_id, data=app.data,
-                                                     freq=series.freq, last_timestamp=str(timestamps[-1]),
-                                                     ids=series.ids, choices=choices.to_dict())
-        raw_cov = {c: v[:, : bounds[-1]] for c, v in series.covariates.items()}
-        cov = None
-        if raw_cov or series.statics or pre.calendar:
-            pre, cov = pre.fit_panel_covariates(raw_cov, series.statics, spans, timestamps, bounds, p, series.source)
+        chain = fit_chain(app, values, timestamps, raw_cov, bounds, series.freq, series.source, choices.to_dict(),
+                          spans, series.ids if many else None, series.statics)
+        pre, cov, sources = chain.pre, chain.covariates, chain.sources
+        filled, scaled = chain.filled.ravel(), chain.scaled.ravel()
     with ctx.stage("scale_window", "scale + windows"):
         length = len(timestamps)
-        sources = [transforms.WindowSource(
-            scaled.ravel(), panel.window_starts(bounds, spans, length, k, p.lookback, p.horizon, p.difference),
-            p.lookback, p.horizon, cov, pre.known) for k in range(3)]
         flat_values = values.ravel()
         summary = {**series.summary, **transforms.preprocess_summary(
-            flat_values, np.isnan(flat_values) & ~np.isnan(filled.ravel()), bounds, (0, 0), None),
+            flat_values, np.isnan(flat_values) & ~np.isnan(filled), bounds, trimmed, pre.smoothing_lambda),
             "windows": {name: len(s) for name, s in zip(transforms.SPLITS, sources)},
-            "window_source_bytes": sources[0].nbytes, "choices": choices.to_dict(),
-            "series_ids": list(series.ids)}
-        summary["points"] = int((spans[:, 1] - spans[:, 0]).sum())
-        summary["missing"] = int(np.isnan(values).sum()) - (values.size - summary["points"])  # inside the spans
+            "window_source_bytes": sources[0].nbytes, "choices": choices.to_dict()}
+        if many:
+            summary["series_ids"] = list(series.ids)
+            summary["points"] = int((spans[:, 1] - spans[:, 0]).sum())
+            summary["missing"] = int(np.isnan(values).sum()) - (values.size - summary["points"])  # inside the spans
         if cov is not None:
-            summary["covariates"] = {**covariate_summary(pre, {c: v.ravel() for c, v in raw_cov.items()}),
-                                     "static": pre.static_encoding}
+            summary["covariates"] = covariate_summary(pre, {c: v.ravel() for c, v in raw_cov.items()})
+            if many:
+                summary["covariates"]["static"] = pre.static_encoding
             log.info("covariates: %s", summary["covariates"])
-        log.info("%d series x %d grid points (%d filled), windows train/val/test = %s", series.n, length,
-                 summary["interpolated"], "/".join(str(len(s)) for s in sources))
-    return Prepared(series, timestamps, flat_values, filled.ravel(), scaled.ravel(), bounds, pre, sources, summary,
-                    raw_cov, cov, None, spans)
+        windows = "/".join(str(len(s)) for s in sources)
+        if many:
+            log.info("%d series x %d grid points (%d filled), windows train/val/test = %s", series.n, length,
+                     summary["interpolated"], windows)
+        else:
+            log.info("%d points (%d filled), windows train/val/test = %s", length, summary["interpolated"], windows)
+    if many:
+        return Prepared(series, timestamps, flat_values, filled, scaled, bounds, pre, sources, summary, raw_cov,
+                        cov, None, spans)
+    return Prepared(series, timestamps, flat_values, filled, scaled, bounds, pre, sources, summary,
+                    {c: v[0] for c, v in raw_cov.items()}, cov, _backtest_plan(app, bounds, sources[2].starts))
 
 
 def _backtest_plan(app: AppConfig, bounds: np.ndarray, test_starts: np.ndarray):
@@ -554,11 +533,14 @@ class Evaluation:
     yardsticks: Dict[str, dict] = field(default_factory=dict)  # status of each classical yardstick
     scale: float = float("nan")  # MASE scale (training split)
     validation: Dict[str, float] = field(default_factory=dict)  # the best model on the validation split
-    series: Optional[dict] = None  # many series: count, per_series, distribution, unscored (_evaluate_panel)
+    series: Optional[dict] = None  # many series: count, per_series, distribution, unscored (_score_many)
 
 
 def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
-    """The best checkpoint, loaded in safe mode, against the baselines on the test split."""
+    """The best checkpoint, loaded in safe mode, against the baselines on the test split.
+    Every forecaster runs on each series' own windows, with its own MASE scale (one series
+    is a panel of one); the scores are then one series' (``_score_one``) or per series and
+    over all series (``_score_many``), whose artifacts differ."""
 
     app, p = ctx.app, ctx.app.preprocess
     with ctx.stage("evaluate", "evaluate"):
@@ -573,14 +555,26 @@ def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
         pre = prep.pre.calibrated(val_actual, val_pred, val_rows)
         actual = transforms.target_matrix(prep.values, test.starts, p.horizon)
         season = prep.pre.season  # resolved (auto = from the frequency): seasonal naive whenever known
-    if prep.is_panel:
-        return _evaluate_panel(ctx, prep, pre, test, actual, pred, val_actual, val_pred)
+        length, spans = prep.length, prep.grid_spans
+        k = series_of(test.starts, length)
+        lo = spans[:, 0]
+        scales = np.array([metrics.mase_scale(prep.values[i * length + a: i * length + max(a, int(prep.bounds[1]))],
+                                               season) for i, a in enumerate(lo)])
+        forecasts = metrics.baseline_forecasts(prep.filled, test.starts, p.lookback, p.horizon, season,
+                                                first=k * length + lo[k])
+    title = "classical yardsticks (ETS, Theta)" + (", per series" if prep.is_panel else "")
+    with ctx.stage("yardsticks", title):
+        forecasts, yardsticks = _yardsticks(prep, test.starts, forecasts)
+    score = _score_many if prep.is_panel else _score_one
     with ctx.stage("evaluate"):
-        scale = metrics.mase_scale(prep.values[: prep.bounds[1]], season)
-        scores = metrics.forecast_metrics(actual, pred, scale)
-    with ctx.stage("yardsticks", "classical yardsticks (ETS, Theta)"):
-        forecasts, yardsticks = reference_forecasts(prep.filled, int(prep.bounds[1]), test.starts, p.lookback,
-                                                    p.horizon, season)
+        return score(prep, pre, test, actual, pred, val_actual, val_pred, scales, forecasts, yardsticks)
+
+
+def _score_one(prep: Prepared, pre, test, actual: np.ndarray, pred: np.ndarray, val_actual: np.ndarray,
+               val_pred: np.ndarray, scales: np.ndarray, forecasts: dict, yardsticks: dict) -> Evaluation:
+    """One series: its metrics, and the improvement over each baseline in rmse."""
+    scale = float(scales[0])
+    scores = metrics.forecast_metrics(actual, pred, scale)
     baselines = {name: metrics.forecast_metrics(actual, fc, scale) for name, fc in forecasts.items()}
     improvement = {name: metrics.improvement_pct(scores["rmse"], b["rmse"]) for name, b in baselines.items()}
     validation = metrics.forecast_metrics(val_actual, val_pred, scale)  # the HPO objective (never test)
@@ -588,37 +582,26 @@ def _evaluate(ctx: RunContext, prep: Prepared) -> Evaluation:
                       {"model": pred, **forecasts}, yardsticks, scale, validation)
 
 
-def _evaluate_panel(ctx: RunContext, prep: Prepared, pre, test, actual: np.ndarray, pred: np.ndarray,
-                    val_actual: np.ndarray, val_pred: np.ndarray) -> Evaluation:
+def _score_many(prep: Prepared, pre, test, actual: np.ndarray, pred: np.ndarray, val_actual: np.ndarray,
+                val_pred: np.ndarray, scales: np.ndarray, forecasts: dict, yardsticks: dict) -> Evaluation:
     """Many series: every forecaster scored per series (its own test windows and MASE
     scale), then over all series (spline_lstm.data.metrics.aggregate). The model's improvement
     over a baseline, and the quality verdict, are on the mean MASE over series: scale-free,
     so a series of large numbers does not outweigh the others."""
 
-    p, length = ctx.app.preprocess, prep.length
     rows = prep.series_of(test.starts)
-    season = prep.pre.season
-    with ctx.stage("evaluate"):
-        lo = prep.spans[:, 0]
-        scales = np.array([metrics.mase_scale(prep.values[k * length + a: k * length + max(a, int(prep.bounds[1]))],
-                                               season) for k, a in enumerate(lo)])
-        forecasts = metrics.baseline_forecasts(prep.filled, test.starts, p.lookback, p.horizon, season,
-                                                first=rows * length + lo[rows])
-    with ctx.stage("yardsticks", "classical yardsticks (ETS, Theta), per series"):
-        forecasts, yardsticks = _panel_yardsticks(prep, test.starts, forecasts)
     ids = prep.series.ids
-    with ctx.stage("evaluate"):
-        table = metrics.per_series_metrics(actual, {"model": pred, **forecasts}, rows, scales, ids)
-        blank = {k: float("nan") for k in metrics.METRIC_NAMES}  # a series without a test window
-        table = {i: table.get(i) or {name: dict(blank) for name in ("model", *forecasts)} for i in ids}
-        scores = metrics.aggregate(actual, pred, table, "model")
-        baselines = {name: metrics.aggregate(actual, fc, table, name) for name, fc in forecasts.items()}
-        improvement = {name: metrics.improvement_pct(scores["mase"], b["mase"]) for name, b in baselines.items()}
-        val_rows = prep.series_of(prep.sources[1].starts)
-        val_table = metrics.per_series_metrics(val_actual, {"model": val_pred}, val_rows, scales, ids)
-        validation = metrics.aggregate(val_actual, val_pred, val_table, "model")
-        series = {"count": len(ids), "metric": "mase", "distribution": metrics.distribution(table),
-                  "per_series": table}
+    table = metrics.per_series_metrics(actual, {"model": pred, **forecasts}, rows, scales, ids)
+    blank = {k: float("nan") for k in metrics.METRIC_NAMES}  # a series without a test window
+    table = {i: table.get(i) or {name: dict(blank) for name in ("model", *forecasts)} for i in ids}
+    scores = metrics.aggregate(actual, pred, table, "model")
+    baselines = {name: metrics.aggregate(actual, fc, table, name) for name, fc in forecasts.items()}
+    improvement = {name: metrics.improvement_pct(scores["mase"], b["mase"]) for name, b in baselines.items()}
+    val_rows = prep.series_of(prep.sources[1].starts)
+    val_table = metrics.per_series_metrics(val_actual, {"model": val_pred}, val_rows, scales, ids)
+    validation = metrics.aggregate(val_actual, val_pred, val_table, "model")
+    series = {"count": len(ids), "metric": "mase", "distribution": metrics.distribution(table),
+              "per_series": table}
     d = series["distribution"]
     series["unscored"] = [i for i in ids if not np.isfinite(table[i]["model"]["mase"])]
     if series["unscored"]:
@@ -637,12 +620,14 @@ def _evaluate_panel(ctx: RunContext, prep: Prepared, pre, test, actual: np.ndarr
 YARDSTICK_MAX_SERIES = 50
 
 
-def _panel_yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tuple:
+def _yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tuple:
     """ETS and Theta fitted per series (its training split), on exactly the model's
-    windows; a yardstick that fails on any series is not available for the run."""
+    windows. One series reports each yardstick's own status; with many, a yardstick that
+    fails on any series is not available for the run."""
 
-    length, rows = prep.length, prep.series_of(starts)
-    n = len(prep.series.ids)
+    length, spans = prep.length, prep.grid_spans
+    rows = series_of(starts, length)
+    n = len(spans)
     if n > YARDSTICK_MAX_SERIES:
         why = f"not fitted: {n} series (ETS and Theta are fitted per series, up to {YARDSTICK_MAX_SERIES})"
         log.info("yardsticks %s", why)
@@ -652,12 +637,17 @@ def _panel_yardsticks(prep: Prepared, starts: np.ndarray, forecasts: dict) -> tu
     status: Dict[str, dict] = {}
     fitted_series = np.unique(rows)
     for k in fitted_series:
-        lo, hi = (int(x) for x in prep.spans[k])
+        lo, hi = (int(x) for x in spans[k])
         at = np.flatnonzero(rows == k)
         base = k * length + lo
         filled = prep.filled[base: k * length + hi]
         fitted = yardsticks.forecast_all(filled, max(0, int(prep.bounds[1]) - lo), starts[at] - base,
                                          prep.pre.horizon, prep.pre.season)
+        if not prep.is_panel:
+            for name, y in fitted.items():
+                log.info("yardstick  %s: %s (%.2f s)", name, y.detail, y.fit_s)
+            return ({**forecasts, **{name: y.forecasts for name, y in fitted.items() if y.available}},
+                    {name: y.summary() for name, y in fitted.items()})
         for name, y in fitted.items():
             s = status.setdefault(name, {"status": "ok", "detail": y.detail, "fit_s": 0.0, "failed": 0})
             s["fit_s"] = round(s["fit_s"] + y.fit_s, 4)

@@ -80,30 +80,56 @@ class Preprocessor:
 
     @classmethod
     def fit(cls, values: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, *, run_id: str, data,
-            freq: str, last_timestamp: str, where: str, choices: Optional[dict] = None) -> tuple:
-        """Fit on the training split (causal gap filling by split, smoothing and scaler
-        on training rows only, see ``preprocess``). Returns (preprocessor, filled,
-        scaled): the gap-filled series in original units and the model input series.
-        The pipeline passes values ``seasonality.resolve`` already resolved; an ``auto``
-        season or interpolation is resolved here the same way, so the payload never holds one."""
+            freq: str, last_timestamp: str, where: str, choices: Optional[dict] = None,
+            spans: Optional[np.ndarray] = None, ids: Optional[Tuple[str, ...]] = None) -> tuple:
+        """Fit on the training split (causal gap filling by split, smoothing and scalers on
+        training rows only, see ``preprocess``). ``values``: one series [T], or many on one
+        grid [n, T] with their ``spans`` and ``ids`` (spline_lstm.data.panel), each filled on
+        its own span. Returns (preprocessor, filled in original units, model input float32,
+        0 outside the spans), shaped as ``values``. A one-series run records its one scaler
+        as ``scaler``; with ``ids`` every series has its own (``series_centers`` /
+        ``series_scales``) and ``scaler`` is the identity. The pipeline passes values
+        ``seasonality.resolve`` already resolved; an ``auto`` season or interpolation is
+        resolved here the same way, so the payload never holds one."""
 
         season = season_for(data.season, freq)
         method = transforms.fill_method(cfg.interpolation, season)
-        filled = transforms.fill_gaps(values, bounds, method, season)
+        one = np.ndim(values) == 1
+        values, spans, _ = transforms.as_panel(values, spans)
+        filled = transforms.fill_gaps(values, bounds, method, season, spans)
         lam, shaped = None, filled
-        if Smoothing(cfg.smoothing) == Smoothing.spline:
-            shaped, lam = transforms.smooth_train(filled, bounds, cfg.smoothing_lambda)
+        if Smoothing(cfg.smoothing) == Smoothing.spline:  # one series: the config refuses it with many
+            smooth, lam = transforms.smooth_train(filled[0], bounds, cfg.smoothing_lambda)
+            shaped = smooth[None]
         modelled = transforms.difference(shaped, cfg.difference)
-        scaler = transforms.Scaler.fit(cfg.scaling, modelled[: bounds[1]])
+        train = modelled[:, : int(bounds[1])]
+        if ids is None:
+            scaler = transforms.Scaler.fit(cfg.scaling, train[0])
+            centers, scales = np.array([scaler.center]), np.array([scaler.scale])
+            learnt = {"scaler": scaler}
+        else:
+            centers, scales = transforms.fit_scalers_panel(cfg.scaling, train)
+            learnt = {"scaler": transforms.Scaler(Scaling(cfg.scaling).value, 0.0, 1.0), "id_col": data.id_col,
+                      "target_cols": tuple(data.target_cols), "series_ids": tuple(ids),
+                      "series_centers": tuple(float(c) for c in centers),
+                      "series_scales": tuple(float(x) for x in scales)}
         pre = cls._fitted(cfg, data, run_id=run_id, freq=freq, season=season, method=method,
                           last_timestamp=last_timestamp, choices=choices, smoothing=Smoothing(cfg.smoothing).value,
-                          smoothing_lambda=lam, scaler=scaler)
-        return pre, filled, transforms.scale_checked(scaler, modelled, where)
+                          smoothing_lambda=lam, **learnt)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = ((modelled - centers[:, None]) / scales[:, None]).astype(np.float32)
+        bad = ~np.isfinite(scaled) & ~np.isnan(modelled)
+        if bad.any():  # the finite-after-scaling rule of transforms.scale_checked, naming the series
+            k = int(np.flatnonzero(bad.any(axis=1))[0])
+            transforms.scale_checked(pre.series_scaler(None if ids is None else k), modelled[k],
+                                     where if ids is None else f"series {ids[k]!r}")
+        scaled = np.nan_to_num(scaled, nan=0.0)
+        return (pre, filled[0], scaled[0]) if one else (pre, filled, scaled)
 
     @classmethod
     def _fitted(cls, cfg: PreprocessConfig, data, *, run_id: str, freq: str, season: Optional[int], method,
                 last_timestamp: str, choices: Optional[dict], **learnt) -> "Preprocessor":
-        """The settings every fitted chain records (``fit``, ``fit_panel``); ``learnt``: what
+        """The settings every fitted chain records (``fit``); ``learnt``: what
         the fit itself found (scalers, smoothing, the series)."""
         return cls(run_id=run_id, timestamp_col=data.timestamp_col, target_col=data.target_col, freq=freq,
                    duplicates=data.duplicates.value, coerce_errors=bool(data.coerce_errors), season=season,
@@ -115,65 +141,33 @@ class Preprocessor:
                    calendar=tuple(Calendar(c).value for c in getattr(data, "calendar", ())),
                    difference_past_covariates=bool(cfg.difference_past_covariates), **learnt)
 
-    @classmethod
-    def fit_panel(cls, values: np.ndarray, spans: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, *,
-                  run_id: str, data, freq: str, last_timestamp: str, ids: Tuple[str, ...],
-                  choices: Optional[dict] = None) -> tuple:
-        """Many series on one grid (spline_lstm.data.panel): ``values`` [n, T]. Each series is
-        filled on its own span (causal by the shared split bounds) and scaled by its own
-        scaler, fitted on its training rows. Returns (preprocessor, filled [n, T] in
-        original units, model input [n, T] float32, 0 outside the spans)."""
+    def fit_covariates(self, raw: Dict[str, np.ndarray], timestamps, bounds: np.ndarray, cfg: PreprocessConfig,
+                       where: str, spans: Optional[np.ndarray] = None,
+                       statics: Optional[Dict[str, list]] = None) -> tuple:
+        """(preprocessor with one scaler per covariate column, fitted on the training rows of
+        every series pooled, and the static encoding; the covariate matrix [n * T,
+        channels - 1], 0 outside the spans, see ``covariate_inputs``). ``raw``: one series'
+        columns [T], or many series' [n, T] with their ``spans``."""
 
-        season = season_for(data.season, freq)
-        method = transforms.fill_method(cfg.interpolation, season)
-        filled = transforms.fill_gaps_panel(values, spans, bounds, method, season)
-        modelled = transforms.difference(filled, cfg.difference)
-        centers, scales = transforms.fit_scalers_panel(cfg.scaling, modelled[:, : int(bounds[1])])
-        identity = transforms.Scaler(Scaling(cfg.scaling).value, 0.0, 1.0)
-        pre = cls._fitted(cfg, data, run_id=run_id, freq=freq, season=season, method=method,
-                          last_timestamp=last_timestamp, choices=choices, smoothing=Smoothing.none.value,
-                          smoothing_lambda=None, scaler=identity, id_col=data.id_col,
-                          target_cols=tuple(data.target_cols), series_ids=tuple(ids),
-                          series_centers=tuple(float(c) for c in centers),
-                          series_scales=tuple(float(x) for x in scales))
-        with np.errstate(over="ignore", invalid="ignore"):
-            scaled = ((modelled - centers[:, None]) / scales[:, None]).astype(np.float32)
-        bad = ~np.isfinite(scaled) & ~np.isnan(modelled)
-        if bad.any():  # the finite-after-scaling rule of transforms.scale_checked, naming the series
-            k = int(np.flatnonzero(bad.any(axis=1))[0])
-            transforms.scale_checked(pre.series_scaler(k), modelled[k], f"series {ids[k]!r}")
-        return pre, filled, np.nan_to_num(scaled, nan=0.0)
-
-    def fit_panel_covariates(self, raw: Dict[str, np.ndarray], statics: Dict[str, list], spans: np.ndarray,
-                             timestamps, bounds: np.ndarray, cfg: PreprocessConfig, where: str) -> tuple:
-        """(preprocessor with covariate scalers pooled over every series' training rows and
-        the static encoding; the covariate matrix [n * T, channels - 1], 0 outside spans)."""
-
-        pre = replace(self, **_static_fit(statics, self.series_ids))
-        n, t = len(spans), len(timestamps)
+        pre = replace(self, **_static_fit(statics or {}, self.series_ids))
+        raw = {c: np.atleast_2d(v) for c, v in raw.items()}  # one series: a panel of one
+        t = len(timestamps)
+        spans = np.array([[0, t]]) if spans is None else spans
+        names = [f"{where} series {i!r}" for i in self.series_ids] if self.series_ids else [where]
         rules = transforms.InputRules.for_training(cfg)
         filled = []
         for k, (lo, hi) in enumerate(spans):
             local = panel.local_bounds(bounds, (lo, hi))
-            filled.append(pre._filled({c: v[k, lo:hi] for c, v in raw.items()}, local, rules,
-                                      f"{where} series {self.series_ids[k]!r}") if raw else {})
+            filled.append(pre._filled({c: v[k, lo:hi] for c, v in raw.items()}, local, rules, names[k])
+                          if raw else {})
         if raw:
             scalers = {c: transforms.Scaler.fit(cfg.scaling, np.concatenate(
                 [f[c][: max(0, int(bounds[1]) - lo)] for f, (lo, _) in zip(filled, spans)])) for c in raw}
             pre = replace(pre, covariate_scalers=scalers)
-        out = np.zeros((n, t, pre.channels - 1), dtype=np.float32)
+        out = np.zeros((len(spans), t, pre.channels - 1), dtype=np.float32)
         for k, (lo, hi) in enumerate(spans):
-            out[k, lo:hi] = pre._matrix(filled[k], timestamps[lo:hi], where, series=k)
-        return pre, out.reshape(n * t, pre.channels - 1)
-
-    def fit_covariates(self, raw: Dict[str, np.ndarray], timestamps, bounds: np.ndarray, cfg: PreprocessConfig,
-                       where: str) -> tuple:
-        """(preprocessor with one scaler per covariate column, fitted on its training rows;
-        the covariate matrix, see ``covariate_inputs``)."""
-        filled = self._filled(raw, bounds, transforms.InputRules.for_training(cfg), where)
-        scalers = {col: transforms.Scaler.fit(cfg.scaling, v[: bounds[1]]) for col, v in filled.items()}
-        pre = replace(self, covariate_scalers=scalers)
-        return pre, pre._matrix(filled, timestamps, where)
+            out[k, lo:hi] = pre._matrix(filled[k], timestamps[lo:hi], where, series=k if self.series_ids else None)
+        return pre, out.reshape(len(spans) * t, pre.channels - 1)
 
     # --- covariates (training and inference) -----------------------------------------------
 

@@ -125,8 +125,17 @@ def scale_checked(scaler: "Scaler", modelled: np.ndarray, where: str) -> np.ndar
     return np.nan_to_num(scaled, nan=0.0)
 
 
-def check_series(values: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, where: str) -> None:
-    """Refuse series that break the input rules, do not fit the splits, or are constant."""
+def as_panel(values: np.ndarray, spans: Optional[np.ndarray] = None, names=None) -> tuple:
+    """(values [n, T] float64, spans [n, 2], names): one series [T] is a panel of one
+    whose span is its whole length."""
+    if np.ndim(values) == 1:
+        return (np.asarray(values, dtype=np.float64)[None], np.array([[0, len(values)]], dtype=np.int64),
+                None if names is None else [names])
+    return np.asarray(values, dtype=np.float64), np.asarray(spans, dtype=np.int64).reshape(-1, 2), names
+
+
+def _check_one(values: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, where: str) -> None:
+    """One trimmed series against the rules; the error names the rule that failed."""
     check_input(values, InputRules.for_training(cfg), where)
     sizes = np.diff(bounds)
     for name, size in zip(SPLITS, sizes):
@@ -141,15 +150,16 @@ def check_series(values: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, 
         raise InputInvalid(f"{where}: the target is constant over the training split; nothing to learn")
 
 
-def check_panel(values: np.ndarray, spans: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig,
-                names: Sequence[str]) -> None:
-    """``check_series(values[k, lo:hi], bounds clipped to the span, cfg, names[k])`` for
-    every series of a panel (the conventions of ``fill_gaps_panel``). The rules'
-    statistics are computed for all series at once; only series that could break a
-    rule (a constant training split is suspected with a margin for rounding) go
-    through ``check_series`` itself, in order: the same first error as the loop."""
-    values = np.asarray(values, dtype=np.float64)
-    spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+def check_series(values: np.ndarray, bounds: np.ndarray, cfg: PreprocessConfig, names,
+                 spans: Optional[np.ndarray] = None) -> None:
+    """Refuse series that break the input rules, do not fit the splits, or are constant:
+    ``values`` [n, T] with ``spans`` and one name per series, or one series [T] (a panel
+    of one over its whole length, ``names`` its name). Each series is checked on its span
+    with the bounds clipped to it (the conventions of ``fill_gaps``). The statistics are
+    computed for all series at once; only series that could break a rule (a constant
+    training split is suspected with a margin for rounding) go through ``_check_one``,
+    in order: the same first error as a loop over every series."""
+    values, spans, names = as_panel(values, spans, names)
     rules = InputRules.for_training(cfg)
     lo, hi = spans[:, 0], spans[:, 1]
     length = hi - lo
@@ -173,7 +183,7 @@ def check_panel(values: np.ndarray, spans: np.ndarray, bounds: np.ndarray, cfg: 
         suspect[r] |= ((missing.sum(axis=1) / np.maximum(length[r], 1) > rules.max_missing_ratio)
                        | (longest > rules.max_gap) | ~(std > 1e-8 * np.abs(mean)))
     for k in np.flatnonzero(suspect):
-        check_series(values[k, lo[k]:hi[k]], local[k], cfg, names[k])
+        _check_one(values[k, lo[k]:hi[k]], local[k], cfg, names[k])
 
 
 def _interpolator(method: Interpolation, x: np.ndarray, y: np.ndarray):
@@ -199,9 +209,51 @@ def fill_method(method: Interpolation, season: Optional[int]) -> Interpolation:
     return method
 
 
-def fill_gaps(values: np.ndarray, bounds: np.ndarray, method: Interpolation,
-              season: Optional[int] = None) -> np.ndarray:
-    """Fill NaN causally by split (see module doc): one spline per split, each fitted
+PANEL_BLOCK = 250  # series per vectorised block: whole-panel temporaries at 10^7 points cost page faults
+
+
+def fill_gaps(values: np.ndarray, bounds: np.ndarray, method: Interpolation, season: Optional[int] = None,
+              spans: Optional[np.ndarray] = None) -> np.ndarray:
+    """Fill NaN causally by split. ``values`` [n, T] on one grid (spline_lstm.data.panel),
+    series k observed over ``spans[k] = (lo, hi)``, every series cut by the same split
+    ``bounds``; or one series [T], a panel of one over its whole length (returned as [T]).
+    Series k is filled as ``_fill_series`` fills ``values[k, lo:hi]`` with the bounds
+    clipped to its span; outside its span it stays NaN.
+
+    Series that share a span (usually all of them) share their clipped bounds, so they
+    are filled together, ``PANEL_BLOCK`` at a time (``_fill_block``: the same arithmetic
+    as ``_fill_series``, once per block instead of once per series and split). A span held
+    by one series, a series whose span starts unobserved, and ``cubic`` / ``akima`` go
+    through ``_fill_series`` one series at a time: so a one-series run is filled bit for
+    bit as before panels existed."""
+    method = fill_method(method, season)
+    one = np.ndim(values) == 1
+    values, spans, _ = as_panel(values, spans)
+    bounds = np.asarray(bounds, dtype=np.int64)
+    out = np.full(values.shape, np.nan)
+    if spans.shape[0] == 0:
+        return out
+    vectorised = method in (Interpolation.linear, Interpolation.pchip, Interpolation.seasonal)
+    unique, group = np.unique(spans, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    for g, (lo, hi) in enumerate(unique):
+        if hi <= lo:
+            continue
+        rows = np.flatnonzero(group == g)
+        local = np.clip(bounds - lo, 0, hi - lo)
+        each = rows if not vectorised or rows.size == 1 else rows[np.isnan(values[rows, lo])]
+        for k in each:
+            out[k, lo:hi] = _fill_series(values[k, lo:hi], local, method, season)
+        rows = np.setdiff1d(rows, each, assume_unique=True)
+        for i in range(0, rows.size, PANEL_BLOCK):
+            block = rows[i:i + PANEL_BLOCK]
+            out[block, lo:hi] = _fill_block(values[block, lo:hi], local, method, season)
+    return out[0] if one else out
+
+
+def _fill_series(values: np.ndarray, bounds: np.ndarray, method: Interpolation,
+                 season: Optional[int] = None) -> np.ndarray:
+    """One series (observed from its first point), filled causally by split (see module doc): one spline per split, each fitted
     on all observed points up to that split's end (one banded solve, not one per gap).
     A gap at the very end of a split, with no later observed point in reach, holds
     the last observed value (seasonal: the last adjusted value plus the season).
@@ -247,49 +299,9 @@ def fill_gaps(values: np.ndarray, bounds: np.ndarray, method: Interpolation,
     return filled
 
 
-PANEL_BLOCK = 250  # series per vectorised block: whole-panel temporaries at 10^7 points cost page faults
-
-
-def fill_gaps_panel(values: np.ndarray, spans: np.ndarray, bounds: np.ndarray, method: Interpolation,
-                    season: Optional[int] = None) -> np.ndarray:
-    """Many series on one grid (spline_lstm.data.panel): ``values`` [n, T], series k observed
-    over ``spans[k] = (lo, hi)``, every series cut by the same split ``bounds`` on the
-    grid. Series k is filled exactly as ``fill_gaps`` fills ``values[k, lo:hi]`` with
-    the bounds clipped to its span; outside its span it stays NaN.
-
-    Series that share a span (usually all of them) share their clipped bounds, so they
-    are filled together, ``PANEL_BLOCK`` at a time (``_fill_block``: the same arithmetic
-    as ``fill_gaps``, once per block instead of once per series and split). A span held
-    by one series, a series whose span starts unobserved, and ``cubic`` / ``akima`` go
-    through ``fill_gaps`` one series at a time."""
-    method = fill_method(method, season)
-    values = np.asarray(values, dtype=np.float64)
-    spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
-    bounds = np.asarray(bounds, dtype=np.int64)
-    out = np.full(values.shape, np.nan)
-    if spans.shape[0] == 0:
-        return out
-    vectorised = method in (Interpolation.linear, Interpolation.pchip, Interpolation.seasonal)
-    unique, group = np.unique(spans, axis=0, return_inverse=True)
-    group = group.reshape(-1)
-    for g, (lo, hi) in enumerate(unique):
-        if hi <= lo:
-            continue
-        rows = np.flatnonzero(group == g)
-        local = np.clip(bounds - lo, 0, hi - lo)
-        each = rows if not vectorised or rows.size == 1 else rows[np.isnan(values[rows, lo])]
-        for k in each:
-            out[k, lo:hi] = fill_gaps(values[k, lo:hi], local, method, season)
-        rows = np.setdiff1d(rows, each, assume_unique=True)
-        for i in range(0, rows.size, PANEL_BLOCK):
-            block = rows[i:i + PANEL_BLOCK]
-            out[block, lo:hi] = _fill_block(values[block, lo:hi], local, method, season)
-    return out
-
-
 def _fill_block(values: np.ndarray, bounds: np.ndarray, method: Interpolation,
                 season: Optional[int]) -> np.ndarray:
-    """``fill_gaps`` of every row of ``values`` [n, t] (rows observed at column 0, one
+    """``_fill_series`` of every row of ``values`` [n, t] (rows observed at column 0, one
     set of bounds), split by split: rows with fewer than 4 points reachable interpolate
     linearly, the others by PCHIP (``_pchip_rows``), seasonal ones on the series less
     their classical seasonal index (``_seasonal_rows`` on ``_linear_prefill_rows``)."""
@@ -553,18 +565,27 @@ def undifference(levels: np.ndarray, starts: np.ndarray, deltas: np.ndarray, lag
     return out
 
 
-def window_starts(bounds: np.ndarray, split: int, lookback: int, horizon: int,
-                  offset: int = 0) -> np.ndarray:
+def window_starts(bounds: np.ndarray, split: int, lookback: int, horizon: int, offset: int = 0,
+                  spans: Optional[np.ndarray] = None, length: Optional[int] = None) -> np.ndarray:
     """Indices t of the first target of each window of a split: targets [t, t+horizon)
     stay inside the split; inputs [t-lookback, t) may reach into the preceding split,
     except for training windows, whose inputs stay in the training split. ``offset``
-    skips the first points (undefined after differencing)."""
-    lo, hi = int(bounds[split]), int(bounds[split + 1])
-    first = max(lo, lookback + offset)
-    last = hi - horizon
-    if last < first:
+    skips the first points (undefined after differencing). Many series (``spans``, on a
+    grid of ``length`` points, flattened row by row): flat starts ``k * length + t`` of
+    every series' windows on its own span, so no window reaches outside its series."""
+    if spans is None:  # one series: a panel of one over the splits
+        spans, length = np.array([[0, int(bounds[-1])]], dtype=np.int64), int(bounds[-1])
+    spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    lo, hi = spans[:, 0], spans[:, 1]
+    first = np.maximum(np.clip(bounds[split], lo, hi), lo + lookback + offset)
+    last = np.clip(bounds[split + 1], lo, hi) - horizon
+    count = np.maximum(last - first + 1, 0)
+    if not count.sum():
         return np.empty(0, dtype=np.int64)
-    return np.arange(first, last + 1, dtype=np.int64)
+    starts = np.arange(count.sum(), dtype=np.int64)  # the only array as long as the windows
+    shift = first + np.arange(len(lo)) * length - (np.cumsum(count) - count)
+    starts += shift[0] if len(shift) == 1 else np.repeat(shift, count)
+    return starts
 
 
 @dataclass
