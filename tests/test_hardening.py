@@ -347,6 +347,16 @@ TRACKING_CASES: List[Case] = [
          ("tracking.uri={tmp}/mlruns",), 8, "TRACKING_FAILED", ("not a URI",)),
     Case("tracking-experiment-empty", "tracking", "tracking.experiment= (empty)",
          ("tracking.experiment=",), 2, "CONFIG_INVALID", ("tracking.experiment",)),
+    # issue 24: what the registry refuses at the end of a run is refused before it starts, nothing written
+    Case("tracking-register-traversal", "tracking", "tracking.register_model='../x' (once trained, gated, then 8)",
+         ("tracking.register_model=../x",), 2, "CONFIG_INVALID", ("tracking.register_model", "'../x'")),
+    Case("tracking-register-slash", "tracking", "tracking.register_model=a/b", ("tracking.register_model=a/b",), 2,
+         "CONFIG_INVALID", ("tracking.register_model", "'/'")),
+    Case("tracking-register-at", "tracking", "tracking.register_model=a@b (breaks models:/NAME@ALIAS)",
+         ("tracking.register_model=a@b",), 2, "CONFIG_INVALID", ("tracking.register_model", "'@'")),
+    Case("tracking-register-no-tracking", "tracking", "tracking.register_model with tracking=none (silently "
+         "never registered)", ("tracking=none", "tracking.register_model=m"), 2, "CONFIG_INVALID",
+         ("tracking.register_model", "needs tracking")),
 ]
 
 MATRIX: List[Case] = INPUT_CASES + CONFIG_CASES + RUN_ID_CASES + STORAGE_CASES + TRACKING_CASES
