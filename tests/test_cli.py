@@ -35,10 +35,39 @@ def test_every_command_has_help_with_an_example(argv):
     assert re.search(r"examples?:\s*\n?\s*python -m spline_lstm " + " ".join(argv), proc.stdout), proc.stdout
 
 
-def test_no_command_is_a_usage_error():
+def test_no_command_is_one_config_invalid_line():
     proc = cli()
-    assert proc.returncode == 2 and "usage:" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [last_line(proc.stderr)], proc.stderr
+    assert last_line(proc.stderr).startswith("ERROR [CONFIG_INVALID] spline-lstm: ")
     no_traceback(proc)
+
+
+# issue 24: every argparse error is one ERROR [CONFIG_INVALID] line (exit 2), never the usage text
+ARGPARSE_ERRORS = [
+    (["predict", "r", "--input", "x.csv", "--level", "nan"], "--level: invalid int value: 'nan'"),
+    (["predict", "r", "--input", "x.csv", "--level", "80.5"], "--level: invalid int value: '80.5'"),
+    (["predict", "r", "--input", "x.csv", "--horizon", "ten"], "--horizon: invalid int value"),
+    (["predict", "r", "--input", "x.csv", "--format", "xml"], "--format: invalid choice: 'xml'"),
+    (["predict", "r"], "required: --input"),
+    (["predict"], "required"),
+    (["nope"], "invalid choice: 'nope'"),
+    (["health", "a", "b"], "unrecognized arguments: b"),
+    (["health", "a", "--bogus"], "unrecognized arguments: --bogus"),
+    (["runs"], "required"),
+    (["runs", "list", "--json=x"], "--json"),
+]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("argv,fragment", ARGPARSE_ERRORS, ids=[" ".join(a) for a, _ in ARGPARSE_ERRORS])
+def test_argparse_errors_are_one_config_invalid_line(argv, fragment, capsys):
+    from spline_lstm.cli.main import main
+
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ERROR [CONFIG_INVALID] spline-lstm"), err
+    assert fragment in lines[0] and "usage:" not in out + err
 
 
 # --- predict ----------------------------------------------------------------------------------

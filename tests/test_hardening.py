@@ -242,6 +242,8 @@ CONFIG_CASES: List[Case] = [
     Case("config-hydra-log-file", "config", "the run log moved outside the run folder",
          ("hydra.job_logging.handlers.file.filename={tmp}/elsewhere.log",), 2, "CONFIG_INVALID",
          ("hydra.job_logging",)),
+    Case("config-launch-unknown-flag", "config", "launch.py --bogus (once argparse's usage text)", ("--bogus",), 2,
+         "CONFIG_INVALID", ("launch.py", "unrecognized arguments: --bogus")),
     Case("config-hydra-no-containment", "config", "the containment callback removed",
          ("~hydra.callbacks.containment",), 2, "CONFIG_INVALID", ("hydra.callbacks.containment",)),
 ]

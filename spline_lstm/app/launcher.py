@@ -25,7 +25,8 @@ from spline_lstm.app.hydra_app import task
 from spline_lstm.app.sweep import finish
 from spline_lstm.core import environment
 from spline_lstm.core.config import register_configs
-from spline_lstm.core.errors import SplineLSTMError, classify, error_line, interrupt_on_signal
+from spline_lstm.core.errors import (ConfigInvalid, SplineLSTMError, classify, error_line,
+                                      interrupt_on_signal, one_line)
 from spline_lstm.core.ids import new_sweep_id, validate_run_id
 from spline_lstm.core.secrets import hide_passwords
 
@@ -129,6 +130,7 @@ def _precheck(args: List[str]) -> None:
     bad ``run_id=`` with RUN_ID_INVALID even where Hydra's override lexer would
     reject it first as a syntax error (unicode, shell metacharacters)."""
 
+    _parse_flags(args)
     check_overrides(args)
     if "-m" in args or "--multirun" in args:
         return  # a sweep may list several run_ids; each job is checked before the sweep starts
@@ -139,6 +141,21 @@ def _precheck(args: List[str]) -> None:
             if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
                 value = value[1:-1]
             validate_run_id(value)
+
+
+def _parse_flags(args: List[str]) -> None:
+    """Hydra's own flags parsed first with an argparse that raises ConfigInvalid: a wrong
+    flag (``--bogus``, ``--cfg`` without a value) is one ERROR [CONFIG_INVALID] line, exit 2,
+    not argparse's usage text."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def error(message: str):
+        raise ConfigInvalid(f"launch.py: {one_line(message)} (see python launch.py --help)")
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.parse_args(args)
 
 
 def _keep_traceback(exc: BaseException, err, log_path: Optional[str]) -> Optional[str]:
