@@ -598,6 +598,17 @@ MODEL_CASES: List[Scenario] = [
              "names --level; before any model loads"),
     Scenario("predict-parquet-stdout", "predict", "--format parquet without --output", 5, "INPUT_INVALID",
              "names --output"),
+    # issue 24: the MLflow model holds its input and params to predict's rules (one shared set)
+    Scenario("model-empty-frame", "model", "pyfunc predict on an empty frame (was IndexError from inside the "
+             "package)", 5, "INPUT_INVALID", "one line: 'model input has no data rows'"),
+    Scenario("model-horizon-zero", "model", "pyfunc params={'horizon': 0} (was silently the trained horizon; the "
+             "CLI refuses --horizon 0)", 5, "INPUT_INVALID", "names params['horizon']; also -3, 2.5, True, 10^9"),
+    Scenario("model-fractional-level", "model", "pyfunc params={'levels': [80.5]} or [nan] (was truncated to 80 / "
+             "ValueError)", 5, "INPUT_INVALID", "names params['levels']; the CLI refuses --level 80.5 with 2"),
+    Scenario("model-unknown-param", "model", "pyfunc params={'horizn': 3} (a typo, once ignored)", 5,
+             "INPUT_INVALID", "names the unknown param"),
+    Scenario("model-horizon-absent", "model", "pyfunc params without 'horizon' (or None)", 0, "OK",
+             "the trained horizon"),
     Scenario("predict-models-uri-no-store", "predict", "models:/NAME@ALIAS with no store in --outputs-dir", 5,
              "INPUT_INVALID", "names --tracking-uri; no empty store created", slow=True),
 ]

@@ -33,6 +33,11 @@ MODEL_CASE_TESTS = {
     "predict-level-out-of-range": "test_cli_refuses_parquet_on_stdout_and_bad_levels_naming_its_options",
     "predict-parquet-stdout": "test_cli_refuses_parquet_on_stdout_and_bad_levels_naming_its_options",
     "predict-models-uri-no-store": "test_predict_by_registered_name_equals_predict_by_run_id",
+    # issue 24: in-process, tests/test_predict_core.py (the pyfunc model with a stand-in network)
+    **{f"model-{case}": "test_predict_core::test_pyfunc_model_applies_predicts_rules_with_one_typed_line"
+       for case in ("empty-frame", "horizon-zero", "fractional-level", "unknown-param")},
+    "model-horizon-absent": "test_predict_core::test_pyfunc_model_forecasts_the_trained_horizon_only_when_horizon_"
+                            "is_absent",
 }
 RUN_ID = "served"
 
@@ -49,7 +54,14 @@ def test_every_model_case_has_its_test():
     from tests.test_hardening import MODEL_CASES
 
     assert {c.id for c in MODEL_CASES} == set(MODEL_CASE_TESTS)
-    assert all(callable(globals().get(name)) for name in MODEL_CASE_TESTS.values())
+    import importlib
+
+    def found(name: str) -> bool:
+        module, _, func = name.rpartition("::")
+        where = vars(importlib.import_module(f"tests.{module}")) if module else globals()
+        return callable(where.get(func))
+
+    assert all(found(name) for name in MODEL_CASE_TESTS.values())
 
 
 def _uri(run: Run) -> str:
