@@ -483,6 +483,12 @@ FAULT_CASES: List[Scenario] = [
     Scenario("disk-full-checkpoint", "storage", "tmpfs fills up while the checkpoint is written", 6,
              "STORAGE_ERROR", "no partial canonical file, staging removed; the line names the artifacts dir",
              slow=True),
+    Scenario("storage-file-size-limit", "storage", "ulimit -f below the checkpoint's size (was UNEXPECTED: OSError "
+             "[Errno 27] File too large, exit 1)", 6, "STORAGE_ERROR", "SIGXFSZ ignored, so the write raises EFBIG; "
+             "the line names EFBIG and ulimit -f; no partial checkpoint"),
+    Scenario("storage-errno-categories", "storage", "every errno of the capacity, permission, device and layout "
+             "categories (ENOSPC EDQUOT EFBIG EMFILE ENFILE EACCES EPERM EROFS EIO ...), bare or as a cause", 6,
+             "STORAGE_ERROR", "network errors (ECONNREFUSED, timeouts) and EINVAL stay out (in-process)"),
     Scenario("disk-full-log", "storage", "the outputs disk (run folder, log, artifacts) full from the start, 3-6 "
              "pages left", 6, "STORAGE_ERROR", "no logging traceback on the console; nothing outside the disk",
              slow=True),
@@ -1958,3 +1964,67 @@ def test_tracking_password_never_written_with_a_live_server(tmp_path):
                   if p.is_file() and SECRET.encode() in p.read_bytes()]
         assert not leaked, f"password written to {leaked}"
         assert "alice:***@" in (out / "artifacts" / "metadata" / "hx-server.json").read_text()
+
+
+# =============================================================================
+# Issue 24: resource limits are storage failures (6), by category, not by a list
+# =============================================================================
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", ["ENOSPC", "EDQUOT", "EFBIG", "EMFILE", "ENFILE", "EMLINK", "EACCES", "EPERM",
+                                  "EROFS", "ETXTBSY", "EIO", "ENXIO", "ENODEV", "ESTALE", "EREMOTEIO", "ENOLCK",
+                                  "EXDEV", "EEXIST", "ENOTDIR", "EISDIR", "ENOTEMPTY", "ELOOP", "ENAMETOOLONG"])
+def test_every_storage_errno_category_maps_to_6(name):
+    import errno as errno_mod
+
+    from spline_lstm.core.errors import classify
+
+    if not hasattr(errno_mod, name):
+        pytest.skip(f"{name} not on this platform")
+    code = getattr(errno_mod, name)
+    wrapped = RuntimeError("a save failed")
+    wrapped.__cause__ = OSError(code, os.strerror(code))
+    for exc in (OSError(code, os.strerror(code)), wrapped):
+        err = classify(exc)
+        assert (err.code, err.name) == (6, "STORAGE_ERROR"), (name, str(err))
+        assert name in str(err) and "\n" not in str(err)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("exc", [PermissionError("denied"), FileExistsError("x"), IsADirectoryError("x"),
+                                 NotADirectoryError("x")], ids=lambda e: type(e).__name__)
+def test_oserror_subclasses_without_errno_are_storage(exc):
+    from spline_lstm.core.errors import classify
+
+    assert classify(exc).code == 6
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("exc", [ConnectionRefusedError(111, "refused"), TimeoutError("slow"),
+                                 OSError(22, "Invalid argument"), OSError("no errno"), ValueError("x")],
+                         ids=lambda e: repr(e)[:30])
+def test_network_and_other_errors_are_not_storage(exc):
+    from spline_lstm.core.errors import classify
+
+    assert classify(exc).code == 1
+
+
+def test_file_size_limit_fails_with_6_not_unexpected(tmp_path):
+    """``ulimit -f`` below the checkpoint's size: SIGXFSZ is ignored (the write raises
+    EFBIG instead of killing the process), and the run ends STORAGE_ERROR, 6."""
+    import resource
+
+    def limit():  # 30 KiB: the data files fit, the ~40 KiB checkpoint does not
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30 * 1024, 30 * 1024))
+
+    out = tmp_path / "outputs"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, str(REPO / "launch.py"), *SMOKE_FAST, "tracking=none", "run_id=hx-fsize",
+                           f"paths.outputs_dir={out}"], capture_output=True, text=True, env=env, timeout=600,
+                          preexec_fn=limit, cwd=str(tmp_path))
+    line = last_line(proc.stderr)
+    assert proc.returncode == 6, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert line.startswith("ERROR [STORAGE_ERROR]") and "EFBIG" in line and "ulimit -f" in line, line
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not _canonical_files_are_whole(out / "artifacts", "hx-fsize")
+    assert not list((out / "artifacts").rglob(".staging")), "a partial checkpoint was left behind"

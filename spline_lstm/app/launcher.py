@@ -52,6 +52,9 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     environment.write(environment.STATUS_DIR, str(status_dir))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupt_on_signal)
+    # A write past ``ulimit -f`` raises EFBIG (STORAGE_ERROR, 6) instead of killing the process:
+    # CPython ignores SIGXFSZ at start-up; said here so no library's handler changes it.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     register_configs()
 
     sys.argv = [sys.argv[0], *hide_passwords(sys.argv[1:] if argv is None else argv)]
