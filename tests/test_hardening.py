@@ -152,6 +152,15 @@ INPUT_CASES: List[Case] = [
          "magnitude rule", "1e+308"),
     _csv("overflow-after-scaling", "a value of 1e45 that overflows float32 once robust-scaled", 5,
          "INPUT_INVALID", "finite-after-scaling rule", "1e+45", args=("preprocess.scaling=robust",)),
+    # issue 24: bounded before parsing (loading.MAX_LINE_BYTES, MAX_COLUMNS, MAX_INPUT_BYTES)
+    _csv("wide-header", "a header of 300 000 cells on one 2.4 MB line (a 50 MB one kept a parser busy > 5 min "
+         "at 2 GB+)", 5, "INPUT_INVALID", "wide-header.csv", "header line longer than the 1048576 byte line limit"),
+    _csv("many-columns", "a header of 20 000 short columns (under the line limit)", 5, "INPUT_INVALID",
+         "many-columns.csv", "20000 columns", "10000 column limit"),
+    _csv("long-row", "one data row of 2 MiB after 400 good rows", 5, "INPUT_INVALID", "long-row.csv",
+         "line longer than the 1048576 byte line limit", "line 402"),
+    _csv("parquet-many-columns", "a Parquet file of 10 001 columns (its footer read, not its data)", 5,
+         "INPUT_INVALID", "many-columns.parquet", "10001 columns", "10000 column limit"),
 ]
 
 CONFIG_CASES: List[Case] = [
@@ -615,6 +624,11 @@ MODEL_CASES: List[Scenario] = [
              "INPUT_INVALID", "names the unknown param"),
     Scenario("model-horizon-absent", "model", "pyfunc params without 'horizon' (or None)", 0, "OK",
              "the trained horizon"),
+    Scenario("predict-input-wide-header", "predict", "--input of 52 MB: one header line of 6 million cells (was "
+             "> 5 min at 2 GB+ before any check)", 5, "INPUT_INVALID", "refused in seconds by the line limit, no "
+             "forecast"),
+    Scenario("input-size-limit", "input", "an input file above loading.MAX_INPUT_BYTES (the bound lowered "
+             "in-process)", 5, "INPUT_INVALID", "refused from its size alone, before any byte is parsed"),
     Scenario("predict-models-uri-no-store", "predict", "models:/NAME@ALIAS with no store in --outputs-dir", 5,
              "INPUT_INVALID", "names --tracking-uri; no empty store created", slow=True),
 ]
@@ -849,7 +863,37 @@ def _huge_values(d: Path) -> Path:
     return _write(d, "huge.csv", lines)
 
 
+def _wide_header(d: Path) -> Path:
+    lines = _lines(*_hourly())
+    lines[0] += "," + ",".join(f"c{i}" for i in range(300_000))
+    return _write(d, "wide-header.csv", lines)
+
+
+def _many_columns(d: Path) -> Path:
+    lines = _lines(*_hourly())
+    lines[0] += "," + ",".join(f"c{i}" for i in range(19_998))
+    return _write(d, "many-columns.csv", lines)
+
+
+def _long_row(d: Path) -> Path:
+    lines = _lines(*_hourly())
+    lines.append("2024-01-17 16:00:00," + "9" * (2 * 1024**2))  # line 402
+    return _write(d, "long-row.csv", lines)
+
+
+def _parquet_many_columns(d: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ts, y = _hourly(10)
+    cols = {"timestamp": pa.array(ts), "value": pa.array(y), **{f"c{i}": pa.array(np.zeros(10)) for i in range(9_999)}}
+    pq.write_table(pa.table(cols), d / "many-columns.parquet")
+    return d / "many-columns.parquet"
+
+
 INPUT_FILES: Dict[str, Callable[[Path], Path]] = {
+    "wide-header": _wide_header, "many-columns": _many_columns, "long-row": _long_row,
+    "parquet-many-columns": _parquet_many_columns,
     "good": _good, "directory": _directory, "empty": _empty, "header-only": _header_only, "txt": _txt,
     "latin1": _latin1, "utf16": _utf16, "semicolon": _semicolon, "ragged": _ragged,
     "parquet-corrupt": _parquet_corrupt, "no-timestamp-col": _no_timestamp_col, "no-target-col": _no_target_col,
@@ -2028,3 +2072,14 @@ def test_file_size_limit_fails_with_6_not_unexpected(tmp_path):
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not _canonical_files_are_whole(out / "artifacts", "hx-fsize")
     assert not list((out / "artifacts").rglob(".staging")), "a partial checkpoint was left behind"
+
+
+@pytest.mark.unit
+def test_input_size_bound_refuses_before_parsing(tmp_path, monkeypatch):
+    from spline_lstm.data import loading
+
+    path = _good(tmp_path)
+    monkeypatch.setattr(loading, "MAX_INPUT_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr(loading, "_read_csv", lambda *a, **k: pytest.fail("parsed a file over the size bound"))
+    with pytest.raises(loading.InputInvalid, match="above the 0 GiB input limit"):
+        loading.read_table(path, "timestamp", "value")

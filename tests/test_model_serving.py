@@ -36,6 +36,8 @@ MODEL_CASE_TESTS = {
     # issue 24: in-process, tests/test_predict_core.py (the pyfunc model with a stand-in network)
     **{f"model-{case}": "test_predict_core::test_pyfunc_model_applies_predicts_rules_with_one_typed_line"
        for case in ("empty-frame", "horizon-zero", "fractional-level", "unknown-param")},
+    "predict-input-wide-header": "test_predict_inputs::test_predict_refuses_a_52_mb_header_line_in_seconds",
+    "input-size-limit": "test_hardening::test_input_size_bound_refuses_before_parsing",
     "model-horizon-absent": "test_predict_core::test_pyfunc_model_forecasts_the_trained_horizon_only_when_horizon_"
                             "is_absent",
 }
