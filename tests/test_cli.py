@@ -356,3 +356,33 @@ def test_two_quarantines_in_the_same_second(fresh_run: Run):
     assert targets[0] != targets[1] and all(t.is_dir() for t in targets)  # same second: '<name>-2'
     folders = list((fresh_run.artifacts / "quarantine").iterdir())
     assert len(folders) == 3, folders
+
+
+# issue 24: nothing is left in the temp dir once a command ends (TensorFlow's autograph files
+# were, because launch.py ends with os._exit and skips their atexit clean-up)
+def test_a_run_leaves_nothing_in_its_temp_dir(smoke_run: Run):
+    assert smoke_run.temp_left == [], smoke_run.temp_left
+
+
+def test_predict_leaves_nothing_in_its_temp_dir(smoke_run: Run, tmp_path: Path):
+    temp = tmp_path / "tmpdir"
+    temp.mkdir()
+    input_csv(smoke_run.path("processed"), tmp_path / "recent.csv")
+    proc = cli("predict", smoke_run.run_id, "--input", str(tmp_path / "recent.csv"), "--outputs-dir",
+               str(smoke_run.outputs), env={"TMPDIR": str(temp)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(temp)) == []
+
+
+@pytest.mark.unit
+def test_scratch_dir_is_private_and_removed(tmp_path, monkeypatch):
+    import tempfile
+
+    from spline_lstm.core.scratch import scratch_dir, system_tempdir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with scratch_dir() as scratch:
+        assert tempfile.gettempdir() == str(scratch) and os.environ["TMPDIR"] == str(scratch)
+        assert system_tempdir() == str(tmp_path)
+        tempfile.NamedTemporaryFile(prefix="__autograph_generated_file", suffix=".py", delete=False).close()
+    assert os.listdir(tmp_path) == [] and tempfile.gettempdir() == str(tmp_path)

@@ -525,6 +525,11 @@ FAULT_CASES: List[Scenario] = [
     Scenario("sweep-job-fails", "sweep", "a 2-job joblib sweep whose second job's input fails at run time "
              "(tests/test_sweeps.py)", 5, "INPUT_INVALID", "the other job passes; the ranked table and "
              "summary.csv list the failed job with exit 5; the sweep's parent MLflow run ends FAILED", slow=True),
+    Scenario("temp-dir-after-run", "litter", "a tracked run with its own TMPDIR (tests/test_cli.py)", 0, "OK",
+             "TMPDIR empty afterwards: TensorFlow's __autograph_generated_file*.py were left (os._exit skipped "
+             "their atexit clean-up); now each command has a private temp folder, removed as it ends"),
+    Scenario("temp-dir-after-predict", "litter", "predict with its own TMPDIR (tests/test_cli.py)", 0, "OK",
+             "TMPDIR empty afterwards"),
     Scenario("determinism", "determinism", "the same config twice", 0, "OK",
              "bit-identical metrics and history, identical processed.npz; metadata records determinism"),
     # tests/test_tracking_lifecycle.py: the MLflow run's owner, the store's init lock, secrets

@@ -28,6 +28,7 @@ from spline_lstm.core.config import register_configs
 from spline_lstm.core.errors import (ConfigInvalid, SplineLSTMError, classify, error_line,
                                       interrupt_on_signal, one_line)
 from spline_lstm.core.ids import new_sweep_id, validate_run_id
+from spline_lstm.core.scratch import scratch_dir, system_tempdir
 from spline_lstm.core.secrets import hide_passwords
 
 
@@ -42,6 +43,13 @@ def _statuses(status_dir: Path) -> List[dict]:
 
 
 def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
+    """Run Hydra -> the exit code, with a private temp folder removed at the end (core.scratch):
+    nothing a library wrote to the temp dir outlives the command."""
+    with scratch_dir():
+        return _launch(config_path, argv)
+
+
+def _launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     import hydra
 
     environment.write(environment.HYDRA_FULL_ERROR, "1")
@@ -167,7 +175,7 @@ def _keep_traceback(exc: BaseException, err, log_path: Optional[str]) -> Optiona
     if log_path is None and err.code != 1:
         return None  # expected failure before any run folder exists: the line says it all
     if log_path is None:
-        fd, log_path = tempfile.mkstemp(prefix="spline-lstm-", suffix=".log")
+        fd, log_path = tempfile.mkstemp(prefix="spline-lstm-", suffix=".log", dir=system_tempdir())
         os.close(fd)
     try:
         with open(log_path, "a", encoding="utf-8") as fh:

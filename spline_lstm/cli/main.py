@@ -21,6 +21,7 @@ from typing import List, Optional
 
 from spline_lstm.cli import health, predict, runs
 from spline_lstm.core.errors import ConfigInvalid, classify, error_line, one_line
+from spline_lstm.core.scratch import scratch_dir, system_tempdir
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """The subcommand's exit code; what libraries put in the temp dir (TensorFlow's autograph
+    files when ``predict`` loads a model) is removed as it ends (core.scratch)."""
+    with scratch_dir():
+        return _main(argv)
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except ConfigInvalid as err:
@@ -66,7 +74,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         err = classify(exc)
         log_path = None
         if err.code == 1:
-            fd, log_path = tempfile.mkstemp(prefix="spline-lstm-", suffix=".log")
+            fd, log_path = tempfile.mkstemp(prefix="spline-lstm-", suffix=".log", dir=system_tempdir())
             with os.fdopen(fd, "w") as fh:
                 traceback.print_exc(file=fh)
         print(error_line(err, log_path), file=sys.stderr)
