@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, SMOKE_FAST, Run, cli, last_line, launch
+from tests.conftest import REPO, SMOKE_FAST, Run, cli, last_line, launch, sweep_runs
 from tests.helpers.processes import Watched, mlflow_server
 from tests.helpers.tamper import relocate_mlflow
 
@@ -522,6 +522,14 @@ FAULT_CASES: List[Scenario] = [
     Scenario("server-create-run-twin", "tracking", "a create_run retried after the server committed it "
              "(tests/test_server.py)", 0, "OK", "the twin (same run_id, same start time) is ended and deleted",
              slow=True),
+    *[Scenario(f"sweep-sigint-{who}", "interrupt", f"SIGINT to {what} while both jobs of a 2-worker joblib sweep "
+               "train (was: exit 130, parent KILLED, job runs RUNNING forever)", 130, "INTERRUPTED",
+               "parent and both job runs KILLED, none RUNNING; a bystander run in the store untouched", slow=True)
+      for who, what in [("group", "the launcher's process group (Ctrl-C)"), ("launcher", "the launcher alone")]],
+    Scenario("sweep-end-open-children", "interrupt", "a sweep's end with job runs left RUNNING (their worker killed "
+             "with its process tree, MLflow helper included)", 130, "INTERRUPTED",
+             "exactly its own RUNNING children ended KILLED (FAILED for another exit code), health=FAIL; an ended "
+             "child and another sweep's open run untouched (in-process)"),
     Scenario("sweep-job-fails", "sweep", "a 2-job joblib sweep whose second job's input fails at run time "
              "(tests/test_sweeps.py)", 5, "INPUT_INVALID", "the other job passes; the ranked table and "
              "summary.csv list the failed job with exit 5; the sweep's parent MLflow run ends FAILED", slow=True),
@@ -2088,3 +2096,80 @@ def test_input_size_bound_refuses_before_parsing(tmp_path, monkeypatch):
     monkeypatch.setattr(loading, "_read_csv", lambda *a, **k: pytest.fail("parsed a file over the size bound"))
     with pytest.raises(loading.InputInvalid, match="above the 0 GiB input limit"):
         loading.read_table(path, "timestamp", "value")
+
+
+# =============================================================================
+# Issue 24: an interrupted sweep leaves no MLflow run RUNNING (one path, every launcher)
+# =============================================================================
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["group", "launcher"])
+def test_interrupted_joblib_sweep_ends_every_run_killed(target, tmp_path):
+    """Ctrl-C (SIGINT to the process group, or to the launcher alone) while both jobs of a
+    2-worker joblib sweep train: exit 130, the parent and both job runs KILLED, none RUNNING
+    (joblib kills a worker's process tree, its MLflow helper included, so the sweep's end
+    ends what is still open); a bystander run in the same store is not touched."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.helpers.processes import env as child_env
+
+    from spline_lstm.tracking.store import Store
+    from spline_lstm.tracking.tracker import ensure_store
+
+    out = tmp_path / "outputs"
+    out.mkdir()
+    bystander = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
+
+    experiment = ensure_store(Store(f"sqlite:///{out}/mlflow.db", str(out / "mlartifacts"), "spline-lstm"))
+    other = bystander.create_run(experiment, run_name="bystander", tags={"run_id": "bystander"}).info.run_id
+    proc = subprocess.Popen([sys.executable, str(REPO / "launch.py"), "-m", *LONG_TRAINING, "seed=1,2",
+                             "hydra/launcher=joblib", f"paths.outputs_dir={out}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=str(tmp_path), start_new_session=True,
+                            env=child_env({"SPLINE_LSTM_SWEEP_IDLE_CHECK": "0"}))
+    seen, deadline = set(), time.time() + 300
+    for line in proc.stdout:
+        m = re.search(r"\]\[([^\]]+)\]\[INFO\] == fit", line)
+        if m:
+            seen.add(m.group(1))
+        if len(seen) == 2 or time.time() > deadline:
+            break
+    assert len(seen) == 2, "both jobs never trained at once"
+    time.sleep(2)
+    if target == "group":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert last_line(stderr).startswith("ERROR [INTERRUPTED]") and "Traceback" not in stderr
+    parent, jobs = sweep_runs(out)
+    jobs = [r for r in jobs if r.info.run_id != other]
+    assert parent.info.status == "KILLED"
+    assert sorted(r.info.status for r in jobs) == ["KILLED", "KILLED"], \
+        [(r.info.run_name, r.info.status) for r in jobs]
+    assert bystander.get_run(other).info.status == "RUNNING"  # another run is never touched
+
+
+@pytest.mark.unit
+def test_sweep_end_closes_only_its_own_open_job_runs(tmp_path):
+    """The sweep's end (app.sweep.end_open_children) ends its RUNNING children, and nothing else:
+    not an ended child, not a RUNNING run of another sweep."""
+    from dataclasses import asdict
+
+    from mlflow.tracking import MlflowClient
+
+    from spline_lstm.app.sweep import end_open_children
+    from spline_lstm.tracking.store import Store
+    from spline_lstm.tracking.tracker import ensure_store
+
+    store = Store(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "mlartifacts"), "spline-lstm")
+    experiment = ensure_store(store)
+    client = MlflowClient(tracking_uri=store.uri)
+    parent, other_parent = (client.create_run(experiment, run_name=n).info.run_id for n in ("mine", "theirs"))
+    child = {n: client.create_run(experiment, run_name=n, tags={"mlflow.parentRunId": p}).info.run_id
+             for n, p in [("open", parent), ("done", parent), ("open-2", parent), ("theirs-open", other_parent)]}
+    client.set_terminated(child["done"], "FINISHED")
+    assert sorted(end_open_children(asdict(store), parent, "KILLED")) == ["open", "open-2"]
+    status = {n: client.get_run(r).info.status for n, r in child.items()}
+    assert status == {"open": "KILLED", "done": "FINISHED", "open-2": "KILLED", "theirs-open": "RUNNING"}
+    assert client.get_run(child["open"]).data.tags["health"] == "FAIL"
