@@ -242,3 +242,14 @@ def test_register_model_without_tracking_is_refused():
                                                        "tracking.register_model=m"])
     with pytest.raises(ConfigInvalid, match="tracking.register_model.*needs tracking"):
         validate(cfg)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("uri", ["mlruns", "/abs/path/mlruns", "file:///tmp/mlruns", "FILE:///x", "://x"])
+def test_tracking_uri_that_is_no_uri_is_refused_in_validation(uri):
+    register_configs()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+preset=smoke"])
+    cfg.tracking.uri = uri
+    with pytest.raises(ConfigInvalid, match="tracking.uri.*not a URI"):
+        validate(cfg)

@@ -354,8 +354,10 @@ TRACKING_CASES: List[Case] = [
          ("127.0.0.1:{port} is unreachable (tried 3 times over 2 s)",)),
     Case("tracking-sqlite-parent-file", "tracking", "sqlite URI under a regular file",
          ("tracking.uri=sqlite:///{tmp}/afile/mlflow.db",), 8, "TRACKING_FAILED", ("afile",), prep="afile"),
-    Case("tracking-not-a-uri", "tracking", "tracking.uri=a plain path (file stores unsupported)",
-         ("tracking.uri={tmp}/mlruns",), 8, "TRACKING_FAILED", ("not a URI",)),
+    Case("tracking-not-a-uri", "tracking", "tracking.uri=a plain path (file stores unsupported; was 8, now refused "
+         "in config validation)", ("tracking.uri={tmp}/mlruns",), 2, "CONFIG_INVALID", ("tracking.uri", "not a URI")),
+    Case("tracking-file-uri", "tracking", "tracking.uri=file:///... (a file store)", ("tracking.uri=file://{tmp}/mlruns",),
+         2, "CONFIG_INVALID", ("tracking.uri", "not a URI")),
     Case("tracking-experiment-empty", "tracking", "tracking.experiment= (empty)",
          ("tracking.experiment=",), 2, "CONFIG_INVALID", ("tracking.experiment",)),
     # issue 24: what the registry refuses at the end of a run is refused before it starts, nothing written

@@ -22,6 +22,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from spline_lstm.core.errors import ConfigInvalid, _config_message, one_line
 from spline_lstm.core.ids import current_sweep_id, new_run_id, validate_run_id
 from spline_lstm.core.paths import absolute_root
+from spline_lstm.core.secrets import mask_uri
 
 
 class DataSource(str, Enum):
@@ -661,11 +662,18 @@ def alias_problem(alias: str) -> Optional[str]:
 
 
 def check_registry_settings(tracking: TrackingConfig) -> None:
-    """``tracking.register_model`` and ``tracking.experiment`` as MLflow will take them, and
-    registration only with tracking on: ConfigInvalid (exit 2) before anything is written."""
+    """``tracking.register_model`` and ``tracking.experiment`` as MLflow will take them,
+    registration only with tracking on, and ``tracking.uri`` a URI (not a plain path):
+    ConfigInvalid (exit 2) before anything is written."""
     if tracking.experiment is not None and len(tracking.experiment) > MAX_EXPERIMENT_NAME_LENGTH:
         raise ConfigInvalid(f"tracking.experiment: is {len(tracking.experiment)} characters long, MLflow keeps at "
                             f"most {MAX_EXPERIMENT_NAME_LENGTH}")
+    uri = tracking.uri
+    if tracking.enabled and uri is not None:
+        scheme = uri.split("://", 1)[0].lower() if "://" in uri else None
+        if not scheme or scheme == "file":
+            raise ConfigInvalid(f"tracking.uri: {mask_uri(uri)!r} is not a URI (file stores are not supported); "
+                                "use sqlite:///path/mlflow.db or http://host:port")
     name = tracking.register_model
     if name is None:
         return
