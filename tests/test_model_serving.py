@@ -114,6 +114,13 @@ def test_pyfunc_model_of_the_run_forecasts_what_predict_does(registered: Run, tr
     assert model.metadata.get_input_schema().input_names() == ["timestamp", "value"]
     got = model.predict(frame, params={"horizon": 30, "levels": [80, 95]})
     _same(got, expected)
+    # issue 24: through MLflow's own params handling, the CLI's rules still hold, one typed line each
+    from spline_lstm.core.errors import InputInvalid
+
+    for bad, params in [(frame.iloc[:0], {}), (frame, {"horizon": 0})]:
+        with pytest.raises(InputInvalid) as info:
+            model.predict(bad, params=params)
+        assert "\n" not in str(info.value) and ("no data rows" in str(info.value) or "horizon" in str(info.value))
 
 
 @pytest.mark.slow
