@@ -76,6 +76,7 @@ def last_line(text: str) -> str:
 class Run:
     outputs: Path
     run_id: str
+    temp_left: Optional[List[str]] = None  # what the launch left in its own TMPDIR (issue 24)
 
     @property
     def artifacts(self) -> Path:
@@ -94,9 +95,10 @@ class Run:
 def smoke_run(tmp_path_factory) -> Run:
     """One healthy smoke run (tracking on) shared by the session: do not modify it."""
     outputs = tmp_path_factory.mktemp("smoke") / "outputs"
-    proc = launch(*SMOKE_FAST, "run_id=smoke-fixture", outputs=outputs)
+    temp = tmp_path_factory.mktemp("smoke-tmpdir")  # the launch's temp dir: must be empty once it ends
+    proc = launch(*SMOKE_FAST, "run_id=smoke-fixture", outputs=outputs, env={"TMPDIR": str(temp)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return Run(outputs, "smoke-fixture")
+    return Run(outputs, "smoke-fixture", sorted(os.listdir(temp)))
 
 
 @pytest.fixture

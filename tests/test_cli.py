@@ -37,10 +37,39 @@ def test_every_command_has_help_with_an_example(argv):
 
 
 @pytest.mark.unit
-def test_no_command_is_a_usage_error():
+def test_no_command_is_one_config_invalid_line():
     proc = cli()
-    assert proc.returncode == 2 and "usage:" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [last_line(proc.stderr)], proc.stderr
+    assert last_line(proc.stderr).startswith("ERROR [CONFIG_INVALID] spline-lstm: ")
     no_traceback(proc)
+
+
+# issue 24: every argparse error is one ERROR [CONFIG_INVALID] line (exit 2), never the usage text
+ARGPARSE_ERRORS = [
+    (["predict", "r", "--input", "x.csv", "--level", "nan"], "--level: invalid int value: 'nan'"),
+    (["predict", "r", "--input", "x.csv", "--level", "80.5"], "--level: invalid int value: '80.5'"),
+    (["predict", "r", "--input", "x.csv", "--horizon", "ten"], "--horizon: invalid int value"),
+    (["predict", "r", "--input", "x.csv", "--format", "xml"], "--format: invalid choice: 'xml'"),
+    (["predict", "r"], "required: --input"),
+    (["predict"], "required"),
+    (["nope"], "invalid choice: 'nope'"),
+    (["health", "a", "b"], "unrecognized arguments: b"),
+    (["health", "a", "--bogus"], "unrecognized arguments: --bogus"),
+    (["runs"], "required"),
+    (["runs", "list", "--json=x"], "--json"),
+]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("argv,fragment", ARGPARSE_ERRORS, ids=[" ".join(a) for a, _ in ARGPARSE_ERRORS])
+def test_argparse_errors_are_one_config_invalid_line(argv, fragment, capsys):
+    from spline_lstm.cli.main import main
+
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ERROR [CONFIG_INVALID] spline-lstm"), err
+    assert fragment in lines[0] and "usage:" not in out + err
 
 
 # --- predict ----------------------------------------------------------------------------------
@@ -330,3 +359,33 @@ def test_two_quarantines_in_the_same_second(fresh_run: Run):
     assert targets[0] != targets[1] and all(t.is_dir() for t in targets)  # same second: '<name>-2'
     folders = list((fresh_run.artifacts / "quarantine").iterdir())
     assert len(folders) == 3, folders
+
+
+# issue 24: nothing is left in the temp dir once a command ends (TensorFlow's autograph files
+# were, because launch.py ends with os._exit and skips their atexit clean-up)
+def test_a_run_leaves_nothing_in_its_temp_dir(smoke_run: Run):
+    assert smoke_run.temp_left == [], smoke_run.temp_left
+
+
+def test_predict_leaves_nothing_in_its_temp_dir(smoke_run: Run, tmp_path: Path):
+    temp = tmp_path / "tmpdir"
+    temp.mkdir()
+    input_csv(smoke_run.path("processed"), tmp_path / "recent.csv")
+    proc = cli("predict", smoke_run.run_id, "--input", str(tmp_path / "recent.csv"), "--outputs-dir",
+               str(smoke_run.outputs), env={"TMPDIR": str(temp)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(temp)) == []
+
+
+@pytest.mark.unit
+def test_scratch_dir_is_private_and_removed(tmp_path, monkeypatch):
+    import tempfile
+
+    from spline_lstm.core.scratch import scratch_dir, system_tempdir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with scratch_dir() as scratch:
+        assert tempfile.gettempdir() == str(scratch) and os.environ["TMPDIR"] == str(scratch)
+        assert system_tempdir() == str(tmp_path)
+        tempfile.NamedTemporaryFile(prefix="__autograph_generated_file", suffix=".py", delete=False).close()
+    assert os.listdir(tmp_path) == [] and tempfile.gettempdir() == str(tmp_path)

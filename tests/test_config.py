@@ -196,3 +196,70 @@ def test_cfg_job_prints_config_without_running(tmp_path):
     assert proc.returncode == 0
     assert "run_prefix: phase4-smoke" in proc.stdout and "epochs: 3" in proc.stdout
     assert not (tmp_path / "out").exists()
+
+
+# issue 24: what the registry would refuse at the end of a run is refused before it starts
+REGISTRY_NAMES = ["../x", "a/b", "x:1", "a@b", ".", "..", "..x", "./x", "x/", " ", "", "a\nb", "x" * 257,
+                  "good-name", "Good_Name.v2", "a b", "x" * 256, "ünï"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", REGISTRY_NAMES, ids=lambda n: repr(n)[:20])
+def test_register_model_names_refused_in_validation_as_mlflow_would(name):
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(name)
+        mlflow_ok = len(name) <= 256  # the registry's name column
+    except MlflowException:
+        mlflow_ok = False
+    ours_ok = "@" not in name and name == name.strip() and all(c.isprintable() for c in name)
+    register_configs()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+preset=smoke"])
+    cfg.tracking.register_model = name
+    if mlflow_ok and ours_ok:
+        assert validate(cfg).tracking.register_model == name
+    else:
+        with pytest.raises(ConfigInvalid, match="tracking.register_model"):
+            validate(cfg)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("alias", ["candidate", "champion-2", "latest", "LATEST", "v1", "V12", "a b", "a/b", "",
+                                   "x" * 256, "é"])
+def test_alias_rules_mirror_mlflow(alias):
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_alias_name, _validate_model_alias_name_reserved
+
+    from spline_lstm.core.config import alias_problem
+
+    try:
+        _validate_model_alias_name(alias)
+        _validate_model_alias_name_reserved(alias)
+        mlflow_ok = True
+    except MlflowException:
+        mlflow_ok = False
+    assert (alias_problem(alias) is None) == mlflow_ok, alias
+
+
+@pytest.mark.unit
+def test_register_model_without_tracking_is_refused():
+    register_configs()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+preset=smoke", "tracking=none",
+                                                       "tracking.register_model=m"])
+    with pytest.raises(ConfigInvalid, match="tracking.register_model.*needs tracking"):
+        validate(cfg)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("uri", ["mlruns", "/abs/path/mlruns", "file:///tmp/mlruns", "FILE:///x", "://x"])
+def test_tracking_uri_that_is_no_uri_is_refused_in_validation(uri):
+    register_configs()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+preset=smoke"])
+    cfg.tracking.uri = uri
+    with pytest.raises(ConfigInvalid, match="tracking.uri.*not a URI"):
+        validate(cfg)

@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, SMOKE_FAST, Run, cli, last_line, launch
+from tests.conftest import REPO, SMOKE_FAST, Run, cli, last_line, launch, sweep_runs
 from tests.helpers.processes import Watched, mlflow_server
 from tests.helpers.tamper import relocate_mlflow
 
@@ -152,6 +152,15 @@ INPUT_CASES: List[Case] = [
          "magnitude rule", "1e+308"),
     _csv("overflow-after-scaling", "a value of 1e45 that overflows float32 once robust-scaled", 5,
          "INPUT_INVALID", "finite-after-scaling rule", "1e+45", args=("preprocess.scaling=robust",)),
+    # issue 24: bounded before parsing (loading.MAX_LINE_BYTES, MAX_COLUMNS, MAX_INPUT_BYTES)
+    _csv("wide-header", "a header of 300 000 cells on one 2.4 MB line (a 50 MB one kept a parser busy > 5 min "
+         "at 2 GB+)", 5, "INPUT_INVALID", "wide-header.csv", "header line longer than the 1048576 byte line limit"),
+    _csv("many-columns", "a header of 20 000 short columns (under the line limit)", 5, "INPUT_INVALID",
+         "many-columns.csv", "20000 columns", "10000 column limit"),
+    _csv("long-row", "one data row of 2 MiB after 400 good rows", 5, "INPUT_INVALID", "long-row.csv",
+         "line longer than the 1048576 byte line limit", "line 402"),
+    _csv("parquet-many-columns", "a Parquet file of 10 001 columns (its footer read, not its data)", 5,
+         "INPUT_INVALID", "many-columns.parquet", "10001 columns", "10000 column limit"),
 ]
 
 CONFIG_CASES: List[Case] = [
@@ -242,6 +251,8 @@ CONFIG_CASES: List[Case] = [
     Case("config-hydra-log-file", "config", "the run log moved outside the run folder",
          ("hydra.job_logging.handlers.file.filename={tmp}/elsewhere.log",), 2, "CONFIG_INVALID",
          ("hydra.job_logging",)),
+    Case("config-launch-unknown-flag", "config", "launch.py --bogus (once argparse's usage text)", ("--bogus",), 2,
+         "CONFIG_INVALID", ("launch.py", "unrecognized arguments: --bogus")),
     Case("config-hydra-no-containment", "config", "the containment callback removed",
          ("~hydra.callbacks.containment",), 2, "CONFIG_INVALID", ("hydra.callbacks.containment",)),
 ]
@@ -343,10 +354,22 @@ TRACKING_CASES: List[Case] = [
          ("127.0.0.1:{port} is unreachable (tried 3 times over 2 s)",)),
     Case("tracking-sqlite-parent-file", "tracking", "sqlite URI under a regular file",
          ("tracking.uri=sqlite:///{tmp}/afile/mlflow.db",), 8, "TRACKING_FAILED", ("afile",), prep="afile"),
-    Case("tracking-not-a-uri", "tracking", "tracking.uri=a plain path (file stores unsupported)",
-         ("tracking.uri={tmp}/mlruns",), 8, "TRACKING_FAILED", ("not a URI",)),
+    Case("tracking-not-a-uri", "tracking", "tracking.uri=a plain path (file stores unsupported; was 8, now refused "
+         "in config validation)", ("tracking.uri={tmp}/mlruns",), 2, "CONFIG_INVALID", ("tracking.uri", "not a URI")),
+    Case("tracking-file-uri", "tracking", "tracking.uri=file:///... (a file store)", ("tracking.uri=file://{tmp}/mlruns",),
+         2, "CONFIG_INVALID", ("tracking.uri", "not a URI")),
     Case("tracking-experiment-empty", "tracking", "tracking.experiment= (empty)",
          ("tracking.experiment=",), 2, "CONFIG_INVALID", ("tracking.experiment",)),
+    # issue 24: what the registry refuses at the end of a run is refused before it starts, nothing written
+    Case("tracking-register-traversal", "tracking", "tracking.register_model='../x' (once trained, gated, then 8)",
+         ("tracking.register_model=../x",), 2, "CONFIG_INVALID", ("tracking.register_model", "'../x'")),
+    Case("tracking-register-slash", "tracking", "tracking.register_model=a/b", ("tracking.register_model=a/b",), 2,
+         "CONFIG_INVALID", ("tracking.register_model", "'/'")),
+    Case("tracking-register-at", "tracking", "tracking.register_model=a@b (breaks models:/NAME@ALIAS)",
+         ("tracking.register_model=a@b",), 2, "CONFIG_INVALID", ("tracking.register_model", "'@'")),
+    Case("tracking-register-no-tracking", "tracking", "tracking.register_model with tracking=none (silently "
+         "never registered)", ("tracking=none", "tracking.register_model=m"), 2, "CONFIG_INVALID",
+         ("tracking.register_model", "needs tracking")),
 ]
 
 MATRIX: List[Case] = INPUT_CASES + CONFIG_CASES + RUN_ID_CASES + STORAGE_CASES + TRACKING_CASES
@@ -471,6 +494,12 @@ FAULT_CASES: List[Scenario] = [
     Scenario("disk-full-checkpoint", "storage", "tmpfs fills up while the checkpoint is written", 6,
              "STORAGE_ERROR", "no partial canonical file, staging removed; the line names the artifacts dir",
              slow=True),
+    Scenario("storage-file-size-limit", "storage", "ulimit -f below the checkpoint's size (was UNEXPECTED: OSError "
+             "[Errno 27] File too large, exit 1)", 6, "STORAGE_ERROR", "SIGXFSZ ignored, so the write raises EFBIG; "
+             "the line names EFBIG and ulimit -f; no partial checkpoint"),
+    Scenario("storage-errno-categories", "storage", "every errno of the capacity, permission, device and layout "
+             "categories (ENOSPC EDQUOT EFBIG EMFILE ENFILE EACCES EPERM EROFS EIO ...), bare or as a cause", 6,
+             "STORAGE_ERROR", "network errors (ECONNREFUSED, timeouts) and EINVAL stay out (in-process)"),
     Scenario("disk-full-log", "storage", "the outputs disk (run folder, log, artifacts) full from the start, 3-6 "
              "pages left", 6, "STORAGE_ERROR", "no logging traceback on the console; nothing outside the disk",
              slow=True),
@@ -495,9 +524,22 @@ FAULT_CASES: List[Scenario] = [
     Scenario("server-create-run-twin", "tracking", "a create_run retried after the server committed it "
              "(tests/test_server.py)", 0, "OK", "the twin (same run_id, same start time) is ended and deleted",
              slow=True),
+    *[Scenario(f"sweep-sigint-{who}", "interrupt", f"SIGINT to {what} while both jobs of a 2-worker joblib sweep "
+               "train (was: exit 130, parent KILLED, job runs RUNNING forever)", 130, "INTERRUPTED",
+               "parent and both job runs KILLED, none RUNNING; a bystander run in the store untouched", slow=True)
+      for who, what in [("group", "the launcher's process group (Ctrl-C)"), ("launcher", "the launcher alone")]],
+    Scenario("sweep-end-open-children", "interrupt", "a sweep's end with job runs left RUNNING (their worker killed "
+             "with its process tree, MLflow helper included)", 130, "INTERRUPTED",
+             "exactly its own RUNNING children ended KILLED (FAILED for another exit code), health=FAIL; an ended "
+             "child and another sweep's open run untouched (in-process)"),
     Scenario("sweep-job-fails", "sweep", "a 2-job joblib sweep whose second job's input fails at run time "
              "(tests/test_sweeps.py)", 5, "INPUT_INVALID", "the other job passes; the ranked table and "
              "summary.csv list the failed job with exit 5; the sweep's parent MLflow run ends FAILED", slow=True),
+    Scenario("temp-dir-after-run", "litter", "a tracked run with its own TMPDIR (tests/test_cli.py)", 0, "OK",
+             "TMPDIR empty afterwards: TensorFlow's __autograph_generated_file*.py were left (os._exit skipped "
+             "their atexit clean-up); now each command has a private temp folder, removed as it ends"),
+    Scenario("temp-dir-after-predict", "litter", "predict with its own TMPDIR (tests/test_cli.py)", 0, "OK",
+             "TMPDIR empty afterwards"),
     Scenario("determinism", "determinism", "the same config twice", 0, "OK",
              "bit-identical metrics and history, identical processed.npz; metadata records determinism"),
     # tests/test_tracking_lifecycle.py: the MLflow run's owner, the store's init lock, secrets
@@ -586,6 +628,22 @@ MODEL_CASES: List[Scenario] = [
              "names --level; before any model loads"),
     Scenario("predict-parquet-stdout", "predict", "--format parquet without --output", 5, "INPUT_INVALID",
              "names --output"),
+    # issue 24: the MLflow model holds its input and params to predict's rules (one shared set)
+    Scenario("model-empty-frame", "model", "pyfunc predict on an empty frame (was IndexError from inside the "
+             "package)", 5, "INPUT_INVALID", "one line: 'model input has no data rows'"),
+    Scenario("model-horizon-zero", "model", "pyfunc params={'horizon': 0} (was silently the trained horizon; the "
+             "CLI refuses --horizon 0)", 5, "INPUT_INVALID", "names params['horizon']; also -3, 2.5, True, 10^9"),
+    Scenario("model-fractional-level", "model", "pyfunc params={'levels': [80.5]} or [nan] (was truncated to 80 / "
+             "ValueError)", 5, "INPUT_INVALID", "names params['levels']; the CLI refuses --level 80.5 with 2"),
+    Scenario("model-unknown-param", "model", "pyfunc params={'horizn': 3} (a typo, once ignored)", 5,
+             "INPUT_INVALID", "names the unknown param"),
+    Scenario("model-horizon-absent", "model", "pyfunc params without 'horizon' (or None)", 0, "OK",
+             "the trained horizon"),
+    Scenario("predict-input-wide-header", "predict", "--input of 52 MB: one header line of 6 million cells (was "
+             "> 5 min at 2 GB+ before any check)", 5, "INPUT_INVALID", "refused in seconds by the line limit, no "
+             "forecast"),
+    Scenario("input-size-limit", "input", "an input file above loading.MAX_INPUT_BYTES (the bound lowered "
+             "in-process)", 5, "INPUT_INVALID", "refused from its size alone, before any byte is parsed"),
     Scenario("predict-models-uri-no-store", "predict", "models:/NAME@ALIAS with no store in --outputs-dir", 5,
              "INPUT_INVALID", "names --tracking-uri; no empty store created", slow=True),
 ]
@@ -820,7 +878,37 @@ def _huge_values(d: Path) -> Path:
     return _write(d, "huge.csv", lines)
 
 
+def _wide_header(d: Path) -> Path:
+    lines = _lines(*_hourly())
+    lines[0] += "," + ",".join(f"c{i}" for i in range(300_000))
+    return _write(d, "wide-header.csv", lines)
+
+
+def _many_columns(d: Path) -> Path:
+    lines = _lines(*_hourly())
+    lines[0] += "," + ",".join(f"c{i}" for i in range(19_998))
+    return _write(d, "many-columns.csv", lines)
+
+
+def _long_row(d: Path) -> Path:
+    lines = _lines(*_hourly())
+    lines.append("2024-01-17 16:00:00," + "9" * (2 * 1024**2))  # line 402
+    return _write(d, "long-row.csv", lines)
+
+
+def _parquet_many_columns(d: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ts, y = _hourly(10)
+    cols = {"timestamp": pa.array(ts), "value": pa.array(y), **{f"c{i}": pa.array(np.zeros(10)) for i in range(9_999)}}
+    pq.write_table(pa.table(cols), d / "many-columns.parquet")
+    return d / "many-columns.parquet"
+
+
 INPUT_FILES: Dict[str, Callable[[Path], Path]] = {
+    "wide-header": _wide_header, "many-columns": _many_columns, "long-row": _long_row,
+    "parquet-many-columns": _parquet_many_columns,
     "good": _good, "directory": _directory, "empty": _empty, "header-only": _header_only, "txt": _txt,
     "latin1": _latin1, "utf16": _utf16, "semicolon": _semicolon, "ragged": _ragged,
     "parquet-corrupt": _parquet_corrupt, "no-timestamp-col": _no_timestamp_col, "no-target-col": _no_target_col,
@@ -1944,3 +2032,155 @@ def test_tracking_password_never_written_with_a_live_server(tmp_path):
                   if p.is_file() and SECRET.encode() in p.read_bytes()]
         assert not leaked, f"password written to {leaked}"
         assert "alice:***@" in (out / "artifacts" / "metadata" / "hx-server.json").read_text()
+
+
+# =============================================================================
+# Issue 24: resource limits are storage failures (6), by category, not by a list
+# =============================================================================
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", ["ENOSPC", "EDQUOT", "EFBIG", "EMFILE", "ENFILE", "EMLINK", "EACCES", "EPERM",
+                                  "EROFS", "ETXTBSY", "EIO", "ENXIO", "ENODEV", "ESTALE", "EREMOTEIO", "ENOLCK",
+                                  "EXDEV", "EEXIST", "ENOTDIR", "EISDIR", "ENOTEMPTY", "ELOOP", "ENAMETOOLONG"])
+def test_every_storage_errno_category_maps_to_6(name):
+    import errno as errno_mod
+
+    from spline_lstm.core.errors import classify
+
+    if not hasattr(errno_mod, name):
+        pytest.skip(f"{name} not on this platform")
+    code = getattr(errno_mod, name)
+    wrapped = RuntimeError("a save failed")
+    wrapped.__cause__ = OSError(code, os.strerror(code))
+    for exc in (OSError(code, os.strerror(code)), wrapped):
+        err = classify(exc)
+        assert (err.code, err.name) == (6, "STORAGE_ERROR"), (name, str(err))
+        assert name in str(err) and "\n" not in str(err)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("exc", [PermissionError("denied"), FileExistsError("x"), IsADirectoryError("x"),
+                                 NotADirectoryError("x")], ids=lambda e: type(e).__name__)
+def test_oserror_subclasses_without_errno_are_storage(exc):
+    from spline_lstm.core.errors import classify
+
+    assert classify(exc).code == 6
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("exc", [ConnectionRefusedError(111, "refused"), TimeoutError("slow"),
+                                 OSError(22, "Invalid argument"), OSError("no errno"), ValueError("x")],
+                         ids=lambda e: repr(e)[:30])
+def test_network_and_other_errors_are_not_storage(exc):
+    from spline_lstm.core.errors import classify
+
+    assert classify(exc).code == 1
+
+
+def test_file_size_limit_fails_with_6_not_unexpected(tmp_path):
+    """``ulimit -f`` below the checkpoint's size: SIGXFSZ is ignored (the write raises
+    EFBIG instead of killing the process), and the run ends STORAGE_ERROR, 6."""
+    import resource
+
+    def limit():  # 30 KiB: the data files fit, the ~40 KiB checkpoint does not
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30 * 1024, 30 * 1024))
+
+    out = tmp_path / "outputs"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, str(REPO / "launch.py"), *SMOKE_FAST, "tracking=none", "run_id=hx-fsize",
+                           f"paths.outputs_dir={out}"], capture_output=True, text=True, env=env, timeout=600,
+                          preexec_fn=limit, cwd=str(tmp_path))
+    line = last_line(proc.stderr)
+    assert proc.returncode == 6, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert line.startswith("ERROR [STORAGE_ERROR]") and "EFBIG" in line and "ulimit -f" in line, line
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not _canonical_files_are_whole(out / "artifacts", "hx-fsize")
+    assert not list((out / "artifacts").rglob(".staging")), "a partial checkpoint was left behind"
+
+
+@pytest.mark.unit
+def test_input_size_bound_refuses_before_parsing(tmp_path, monkeypatch):
+    from spline_lstm.data import loading
+
+    path = _good(tmp_path)
+    monkeypatch.setattr(loading, "MAX_INPUT_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr(loading, "_read_csv", lambda *a, **k: pytest.fail("parsed a file over the size bound"))
+    with pytest.raises(loading.InputInvalid, match="above the 0 GiB input limit"):
+        loading.read_table(path, "timestamp", "value")
+
+
+# =============================================================================
+# Issue 24: an interrupted sweep leaves no MLflow run RUNNING (one path, every launcher)
+# =============================================================================
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["group", "launcher"])
+def test_interrupted_joblib_sweep_ends_every_run_killed(target, tmp_path):
+    """Ctrl-C (SIGINT to the process group, or to the launcher alone) while both jobs of a
+    2-worker joblib sweep train: exit 130, the parent and both job runs KILLED, none RUNNING
+    (joblib kills a worker's process tree, its MLflow helper included, so the sweep's end
+    ends what is still open); a bystander run in the same store is not touched."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.helpers.processes import env as child_env
+
+    from spline_lstm.tracking.store import Store
+    from spline_lstm.tracking.tracker import ensure_store
+
+    out = tmp_path / "outputs"
+    out.mkdir()
+    bystander = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
+
+    experiment = ensure_store(Store(f"sqlite:///{out}/mlflow.db", str(out / "mlartifacts"), "spline-lstm"))
+    other = bystander.create_run(experiment, run_name="bystander", tags={"run_id": "bystander"}).info.run_id
+    proc = subprocess.Popen([sys.executable, str(REPO / "launch.py"), "-m", *LONG_TRAINING, "seed=1,2",
+                             "hydra/launcher=joblib", f"paths.outputs_dir={out}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=str(tmp_path), start_new_session=True,
+                            env=child_env({"SPLINE_LSTM_SWEEP_IDLE_CHECK": "0"}))
+    seen, deadline = set(), time.time() + 300
+    for line in proc.stdout:
+        m = re.search(r"\]\[([^\]]+)\]\[INFO\] == fit", line)
+        if m:
+            seen.add(m.group(1))
+        if len(seen) == 2 or time.time() > deadline:
+            break
+    assert len(seen) == 2, "both jobs never trained at once"
+    time.sleep(2)
+    if target == "group":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert last_line(stderr).startswith("ERROR [INTERRUPTED]") and "Traceback" not in stderr
+    parent, jobs = sweep_runs(out)
+    jobs = [r for r in jobs if r.info.run_id != other]
+    assert parent.info.status == "KILLED"
+    assert sorted(r.info.status for r in jobs) == ["KILLED", "KILLED"], \
+        [(r.info.run_name, r.info.status) for r in jobs]
+    assert bystander.get_run(other).info.status == "RUNNING"  # another run is never touched
+
+
+@pytest.mark.unit
+def test_sweep_end_closes_only_its_own_open_job_runs(tmp_path):
+    """The sweep's end (app.sweep.end_open_children) ends its RUNNING children, and nothing else:
+    not an ended child, not a RUNNING run of another sweep."""
+    from dataclasses import asdict
+
+    from mlflow.tracking import MlflowClient
+
+    from spline_lstm.app.sweep import end_open_children
+    from spline_lstm.tracking.store import Store
+    from spline_lstm.tracking.tracker import ensure_store
+
+    store = Store(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "mlartifacts"), "spline-lstm")
+    experiment = ensure_store(store)
+    client = MlflowClient(tracking_uri=store.uri)
+    parent, other_parent = (client.create_run(experiment, run_name=n).info.run_id for n in ("mine", "theirs"))
+    child = {n: client.create_run(experiment, run_name=n, tags={"mlflow.parentRunId": p}).info.run_id
+             for n, p in [("open", parent), ("done", parent), ("open-2", parent), ("theirs-open", other_parent)]}
+    client.set_terminated(child["done"], "FINISHED")
+    assert sorted(end_open_children(asdict(store), parent, "KILLED")) == ["open", "open-2"]
+    status = {n: client.get_run(r).info.status for n, r in child.items()}
+    assert status == {"open": "KILLED", "done": "FINISHED", "open-2": "KILLED", "theirs-open": "RUNNING"}
+    assert client.get_run(child["open"]).data.tags["health"] == "FAIL"

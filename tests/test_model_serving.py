@@ -33,6 +33,13 @@ MODEL_CASE_TESTS = {
     "predict-level-out-of-range": "test_cli_refuses_parquet_on_stdout_and_bad_levels_naming_its_options",
     "predict-parquet-stdout": "test_cli_refuses_parquet_on_stdout_and_bad_levels_naming_its_options",
     "predict-models-uri-no-store": "test_predict_by_registered_name_equals_predict_by_run_id",
+    # issue 24: in-process, tests/test_predict_core.py (the pyfunc model with a stand-in network)
+    **{f"model-{case}": "test_predict_core::test_pyfunc_model_applies_predicts_rules_with_one_typed_line"
+       for case in ("empty-frame", "horizon-zero", "fractional-level", "unknown-param")},
+    "predict-input-wide-header": "test_predict_inputs::test_predict_refuses_a_52_mb_header_line_in_seconds",
+    "input-size-limit": "test_hardening::test_input_size_bound_refuses_before_parsing",
+    "model-horizon-absent": "test_predict_core::test_pyfunc_model_forecasts_the_trained_horizon_only_when_horizon_"
+                            "is_absent",
 }
 RUN_ID = "served"
 
@@ -50,7 +57,14 @@ def test_every_model_case_has_its_test():
     from tests.test_hardening import MODEL_CASES
 
     assert {c.id for c in MODEL_CASES} == set(MODEL_CASE_TESTS)
-    assert all(callable(globals().get(name)) for name in MODEL_CASE_TESTS.values())
+    import importlib
+
+    def found(name: str) -> bool:
+        module, _, func = name.rpartition("::")
+        where = vars(importlib.import_module(f"tests.{module}")) if module else globals()
+        return callable(where.get(func))
+
+    assert all(found(name) for name in MODEL_CASE_TESTS.values())
 
 
 def _uri(run: Run) -> str:
@@ -101,6 +115,13 @@ def test_pyfunc_model_of_the_run_forecasts_what_predict_does(registered: Run, tr
     assert model.metadata.get_input_schema().input_names() == ["timestamp", "value"]
     got = model.predict(frame, params={"horizon": 30, "levels": [80, 95]})
     _same(got, expected)
+    # issue 24: through MLflow's own params handling, the CLI's rules still hold, one typed line each
+    from spline_lstm.core.errors import InputInvalid
+
+    for bad, params in [(frame.iloc[:0], {}), (frame, {"horizon": 0})]:
+        with pytest.raises(InputInvalid) as info:
+            model.predict(bad, params=params)
+        assert "\n" not in str(info.value) and ("no data rows" in str(info.value) or "horizon" in str(info.value))
 
 
 @pytest.mark.slow

@@ -150,3 +150,62 @@ def test_pickled_preprocessor_object_is_not_what_is_stored():
     with pytest.raises(Exception):
         dump_plain_pickle(pre)
     assert isinstance(pickle.loads(dump_plain_pickle(pre.to_dict())), dict)
+
+
+# issue 24: the MLflow model applies exactly predict's rules, each a one-line InputInvalid
+def _model():
+    from spline_lstm.serving.pyfunc import SplineForecaster
+
+    pre, values, *_ = _fitted()
+    model = SplineForecaster()
+    model.pre, model.model = pre.calibrated(np.ones((50, 4)), np.zeros((50, 4))), _Persistence(pre.horizon)
+    frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=100, freq="h"), "value": values[:100]})
+    return model, frame
+
+
+PYFUNC_REFUSALS = [
+    ("empty-frame", lambda f: f.iloc[:0], None, "model input has no data rows"),
+    ("no-columns", lambda f: pd.DataFrame(), None, "no column 'timestamp', 'value'"),
+    ("duplicate-column", lambda f: pd.concat([f, f[["value"]]], axis=1), None, "2 columns named 'value'"),
+    ("not-a-frame", lambda f: f.to_numpy(), None, "must be a table"),
+    ("horizon-0", None, {"horizon": 0}, "params['horizon'] 0: must be 1.."),
+    ("horizon-negative", None, {"horizon": -3}, "params['horizon'] -3"),
+    ("horizon-float", None, {"horizon": 2.5}, "params['horizon'] 2.5: must be an integer"),
+    ("horizon-bool", None, {"horizon": True}, "params['horizon'] True: must be an integer"),
+    ("horizon-huge", None, {"horizon": 10**9}, "params['horizon'] 1000000000"),
+    ("level-100", None, {"levels": [80, 100]}, "params['levels'] 100"),
+    ("level-fraction", None, {"levels": [80.5]}, "params['levels'] 80.5: interval levels are integer"),
+    ("level-nan", None, {"levels": [float("nan")]}, "params['levels'] nan"),
+    ("levels-not-a-list", None, {"levels": 80}, "params['levels']: must be a list"),
+    ("series-one-series-run", None, {"series": ["a"]}, "--series a: the run has one series"),
+    ("unknown-param", None, {"horizn": 3}, "params: unknown 'horizn'"),
+]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("case,frame_of,params,fragment", PYFUNC_REFUSALS, ids=[c[0] for c in PYFUNC_REFUSALS])
+def test_pyfunc_model_applies_predicts_rules_with_one_typed_line(case, frame_of, params, fragment):
+    model, frame = _model()
+    if frame_of is not None:
+        frame = frame_of(frame)
+    with pytest.raises(InputInvalid) as info:
+        model.predict(None, frame, params)
+    assert fragment in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+@pytest.mark.unit
+def test_pyfunc_model_forecasts_the_trained_horizon_only_when_horizon_is_absent():
+    model, frame = _model()
+    assert len(model.predict(None, frame, {})) == model.pre.horizon
+    assert len(model.predict(None, frame, {"horizon": None, "levels": None})) == model.pre.horizon
+    assert len(model.predict(None, frame, {"horizon": np.int64(6), "levels": np.array([80])})) == 6
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("horizon,levels,fragment", [(0, [], "--horizon 0"), (None, [80.5], "--level 80.5"),
+                                                     (None, [float("nan")], "--level nan")])
+def test_cli_and_model_share_one_rule_set(horizon, levels, fragment):
+    from spline_lstm.serving.predict import check_options
+
+    with pytest.raises(InputInvalid, match=fragment.replace(".", r"\.")):
+        check_options(horizon, levels)

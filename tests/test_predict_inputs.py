@@ -112,3 +112,19 @@ def test_the_unbroken_history_forecasts(smoke_run: Run, tmp_path: Path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     horizon = safe_load_pickle(smoke_run.path("preprocessor"))["window"]["horizon"]
     assert len(proc.stdout.strip().splitlines()) == horizon + 1
+
+
+def test_predict_refuses_a_52_mb_header_line_in_seconds(smoke_run: Run, tmp_path: Path):
+    """Issue 24: one header line of 6 million cells once kept predict busy > 5 min at 2 GB+."""
+    import time
+
+    path = tmp_path / "wide.csv"
+    with open(path, "w") as fh:
+        fh.write("timestamp,value," + ",".join(f"c{i}" for i in range(6_000_000)) + "\n2024-01-01 00:00:00,1\n")
+    t0 = time.perf_counter()
+    proc = cli("predict", smoke_run.run_id, "--input", str(path), "--outputs-dir", str(smoke_run.outputs), timeout=120)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 5, proc.stderr[-2000:]
+    assert last_line(proc.stderr).startswith("ERROR [INPUT_INVALID] input file ") and "line limit" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert seconds < 30, f"took {seconds:.1f} s"

@@ -25,8 +25,10 @@ from spline_lstm.app.hydra_app import task
 from spline_lstm.app.sweep import finish
 from spline_lstm.core import environment
 from spline_lstm.core.config import register_configs
-from spline_lstm.core.errors import SplineLSTMError, classify, error_line, interrupt_on_signal
+from spline_lstm.core.errors import (ConfigInvalid, SplineLSTMError, classify, error_line,
+                                      interrupt_on_signal, one_line)
 from spline_lstm.core.ids import new_sweep_id, validate_run_id
+from spline_lstm.core.scratch import scratch_dir, system_tempdir
 from spline_lstm.core.secrets import hide_passwords
 
 
@@ -41,6 +43,13 @@ def _statuses(status_dir: Path) -> List[dict]:
 
 
 def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
+    """Run Hydra -> the exit code, with a private temp folder removed at the end (core.scratch):
+    nothing a library wrote to the temp dir outlives the command."""
+    with scratch_dir():
+        return _launch(config_path, argv)
+
+
+def _launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     import hydra
 
     environment.write(environment.HYDRA_FULL_ERROR, "1")
@@ -51,6 +60,9 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     environment.write(environment.STATUS_DIR, str(status_dir))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupt_on_signal)
+    # A write past ``ulimit -f`` raises EFBIG (STORAGE_ERROR, 6) instead of killing the process:
+    # CPython ignores SIGXFSZ at start-up; said here so no library's handler changes it.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     register_configs()
 
     sys.argv = [sys.argv[0], *hide_passwords(sys.argv[1:] if argv is None else argv)]
@@ -129,6 +141,7 @@ def _precheck(args: List[str]) -> None:
     bad ``run_id=`` with RUN_ID_INVALID even where Hydra's override lexer would
     reject it first as a syntax error (unicode, shell metacharacters)."""
 
+    _parse_flags(args)
     check_overrides(args)
     if "-m" in args or "--multirun" in args:
         return  # a sweep may list several run_ids; each job is checked before the sweep starts
@@ -141,13 +154,28 @@ def _precheck(args: List[str]) -> None:
             validate_run_id(value)
 
 
+def _parse_flags(args: List[str]) -> None:
+    """Hydra's own flags parsed first with an argparse that raises ConfigInvalid: a wrong
+    flag (``--bogus``, ``--cfg`` without a value) is one ERROR [CONFIG_INVALID] line, exit 2,
+    not argparse's usage text."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def error(message: str):
+        raise ConfigInvalid(f"launch.py: {one_line(message)} (see python launch.py --help)")
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.parse_args(args)
+
+
 def _keep_traceback(exc: BaseException, err, log_path: Optional[str]) -> Optional[str]:
     """The traceback goes to the run's log (or, for a bug outside any run, a temp
     log), never to the console. Returns the log path to name in the error line."""
     if log_path is None and err.code != 1:
         return None  # expected failure before any run folder exists: the line says it all
     if log_path is None:
-        fd, log_path = tempfile.mkstemp(prefix="spline-lstm-", suffix=".log")
+        fd, log_path = tempfile.mkstemp(prefix="spline-lstm-", suffix=".log", dir=system_tempdir())
         os.close(fd)
     try:
         with open(log_path, "a", encoding="utf-8") as fh:

@@ -185,6 +185,27 @@ def end_parent(store_doc: dict, mlflow_run_id: str, status: str, files: List[Pat
         client.set_terminated(mlflow_run_id, status)
 
 
+def end_open_children(store_doc: dict, parent_id: str, status: str) -> List[str]:
+    """End every job run of the sweep (a child of ``parent_id``) that is still RUNNING
+    with ``status``: a worker killed with its process tree (joblib's loky kills the MLflow
+    helper with it) or cut short before its helper ended the run leaves it RUNNING
+    forever otherwise. Returns the run names ended. Runs of other sweeps, or ended runs,
+    are never touched (the filter names this parent and RUNNING)."""
+
+    quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=Store(**store_doc).uri)
+    experiment = client.get_run(parent_id).info.experiment_id
+    query = f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'"
+    ended = []
+    for run in client.search_runs([experiment], filter_string=query, max_results=10_000):
+        client.set_tag(run.info.run_id, "health", "FAIL")
+        client.set_terminated(run.info.run_id, status)
+        ended.append(run.info.run_name or run.info.run_id)
+    return ended
+
+
 def finish(status_dir: Path, statuses: List[dict], code: int) -> Optional[str]:
     """The end of a sweep (None for a single run): the ranked table as text, after writing
     the summary files and ending the parent run (FINISHED when every job passed, KILLED
@@ -209,6 +230,15 @@ def finish(status_dir: Path, statuses: List[dict], code: int) -> Optional[str]:
     if record.get("mlflow_run_id"):
         passed = code == 0 and bool(rows) and all(r["gate"] == "PASS" for r in rows)
         status = "FINISHED" if passed else "KILLED" if code == 130 else "FAILED"
+        if code != 0:  # the one interrupt path for every launcher: no job run is left RUNNING
+            try:
+                ended = end_open_children(record["store"], record["mlflow_run_id"], status)
+                if ended:
+                    lines.append(f"mlflow     {len(ended)} job run{'' if len(ended) == 1 else 's'} left RUNNING "
+                                 f"ended {status}: {', '.join(ended)}")
+            except Exception as exc:  # noqa: BLE001
+                trace.exception("could not end the sweep's open job runs")
+                lines.append(f"mlflow     open job runs not ended: {type(exc).__name__}")
         try:
             end_parent(record["store"], record["mlflow_run_id"], status, files, best)
             lines.append(f"mlflow     parent run {record['mlflow_run_id']} {status}")

@@ -20,11 +20,22 @@ import traceback
 from typing import List, Optional
 
 from spline_lstm.cli import health, predict, runs
-from spline_lstm.core.errors import classify, error_line
+from spline_lstm.core.errors import ConfigInvalid, classify, error_line, one_line
+from spline_lstm.core.scratch import scratch_dir, system_tempdir
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ConfigInvalid instead of printing its usage text and exiting 2:
+    a wrong option, a missing argument or a value of the wrong type (``--level nan``) ends
+    like every other failure, with one ``ERROR [CONFIG_INVALID] ...`` line (exit 2).
+    ``--help`` still prints the help and exits 0. Subparsers inherit the class."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        raise ConfigInvalid(f"{self.prog}: {one_line(message)} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="spline-lstm", description="Operate spline-lstm runs: check, predict, list, quarantine.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
@@ -42,7 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The subcommand's exit code; what libraries put in the temp dir (TensorFlow's autograph
+    files when ``predict`` loads a model) is removed as it ends (core.scratch)."""
+    with scratch_dir():
+        return _main(argv)
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except ConfigInvalid as err:
+        print(error_line(err), file=sys.stderr)
+        return err.code
     try:
         return args.fn(args)
     except KeyboardInterrupt:
@@ -52,7 +74,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         err = classify(exc)
         log_path = None
         if err.code == 1:
-            fd, log_path = tempfile.mkstemp(prefix="spline-lstm-", suffix=".log")
+            fd, log_path = tempfile.mkstemp(prefix="spline-lstm-", suffix=".log", dir=system_tempdir())
             with os.fdopen(fd, "w") as fh:
                 traceback.print_exc(file=fh)
         print(error_line(err, log_path), file=sys.stderr)

@@ -10,6 +10,8 @@ and the folder lock run in ``spline_lstm.app.containment`` before Hydra writes.
 from __future__ import annotations
 
 import math
+import posixpath
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
@@ -20,6 +22,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from spline_lstm.core.errors import ConfigInvalid, _config_message, one_line
 from spline_lstm.core.ids import current_sweep_id, new_run_id, validate_run_id
 from spline_lstm.core.paths import absolute_root
+from spline_lstm.core.secrets import mask_uri
 
 
 class DataSource(str, Enum):
@@ -329,6 +332,7 @@ def validate(cfg: DictConfig, resolve_run_id: bool = True) -> AppConfig:
     _check_panel(app)
 
     check_http_settings(app.tracking)
+    check_registry_settings(app.tracking)
 
     app.paths.outputs_dir = str(absolute_root("paths.outputs_dir", app.paths.outputs_dir))
     app.paths.artifacts_dir = str(absolute_root("paths.artifacts_dir", app.paths.artifacts_dir))
@@ -616,3 +620,69 @@ def check_http_settings(tracking: TrackingConfig) -> None:
         if value is not None and (value < low or (high is not None and value > high)):
             span = f">= {low}" if high is None else f"in [{low}, {high}]"
             raise ConfigInvalid(f"tracking.{key}: must be {span} or null, got {value}")
+
+
+# What MLflow's registry accepts (mlflow.utils.validation: _validate_model_name,
+# _validate_model_alias_name, _validate_model_alias_name_reserved; the name column is
+# 256 characters), mirrored so a name it would refuse stops the run before training (exit 2).
+MAX_MODEL_NAME_LENGTH = 256
+MAX_ALIAS_LENGTH = 255
+MAX_EXPERIMENT_NAME_LENGTH = 500
+REGISTRY_ALIAS = "candidate"  # the alias a run sets on its new version once its gate passed
+_ALIAS_RE = re.compile(r"^[\w\-]+$")
+
+
+def registered_model_name_problem(name: str) -> Optional[str]:
+    """Why MLflow (or a ``models:/NAME@ALIAS`` URI) would refuse ``name``; None when it is fine."""
+    if not name.strip():
+        return "must not be empty or blank"
+    if len(name) > MAX_MODEL_NAME_LENGTH:
+        return f"is {len(name)} characters long, the registry keeps at most {MAX_MODEL_NAME_LENGTH}"
+    bad = sorted({c for c in name if c in "/:@" or not c.isprintable()})
+    if bad:
+        return (f"contains {', '.join(repr(c) for c in bad)}; MLflow names cannot contain '/' or ':', "
+                "and '@' separates the alias in models:/NAME@ALIAS")
+    norm = posixpath.normpath(name)
+    if norm != name or norm == "." or norm.startswith(".."):
+        return f"would resolve to the path {norm!r}; MLflow refuses names that are not unique as paths"
+    if name != name.strip():
+        return "has leading or trailing whitespace"
+    return None
+
+
+def alias_problem(alias: str) -> Optional[str]:
+    """Why MLflow would refuse ``alias`` as a registered model alias; None when it is fine."""
+    if not _ALIAS_RE.match(alias):
+        return "may only contain letters, digits, '_' and '-' (and not be empty)"
+    if len(alias) > MAX_ALIAS_LENGTH:
+        return f"is {len(alias)} characters long, MLflow keeps at most {MAX_ALIAS_LENGTH}"
+    if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        return "is reserved by MLflow ('latest' and version aliases like v1)"
+    return None
+
+
+def check_registry_settings(tracking: TrackingConfig) -> None:
+    """``tracking.register_model`` and ``tracking.experiment`` as MLflow will take them,
+    registration only with tracking on, and ``tracking.uri`` a URI (not a plain path):
+    ConfigInvalid (exit 2) before anything is written."""
+    if tracking.experiment is not None and len(tracking.experiment) > MAX_EXPERIMENT_NAME_LENGTH:
+        raise ConfigInvalid(f"tracking.experiment: is {len(tracking.experiment)} characters long, MLflow keeps at "
+                            f"most {MAX_EXPERIMENT_NAME_LENGTH}")
+    uri = tracking.uri
+    if tracking.enabled and uri is not None:
+        scheme = uri.split("://", 1)[0].lower() if "://" in uri else None
+        if not scheme or scheme == "file":
+            raise ConfigInvalid(f"tracking.uri: {mask_uri(uri)!r} is not a URI (file stores are not supported); "
+                                "use sqlite:///path/mlflow.db or http://host:port")
+    name = tracking.register_model
+    if name is None:
+        return
+    problem = registered_model_name_problem(name)
+    if problem:
+        raise ConfigInvalid(f"tracking.register_model: {name!r} {problem}")
+    if not tracking.enabled:
+        raise ConfigInvalid("tracking.register_model: registering a model needs tracking; drop tracking=none "
+                            "or tracking.register_model")
+    problem = alias_problem(REGISTRY_ALIAS)
+    if problem:  # a constant, checked like any alias
+        raise ConfigInvalid(f"alias {REGISTRY_ALIAS!r} {problem}")

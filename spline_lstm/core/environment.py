@@ -12,6 +12,7 @@ in-process state travels in typed objects. The package's own:
 | SPLINE_LSTM_THREADS, _PARALLEL_JOBS, _REQUESTED_JOBS, _USABLE_CORES | a parallel sweep's parent | each job | the thread budget and its record |
 | SPLINE_LSTM_SWEEP_IDLE_CHECK | the operator (tests) | the sweep's parent | "0": every core counts as idle |
 | SPLINE_LSTM_OUTPUTS_DIR | the operator | ``python -m spline_lstm`` | the default ``--outputs-dir`` |
+| TMPDIR | every command (``core.scratch``) | its child processes | the command's private temp folder |
 
 MLflow's, TensorFlow's and BLAS's own variables are set here for the libraries and the
 MLflow helper process to read (credentials never in a file or a record: docs/tracking.md).
@@ -52,6 +53,7 @@ TENSORFLOW_DEFAULTS = {"TF_CPP_MIN_LOG_LEVEL": "3",
 HYDRA_FULL_ERROR = "HYDRA_FULL_ERROR"
 PYTHONHASHSEED = "PYTHONHASHSEED"
 PYTHONPATH = "PYTHONPATH"
+TMPDIR = "TMPDIR"  # a command's private temp folder (core.scratch), for its child processes
 
 
 def read(name: str, default: Optional[str] = None) -> Optional[str]:

@@ -6,6 +6,7 @@ Every expected failure is one of these exceptions; ``launch.py`` and every
 """
 from __future__ import annotations
 
+import errno
 import signal
 import threading
 from contextlib import contextmanager
@@ -110,13 +111,61 @@ def classify(exc: BaseException) -> SplineLSTMError:
         if mod.startswith(("omegaconf", "hydra")):
             return ConfigInvalid(_config_message(exc))
     for e in _chain(exc):
-        if isinstance(e, OSError) and e.errno is not None and e.errno in _STORAGE_ERRNOS:
-            return StorageError(f"{e.strerror}: {e.filename or ''}".rstrip(": "))
+        kind = storage_kind(e)
+        if kind is not None:
+            return StorageError(storage_message(e, kind))
     err = SplineLSTMError(f"{type(exc).__name__}: {one_line(str(exc))}")
     return err
 
 
-_STORAGE_ERRNOS = {13, 28, 30, 122, 5, 17, 20, 21, 1}  # EACCES ENOSPC EROFS EDQUOT EIO EEXIST ENOTDIR EISDIR EPERM
+# Storage failures by what they mean, not by a list of numbers: the errno names of each
+# category are looked up in the ``errno`` module (a name this platform lacks is skipped).
+STORAGE_CATEGORIES = {
+    "capacity": ("ENOSPC", "EDQUOT", "EFBIG", "EMFILE", "ENFILE", "EMLINK"),
+    "permission": ("EACCES", "EPERM", "EROFS", "ETXTBSY"),
+    "device": ("EIO", "ENXIO", "ENODEV", "ESTALE", "EREMOTEIO", "ENOLCK", "EXDEV", "EUCLEAN"),
+    "layout": ("EEXIST", "ENOTDIR", "EISDIR", "ENOTEMPTY", "ELOOP", "ENAMETOOLONG", "ENOENT"),
+}
+_STORAGE_SUBCLASSES = {PermissionError: "permission", FileExistsError: "layout", NotADirectoryError: "layout",
+                       IsADirectoryError: "layout", FileNotFoundError: "layout"}
+_NOT_STORAGE = (ConnectionError, TimeoutError, BlockingIOError, ChildProcessError, ProcessLookupError,
+                InterruptedError)  # the network (tracking, 8) and processes, not a disk
+_HINTS = {"EFBIG": "the file size limit was reached (ulimit -f, or the filesystem's largest file)",
+          "ENOSPC": "the disk is full (df -h)", "EDQUOT": "the disk quota is used up (quota -s)",
+          "EMFILE": "too many open files in this process (ulimit -n)", "ENFILE": "too many open files on the "
+          "system", "EROFS": "the filesystem is read-only", "EIO": "the device reported an I/O error"}
+
+
+def _errno_category() -> dict:
+    found = {}
+    for kind, names in STORAGE_CATEGORIES.items():
+        for name in names:
+            if hasattr(errno, name):
+                found.setdefault(getattr(errno, name), kind)
+    return found
+
+
+_ERRNO_CATEGORY = _errno_category()
+
+
+def storage_kind(exc: BaseException) -> Optional[str]:
+    """The storage category of an OSError (capacity, permission, device, layout), or None
+    when it is not a storage failure (not an OSError, a network or process error). An
+    OSError subclass counts by its class, any other by its errno's category."""
+    if not isinstance(exc, OSError) or isinstance(exc, _NOT_STORAGE):
+        return None
+    for cls, kind in _STORAGE_SUBCLASSES.items():
+        if isinstance(exc, cls):
+            return kind
+    return _ERRNO_CATEGORY.get(exc.errno) if isinstance(exc.errno, int) else None
+
+
+def storage_message(exc: OSError, kind: Optional[str] = None) -> str:
+    name = errno.errorcode.get(exc.errno, "") if isinstance(exc.errno, int) else ""
+    what = exc.strerror or one_line(str(exc)) or type(exc).__name__
+    where = f": {exc.filename}" if exc.filename else ""
+    hint = _HINTS.get(name)
+    return f"{what}{where} ({name or kind}{'; ' + hint if hint else ''})"
 
 
 def interrupt_on_signal(signum, frame) -> None:  # noqa: ARG001 - signal handler signature

@@ -35,6 +35,13 @@ MAX_ABS_VALUE = 1e100
 MAX_GRID_POINTS = 10**8
 GRID_PER_ROW = 1_000
 GRID_FLOOR = 10**6
+# What an input file may be before it is parsed (training data and predict's --input
+# alike): a parser handed one line of millions of cells spends minutes and gigabytes
+# before any other check runs. The file's size, its longest line and its header's
+# column count are checked with a bounded read first; breaking one is INPUT_INVALID (5).
+MAX_INPUT_BYTES = 4 * 1024**3  # 4 GiB: room for data.n_points' 10^8 rows of a timestamp and a value
+MAX_LINE_BYTES = 1024**2  # 1 MiB: a CSV line (the header too)
+MAX_COLUMNS = 10_000  # columns of a CSV header or a Parquet schema
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,7 @@ def read_table(path: Path, timestamp_col: str, target_col: str, hints: Hints = T
         raise InputInvalid(f"input path {path} is not a regular file (a pipe or a device?)")
     if info.st_size == 0:
         raise InputInvalid(f"input file {path} is empty (0 bytes)")
+    check_bounds(path, ext, info.st_size)
     try:
         if ext == ".csv":
             frame = _read_csv(path, list(text))
@@ -158,6 +166,37 @@ def read_table(path: Path, timestamp_col: str, target_col: str, hints: Hints = T
     return frame[[timestamp_col, target_col, *extra]]
 
 
+def check_bounds(path: Path, ext: str, size: int) -> None:
+    """Refuse, before any parser sees it, a file larger than MAX_INPUT_BYTES, a CSV whose
+    header has more than MAX_COLUMNS cells, and a Parquet file whose schema has more
+    than MAX_COLUMNS columns (its footer only is read). Line lengths are checked in the
+    text scan (``_check_text``), which reads in bounded blocks."""
+    if size > MAX_INPUT_BYTES:
+        raise InputInvalid(f"input file {path} is {size / 1024**3:.1f} GiB, above the {MAX_INPUT_BYTES // 1024**3} GiB "
+                           "input limit; split it or keep only the rows and columns the run needs")
+    if ext == ".csv":
+        with open(path, "rb") as fh:
+            head = fh.read(MAX_LINE_BYTES + 1)
+        end = head.find(b"\n")
+        if end < 0 and len(head) > MAX_LINE_BYTES:
+            raise InputInvalid(f"input file {path} has a header line longer than the {MAX_LINE_BYTES} byte line "
+                               "limit; is it CSV with one row per line?")
+        columns = head[: end if end >= 0 else len(head)].count(b",") + 1
+        if columns > MAX_COLUMNS:
+            raise InputInvalid(f"input file {path} has {columns} columns in its header, above the {MAX_COLUMNS} "
+                               "column limit; keep the timestamp, target and covariate columns")
+        return
+    try:
+        import pyarrow.parquet as pq
+
+        columns = pq.ParquetFile(path).metadata.num_columns
+    except Exception:  # noqa: BLE001 - not Parquet: the parser below says so
+        return
+    if columns > MAX_COLUMNS:
+        raise InputInvalid(f"input file {path} has {columns} columns, above the {MAX_COLUMNS} column limit; keep the "
+                           "timestamp, target and covariate columns")
+
+
 def _check_text(path: Path) -> None:
     """The whole file must be UTF-8 (a BOM is fine) without NUL bytes: pyarrow would
     otherwise hand back undecodable cells as raw bytes, and NUL-laden cells as text,
@@ -165,7 +204,7 @@ def _check_text(path: Path) -> None:
     import codecs
 
     decoder = codecs.getincrementaldecoder("utf-8")()
-    offset, line = 0, 1
+    offset, line, run = 0, 1, 0  # run: bytes of the current line so far
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             try:
@@ -180,6 +219,16 @@ def _check_text(path: Path) -> None:
                 at_line = line + block.count(b"\n", 0, nul)
                 raise InputInvalid(f"input file {path} contains a NUL byte (at byte {offset + nul}, line "
                                    f"{at_line}): binary or corrupt data, not CSV text")
+            pieces = block.split(b"\n")
+            run += len(pieces[0])  # the line that started in an earlier block
+            longest = max(run, *map(len, pieces[1:-1])) if len(pieces) > 2 else run
+            if longest > MAX_LINE_BYTES:
+                at = line if run > MAX_LINE_BYTES else line + 1 + next(
+                    i for i, piece in enumerate(pieces[1:-1]) if len(piece) > MAX_LINE_BYTES)
+                raise InputInvalid(f"input file {path} has a line longer than the {MAX_LINE_BYTES} byte line limit "
+                                   f"(line {at}); is it CSV with one row per line?")
+            if len(pieces) > 1:
+                run = len(pieces[-1])
             offset += len(block)
             line += block.count(b"\n")
         try:

@@ -18,7 +18,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -123,17 +123,67 @@ def _model_input(pre: Preprocessor, scaled: np.ndarray, cov: Optional[np.ndarray
     return {"window": window, "future": cov[end:end + pre.horizon, cov.shape[1] - pre.known:][None]}
 
 
-def check_options(horizon: Optional[int], levels: Sequence[int]) -> list:
-    """The ranges of --horizon and --level, checked before any model loads; the
-    levels sorted and unique. Errors name predict's own options."""
+def _whole(value) -> bool:
+    """An integer as the CLI's ``type=int`` gives it: not a bool, not a float (80.5, nan, 80.0)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_options(horizon: Optional[int], levels: Sequence[int], names: Tuple[str, str] = ("--horizon", "--level")
+                  ) -> list:
+    """The one set of request rules of ``predict`` and the MLflow model: ``horizon`` None
+    (the trained one) or an integer 1..MAX_HORIZON, ``levels`` integers 1..99; checked
+    before any model loads; the levels sorted and unique. Errors name the option as the
+    caller knows it (``names``: ``--horizon``/``--level``, or the pyfunc params)."""
+    h_name, l_name = names
+    if horizon is not None and not _whole(horizon):
+        raise InputInvalid(f"{h_name} {horizon!r}: must be an integer 1..{MAX_HORIZON}, not {type(horizon).__name__}")
     if horizon is not None and not 1 <= int(horizon) <= MAX_HORIZON:
-        raise InputInvalid(f"--horizon {horizon}: must be 1..{MAX_HORIZON} (beyond the trained horizon the "
+        raise InputInvalid(f"{h_name} {horizon}: must be 1..{MAX_HORIZON} (beyond the trained horizon the "
                            "forecast is recursive)")
+    if isinstance(levels, (str, bytes)) or not isinstance(levels, (list, tuple, np.ndarray)):
+        raise InputInvalid(f"{l_name}: must be a list of integer percentages 1..99, got {type(levels).__name__}")
+    odd = [x for x in levels if not _whole(x)]
+    if odd:
+        raise InputInvalid(f"{l_name} {odd[0]!r}: interval levels are integer percentages 1..99 (e.g. 80 95)")
     levels = sorted({int(x) for x in levels})
     bad = [x for x in levels if not 1 <= x <= 99]
     if bad:
-        raise InputInvalid(f"--level {bad[0]}: interval levels are percentages 1..99 (e.g. --level 80 95)")
+        raise InputInvalid(f"{l_name} {bad[0]}: interval levels are percentages 1..99 (e.g. --level 80 95)")
     return levels
+
+
+def check_series_option(series, name: str = "--series") -> Optional[list]:
+    """``--series`` / params["series"]: None or a list of ids (text), none empty."""
+    if series is None:
+        return None
+    if isinstance(series, (str, bytes)) or not isinstance(series, (list, tuple, np.ndarray)):
+        raise InputInvalid(f"{name}: must be a list of series ids, got {type(series).__name__}")
+    ids = [str(x) for x in series]
+    if any(not i.strip() for i in ids):
+        raise InputInvalid(f"{name}: a series id is empty")
+    return ids or None
+
+
+def check_frame(pre: Preprocessor, frame, where: str) -> None:
+    """The table rules every input meets before any transform, whether it came from an
+    ``--input`` file (after ``loading.read_table``) or straight to the MLflow model: a
+    DataFrame, the run's columns each named once, at least one row."""
+    if not isinstance(frame, pd.DataFrame):
+        raise InputInvalid(f"{where}: must be a table (pandas DataFrame), got {type(frame).__name__}")
+    needed = [pre.timestamp_col, *(pre.target_cols or [pre.target_col]), *pre.covariate_columns]
+    if pre.is_panel and not pre.target_cols:
+        needed.insert(0, id_column(pre))
+    cols = [str(c) for c in frame.columns]
+    for col in needed:
+        if cols.count(col) > 1:
+            raise InputInvalid(f"{where}: {cols.count(col)} columns named {col!r}; rename them so the column to use "
+                               "is unambiguous")
+    missing = [c for c in needed if c not in cols]
+    if missing:
+        raise InputInvalid(f"{where}: no column {', '.join(map(repr, missing))}; columns are: "
+                           f"{', '.join(map(repr, cols[:10]))}")
+    if len(frame) == 0:
+        raise InputInvalid(f"{where} has no data rows; give at least the run's lookback of {pre.lookback} rows")
 
 
 def check_request(pre: Preprocessor, horizon: Optional[int], levels: Sequence[int]) -> tuple:
@@ -151,6 +201,7 @@ def forecast_frame(model, pre: Preprocessor, frame: pd.DataFrame, horizon: Optio
     input has rows after that with their values (``input_covariates``). A many-series
     run reads ``frame`` in long format (``long_parts``) and forecasts every series in it,
     or the ``series`` asked for (``forecast_parts``)."""
+    check_frame(pre, frame, where)
     parts = long_parts(pre, frame, where) if pre.is_panel else [Part(None, frame, pre.target_col, where)]
     return forecast_parts(model, pre, parts, horizon, levels, series, where)
 
@@ -321,7 +372,9 @@ def read_input(pre: Preprocessor, input_path: Path) -> pd.DataFrame:
         hints = replace(hints, extra_role="series column",
                         covariates=f"the run's series are the columns {', '.join(map(repr, pre.target_cols))}: "
                                    "every --input file needs all of them (--series picks what is forecast)")
-    return loading.read_table(Path(input_path).absolute(), pre.timestamp_col, target, hints, extra=extra)
+    frame = loading.read_table(Path(input_path).absolute(), pre.timestamp_col, target, hints, extra=extra)
+    check_frame(pre, frame, f"--input {input_path}")  # the rules the MLflow model applies to its input
+    return frame
 
 
 def read_parts(pre: Preprocessor, input_paths: Sequence[Path]) -> tuple:

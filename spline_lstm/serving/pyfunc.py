@@ -15,11 +15,12 @@ import shutil
 from pathlib import Path
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 
-from spline_lstm.core.errors import RunIdMismatch
+from spline_lstm.core.errors import InputInvalid, RunIdMismatch
 from spline_lstm.preprocessing.preprocessor import Preprocessor
-from spline_lstm.serving.predict import forecast_frame, load_keras
+from spline_lstm.serving.predict import check_options, check_series_option, forecast_frame, load_keras
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -47,10 +48,22 @@ class SplineForecaster(mlflow.pyfunc.PythonModel):
         self.model = load_keras(keras_path)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        params = params or {}
-        horizon = params.get("horizon") or None
-        levels = [int(x) for x in (params.get("levels") or [])]
-        series = [str(x) for x in (params.get("series") or [])] or None
+        """The CLI's rules (``predict.check_options``, ``check_frame``), applied to ``params``
+        and ``model_input``: a violation raises InputInvalid with one line naming the param
+        or the input, never an error from inside the package. A ``horizon`` of 0 is refused,
+        not replaced: only an absent (None) one means the trained horizon."""
+        params = dict(params or {})
+        unknown = sorted(set(params) - {"horizon", "levels", "series"})
+        if unknown:
+            raise InputInvalid(f"params: unknown {', '.join(map(repr, unknown))}; the model takes 'horizon', "
+                               "'levels' and (many series) 'series'")
+        horizon = params.get("horizon")
+        if isinstance(horizon, np.ndarray) and horizon.ndim == 0:
+            horizon = horizon.item()
+        levels = params.get("levels")
+        levels = check_options(horizon, [] if levels is None else levels,
+                               names=("params['horizon']", "params['levels']"))
+        series = check_series_option(params.get("series"), "params['series']")
         return forecast_frame(self.model, self.pre, model_input, horizon, levels, where="model input", series=series)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Optional
 
 from spline_lstm.core import environment
-from spline_lstm.core.config import PathsConfig, TrackingConfig, is_http
+from spline_lstm.core.config import REGISTRY_ALIAS, PathsConfig, TrackingConfig, is_http
 from spline_lstm.core.errors import ConfigInvalid, TrackingFailed
 from spline_lstm.core.secrets import mask_uri, take_credentials
 from spline_lstm.tracking.server import http_env
@@ -402,7 +402,7 @@ class Tracker:
             self._send("verdict", timeout=WAIT_S, passed=passed)
             if passed and self.register_model:  # a version and its alias only for a run that passed
                 self._send("register", timeout=WAIT_S, name=self.register_model, run_id=self.run_id,
-                           alias="candidate")
+                           alias=REGISTRY_ALIAS)
         except TrackingFailed:
             self.abort("FAILED")
             raise
