@@ -92,9 +92,11 @@ def test_disk_errors_are_storage_errors_naming_the_file(code):
     assert "/some/file" in str(err) and os.strerror(code) in str(err)
 
 
-def test_a_missing_file_is_not_a_storage_error():
+def test_a_file_gone_while_writing_is_a_storage_error():
+    """A missing input is refused as INPUT_INVALID where it is read; an ENOENT that reaches
+    classify is a path gone under the package's own files: a storage failure (layout)."""
     err = classify(FileNotFoundError(errno.ENOENT, "No such file", "/x"))
-    assert type(err) is SplineLSTMError and err.code == 1
+    assert type(err) is StorageError and err.code == 6 and "/x" in str(err)
 
 
 @pytest.mark.parametrize("exc", [ValueError("bad\nvalue"), KeyError("k"), ZeroDivisionError("x"), RuntimeError("")])

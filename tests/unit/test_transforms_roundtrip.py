@@ -194,7 +194,7 @@ def test_panel_windows_never_cross_a_series(values, lookback, horizon, differenc
     n, length = values.shape
     spans = panel.spans(values)
     bounds = transforms.split_bounds(length, PreprocessConfig())
-    starts = panel.window_starts(bounds, spans, length, split, lookback, horizon, difference)
+    starts = transforms.window_starts(bounds, split, lookback, horizon, difference, spans, length)
     series = panel.series_of(starts, length)
     for s, k in zip(starts, series):
         t = s - k * length
