@@ -76,6 +76,7 @@ def last_line(text: str) -> str:
 class Run:
     outputs: Path
     run_id: str
+    stdout: str = ""  # what launch.py printed (the session fixtures keep it)
 
     @property
     def artifacts(self) -> Path:
@@ -96,7 +97,21 @@ def smoke_run(tmp_path_factory) -> Run:
     outputs = tmp_path_factory.mktemp("smoke") / "outputs"
     proc = launch(*SMOKE_FAST, "run_id=smoke-fixture", outputs=outputs)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return Run(outputs, "smoke-fixture")
+    return Run(outputs, "smoke-fixture", proc.stdout)
+
+
+SWEEP_MODEL = "first-hour"  # the registered model of ``small_sweep``'s jobs
+
+
+@pytest.fixture(scope="session")
+def small_sweep(tmp_path_factory) -> subprocess.CompletedProcess:
+    """One tiny tracked sweep (2 jobs, 1 epoch, each job's model registered) shared by the
+    session: its outputs folder is ``small_sweep.outputs``; do not modify it."""
+    outputs = tmp_path_factory.mktemp("sweep") / "outputs"
+    proc = launch("-m", "+preset=smoke", "training.epochs=1", "data.n_points=300", "model.units=8,16",
+                  f"tracking.register_model={SWEEP_MODEL}", outputs=outputs)
+    proc.outputs = outputs
+    return proc
 
 
 @pytest.fixture

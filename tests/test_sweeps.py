@@ -135,9 +135,8 @@ def _mlflow(outputs: Path):
 
 
 @pytest.mark.slow
-def test_a_sweep_logs_by_run_id_ends_with_a_ranked_table_and_a_finished_parent_run(tmp_path):
-    outputs = tmp_path / "outputs"
-    proc = launch("-m", *TINY, "model.units=8,16", outputs=outputs)
+def test_a_sweep_logs_by_run_id_ends_with_a_ranked_table_and_a_finished_parent_run(small_sweep):
+    outputs, proc = small_sweep.outputs, small_sweep
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     rows = _summary(outputs)
@@ -182,6 +181,12 @@ def test_a_sweep_logs_by_run_id_ends_with_a_ranked_table_and_a_finished_parent_r
     assert parent.data.tags["best_run_id"] == rows[0]["run_id"]
     assert f"best       {rows[0]['run_id']} val_rmse" in proc.stdout
     assert math.isclose(parent.data.metrics["best/val_rmse_scaled"], float(rows[0]["val_rmse_scaled"]), rel_tol=1e-9)
+
+    # each job's run has its own start and end (the basic launcher runs them one after the
+    # other in the sweep's process): not the sweep's launch time
+    first, second = sorted(children, key=lambda c: c.info.start_time)
+    assert parent.info.start_time <= first.info.start_time < first.info.end_time <= second.info.start_time
+    assert second.info.start_time < second.info.end_time
 
 
 @pytest.mark.slow

@@ -125,7 +125,8 @@ def run(ctx: RunContext) -> dict:
     pid, _, launched = environment.read(environment.STARTED, "").partition(":")
     if pid == str(os.getpid()):  # this process is launch.py itself, not a sweep worker
         ctx.timings["startup"] = round(started - float(launched), 4)
-        run_start = float(launched)
+        if not ctx.sweep_id:  # a sweep's jobs in this process each start when they start
+            run_start = float(launched)
     app = ctx.app
     try:
         if app.tracking.enabled:
@@ -215,11 +216,13 @@ def _dataset(app: AppConfig, prep: "Prepared") -> dict:
 
 
 def mlflow_metrics(ev: "Evaluation") -> Dict[str, float]:
-    """Metric names in ``/`` groups, which MLflow's chart view groups into sections."""
+    """Metric names in ``/`` groups, which MLflow's chart view groups into sections, named so
+    the model's own (``test/``) sort before its yardsticks (``test_baseline/``, then
+    ``test_improvement_pct/``): ``/`` sorts before ``_``."""
     flat = {f"test/{k}": v for k, v in ev.metrics.items()}
     for name, b in ev.baselines.items():
-        flat.update({f"baseline/{name}/{k}": v for k, v in b.items()})
-    flat.update({f"improvement_pct/{n}": v for n, v in ev.improvement.items()})
+        flat.update({f"test_baseline/{name}/{k}": v for k, v in b.items()})
+    flat.update({f"test_improvement_pct/{n}": v for n, v in ev.improvement.items()})
     return flat
 
 
@@ -235,8 +238,16 @@ def best_epoch_of(history: Dict[str, list]) -> Optional[int]:
 
 
 def epoch_metrics(logs: Dict[str, float]) -> Dict[str, float]:
-    """Keras' ``loss`` / ``val_loss`` as ``train/loss`` / ``val/loss``."""
-    return {(f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"): v for k, v in logs.items()}
+    """Keras' ``loss`` / ``val_loss`` as ``train/loss`` / ``val/loss``, and again as
+    ``loss/train`` / ``loss/val``: one ``loss`` section in MLflow's charts holding both curves
+    (select both keys in one line chart to overlay them)."""
+    out = {}
+    for k, v in logs.items():
+        split, name = ("val", k[4:]) if k.startswith("val_") else ("train", k)
+        out[f"{split}/{name}"] = v
+        if name == "loss":
+            out[f"loss/{split}"] = v
+    return out
 
 
 @dataclass
