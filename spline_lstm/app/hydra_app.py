@@ -156,7 +156,7 @@ class HealthGateCallback(Callback):
             job_return.return_value = err
             try:  # the sweep summary must still list this job
                 log_path = Path(str(config.hydra.runtime.output_dir)) / "run.log"
-                log.error("%s", error_line(err, str(log_path)))
+                _log_job_error(err, log_path)
                 _record_status(str(config.run_id), err, log_path, _task_overrides(config))
             except Exception:
                 pass
@@ -177,7 +177,7 @@ class HealthGateCallback(Callback):
             err = classify(job_return._return_value)
             job_return.return_value = err
             _record_status(run_id, err, log_path, _task_overrides(config), _job_metrics(artifacts_dir, run_id))
-            log.error("%s", error_line(err, str(log_path)))
+            _log_job_error(err, log_path)
             return
 
         t0 = time.perf_counter()
@@ -206,8 +206,18 @@ class HealthGateCallback(Callback):
                 logging.getLogger("spline_lstm.trace").error("gate failed: %s", json.dumps(result.to_dict()))
             job_return.status = JobStatus.FAILED
             job_return.return_value = err
-            log.error("%s", error_line(err, str(log_path)))
+            _log_job_error(err, log_path)
         _record_status(run_id, err, log_path, _task_overrides(config), _job_metrics(artifacts_dir, run_id))
+
+
+def _log_job_error(err: Exception, log_path) -> None:
+    """A job's failure in its run log. The console gets its ``ERROR [NAME]`` line once,
+    from the launcher, as the last line on stderr; a sweep job gets a short line with its
+    run_id (its verdict and message are in the sweep's failure list at the end)."""
+    logging.getLogger("spline_lstm.trace").error("%s", error_line(err, str(log_path)))
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        log.warning("job failed with exit %s (%s): listed at the end of the sweep; log: %s",
+                    getattr(err, "code", 1), getattr(err, "name", "UNEXPECTED"), log_path)
 
 
 def _task_overrides(config: DictConfig) -> list:

@@ -40,6 +40,21 @@ def _statuses(status_dir: Path) -> List[dict]:
     return out
 
 
+def _quiet_job_return() -> None:
+    """Hydra's ``JobReturn.return_value`` of a failed job without the line it writes to
+    stderr first (``Error executing job with overrides: [...]``): every failure prints
+    its one ``ERROR [NAME]`` line (docs/exit-codes.md), the launcher's."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    def return_value(self):
+        assert self.status != JobStatus.UNKNOWN, "return_value not yet available"
+        if self.status == JobStatus.COMPLETED:
+            return self._return_value
+        raise self._return_value
+
+    JobReturn.return_value = property(return_value, JobReturn.return_value.fset)
+
+
 def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     import hydra
 
@@ -57,6 +72,7 @@ def launch(config_path: str, argv: Optional[List[str]] = None) -> int:
     if "--help" in sys.argv or "-h" in sys.argv:
         _list_groups_from_files(Path(config_path))
     main = hydra.main(config_path=config_path, config_name="config", version_base="1.3")(task)
+    _quiet_job_return()
     try:
         _precheck(sys.argv[1:])
         main()
