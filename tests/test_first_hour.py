@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from spline_lstm.core.config import register_configs, validate
+from spline_lstm.core.errors import classify, error_line
 from spline_lstm.pipeline.run import epoch_metrics, mlflow_metrics
-from tests.conftest import launch
+from tests.conftest import REPO, launch
 
 
 class _Evaluation:
@@ -42,3 +44,21 @@ def test_a_failed_run_prints_its_error_line_once(tmp_path: Path):
     assert proc.stderr.strip().splitlines()[-1].startswith("ERROR [INPUT_INVALID]")
     (log,) = (tmp_path / "outputs" / "runs").glob("*/run.log")
     assert "ERROR [INPUT_INVALID]" in log.read_text()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("override, expected", [
+    ("+preset=airlines", "did you mean 'airline'? available: airline, "),
+    ("tracking=mlfow", "did you mean 'mlflow'? available: mlflow, none, server"),
+    ("model.units=16,32", "to sweep over the values add -m (--multirun)"),
+    ("model.unitz=3", "did you mean model.units?"),
+])
+def test_hydras_help_stays_on_the_one_error_line(override, expected):
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        with pytest.raises(Exception) as info:
+            validate(compose("config", [override]))
+    line = error_line(classify(info.value))
+    assert line.startswith("ERROR [CONFIG_INVALID] ") and "\n" not in line and expected in line, line
