@@ -4,14 +4,20 @@ Cheap cases only (no training, or runs that fail before it); the real UI is
 tests/test_browser.py, the sweep's MLflow record tests/test_sweeps.py."""
 from __future__ import annotations
 
+import argparse
+import io
 from pathlib import Path
 
 import pytest
 
+from spline_lstm.cli.common import _stores
 from spline_lstm.core.config import register_configs, validate
 from spline_lstm.core.errors import classify, error_line
+from spline_lstm.core.progress import Progress
+from spline_lstm.core.progress import line as progress_line
 from spline_lstm.pipeline.run import epoch_metrics, mlflow_metrics
-from tests.conftest import REPO, launch
+from tests.conftest import REPO, Run, launch, run_cmd
+from tests.helpers.tamper import flip_byte, mlflow_runs
 
 
 class _Evaluation:
@@ -62,3 +68,57 @@ def test_hydras_help_stays_on_the_one_error_line(override, expected):
             validate(compose("config", [override]))
     line = error_line(classify(info.value))
     assert line.startswith("ERROR [CONFIG_INVALID] ") and "\n" not in line and expected in line, line
+
+
+def test_health_from_another_directory_tags_the_runs_own_store(fresh_run: Run, tmp_path: Path):
+    """``health RUN --artifacts-dir D`` started elsewhere: the verdict goes to the store beside
+    D (the run's), not to one derived from the current directory (none is created there)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    flip_byte(fresh_run.path("report"))
+    proc = run_cmd(["-m", "spline_lstm", "health", fresh_run.run_id, "--artifacts-dir", str(fresh_run.artifacts)],
+                   cwd=elsewhere)
+    assert proc.returncode == 9 and "MLflow: tagged 1 run(s) health=FAIL" in proc.stdout, proc.stdout + proc.stderr
+    (mlrun,) = mlflow_runs(fresh_run.outputs, fresh_run.run_id)
+    assert mlrun.data.tags["health"] == "FAIL" and mlrun.info.status == "FAILED"
+    assert not (elsewhere / "outputs").exists()
+
+
+@pytest.mark.unit
+def test_the_recorded_store_is_used_when_none_sits_beside_the_run_and_a_server_is_only_named(tmp_path: Path):
+    args = argparse.Namespace(tracking_uri=None, outputs_dir=str(tmp_path / "here"),
+                              artifacts_dir=str(tmp_path / "moved" / "artifacts"))
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    db.write_bytes(b"")
+    assert _stores(args, f"sqlite:///{db}") == ([f"sqlite:///{db}"], None)
+    stores, note = _stores(args, f"sqlite:///{tmp_path}/gone/mlflow.db")
+    assert stores == [] and "no longer exists" in note
+    stores, note = _stores(args, "http://alice:***@mlflow.internal:5000")
+    assert stores == [] and "--tracking-uri http://mlflow.internal:5000" in note and "alice" not in note
+    args.tracking_uri = "http://other:5000"
+    assert _stores(args, f"sqlite:///{db}") == (["http://other:5000"], None)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.unit
+def test_progress_shows_an_eta_on_a_terminal_and_nothing_elsewhere_or_when_verbose_is_0():
+    tty = _Terminal()
+    bar = Progress("epoch", 4, stream=tty)
+    bar.started -= 10  # 10 s in
+    bar.update(1, "loss 0.5")
+    bar.update(4)
+    bar.close()
+    text = tty.getvalue()
+    assert text.startswith("\repoch 1/4 [#####") and "ETA 30 s" in text and "loss 0.5" in text
+    assert "epoch 4/4" in text and text.endswith("\n") and "ETA" not in text.split("epoch 4/4")[1]
+    for quiet in (Progress("epoch", 4, stream=io.StringIO()), Progress("epoch", 4, enabled=False, stream=_Terminal())):
+        quiet.update(1)
+        quiet.close()
+        assert quiet.stream.getvalue() == ""
+    assert progress_line("sweep", 2, 8, 61.0, "jobs done") == \
+        "sweep 2/8 [#####---------------] 1 min 01 s, ETA 3 min 03 s  jobs done"

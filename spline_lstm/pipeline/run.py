@@ -34,6 +34,7 @@ from spline_lstm.core import environment, threads
 from spline_lstm.core.config import AppConfig, flatten, is_panel, to_plain
 from spline_lstm.core.documents import MetadataDoc, MetricsDoc
 from spline_lstm.core.errors import InputInvalid, Interrupted, StorageError, classify, signals_deferred
+from spline_lstm.core.progress import Progress
 from spline_lstm.core.secrets import mask_obj
 from spline_lstm.data import loading, panel
 from spline_lstm.data.panel import local_bounds, series_of
@@ -523,7 +524,12 @@ def _fit(ctx: RunContext, prep: Prepared):
                  app.training.ensemble)
     staging = paths["best"].parent / ".staging"
 
+    # a terminal gets one progress line with ETA (not in the run log: it goes to MLflow); a sweep
+    # job logs its epochs instead, with its run_id
+    progress = Progress("epoch", app.training.epochs, enabled=app.training.verbose > 0 and not ctx.sweep_id)
+
     def on_epoch(epoch: int, logs: dict) -> None:
+        progress.update(epoch + 1, " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
         if ctx.sweep_id:  # a sweep job's epochs go through its log format (with its run_id), not Keras' print
             log.info("epoch %d/%d %s", epoch + 1, app.training.epochs,
                      " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
@@ -534,7 +540,8 @@ def _fit(ctx: RunContext, prep: Prepared):
         try:
             with train.distribution_scope(app.training):
                 history = train.fit(net, prep.sources[0], prep.sources[1], app.training, app.seed, staging,
-                                    on_epoch, verbose=0 if ctx.sweep_id else 2)
+                                    on_epoch, verbose=0 if ctx.sweep_id or progress.enabled or
+                                    app.training.verbose <= 0 else 2)
         except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)  # a half-trained checkpoint helps nobody
             typed = classify(exc) if isinstance(exc, Exception) else None
@@ -543,6 +550,8 @@ def _fit(ctx: RunContext, prep: Prepared):
                                    f"free space or fix permissions under {ctx.layout.root}, then quarantine "
                                    "and rerun it") from exc
             raise
+        finally:
+            progress.close()
     with ctx.stage("artifacts"):
         for kind in ("best", "last"):
             ctx.hashes[kind] = atomic_move_in(staging / f"{kind}.keras", paths[kind])
