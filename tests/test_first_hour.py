@@ -8,6 +8,7 @@ import argparse
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spline_lstm.cli.common import _stores
@@ -15,6 +16,8 @@ from spline_lstm.core.config import register_configs, validate
 from spline_lstm.core.errors import classify, error_line
 from spline_lstm.core.progress import Progress
 from spline_lstm.core.progress import line as progress_line
+from spline_lstm.evaluation import report
+from spline_lstm.evaluation.report import shown_steps
 from spline_lstm.pipeline.run import epoch_metrics, mlflow_metrics
 from tests.conftest import REPO, Run, launch, run_cmd
 from tests.helpers.tamper import flip_byte, mlflow_runs
@@ -122,3 +125,17 @@ def test_progress_shows_an_eta_on_a_terminal_and_nothing_elsewhere_or_when_verbo
         assert quiet.stream.getvalue() == ""
     assert progress_line("sweep", 2, 8, 61.0, "jobs done") == \
         "sweep 2/8 [#####---------------] 1 min 01 s, ETA 3 min 03 s  jobs done"
+
+
+@pytest.mark.unit
+def test_the_report_plots_every_step_of_a_multi_step_forecast_or_a_chosen_set():
+    assert shown_steps(1) == [1] and shown_steps(3) == [1, 2, 3] and shown_steps(6) == [1, 2, 3, 4, 5, 6]
+    assert shown_steps(24) == [1, 6, 12, 18, 24]
+    t = np.datetime64("2024-01-01T00") + np.arange(40).astype("timedelta64[h]")
+    times = t[np.arange(30)[:, None] + np.arange(3)]
+    pngs = report.plots(t, np.ones(40), np.ones(40), np.array([0, 20, 30, 40]), {"loss": [1.0]}, times,
+                        np.ones((30, 3)), np.ones((30, 3)), "y")
+    one = report.plots(t, np.ones(40), np.ones(40), np.array([0, 20, 30, 40]), {"loss": [1.0]}, t[:30],
+                       np.ones(30), np.ones(30), "y")
+    assert pngs["forecast.png"].startswith(b"\x89PNG") and one["forecast.png"].startswith(b"\x89PNG")
+    assert len(pngs["forecast.png"]) > len(one["forecast.png"])  # three panels, not one

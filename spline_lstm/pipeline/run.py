@@ -459,16 +459,17 @@ def _plotted_series(prep: Prepared, ev: "Evaluation") -> tuple:
     """What report.plots draws: the series, or with many series the one whose model MASE
     is the median (its name in the title)."""
     stamps = prep.timestamps.to_numpy()
+    steps = np.arange(ev.actual.shape[1])  # every step, at its own target time
     if not prep.is_panel:
-        return (stamps, prep.values, prep.filled, prep.bounds, stamps[ev.test.starts], ev.actual[:, 0],
-                ev.pred[:, 0])
+        return (stamps, prep.values, prep.filled, prep.bounds, stamps[ev.test.starts[:, None] + steps], ev.actual,
+                ev.pred)
     k = _median_series(prep, ev)
     lo, hi = (int(x) for x in prep.spans[k])
     base, rows = k * prep.length, np.flatnonzero(prep.series_of(ev.test.starts) == k)
 
     return (stamps[lo:hi], prep.values[base + lo: base + hi], prep.filled[base + lo: base + hi],
-            local_bounds(prep.bounds, (lo, hi)), stamps[ev.test.starts[rows] - base], ev.actual[rows, 0],
-            ev.pred[rows, 0])
+            local_bounds(prep.bounds, (lo, hi)), stamps[ev.test.starts[rows, None] - base + steps], ev.actual[rows],
+            ev.pred[rows])
 
 
 def _median_series(prep: Prepared, ev: "Evaluation") -> int:
