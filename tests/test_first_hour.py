@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,48 @@ def test_the_report_plots_every_step_of_a_multi_step_forecast_or_a_chosen_set():
                        np.ones(30), np.ones(30), "y")
     assert pngs["forecast.png"].startswith(b"\x89PNG") and one["forecast.png"].startswith(b"\x89PNG")
     assert len(pngs["forecast.png"]) > len(one["forecast.png"])  # three panels, not one
+
+
+# --- the README's smoke summary, as a real smoke run prints it ---------------------------------
+
+SUMMARY_KEYS = ["== summary", "run_id", "metrics", "skill", "gate", "artifacts", "report", "log"]
+
+
+def _shapes(lines: list) -> list:
+    """The summary's lines with what changes from run to run taken out: times, the run_id,
+    paths, numbers and the skill verdict."""
+    run_id = lines[1].split()[-1]
+    return [_shape(ln.replace(run_id, "RUN")) for ln in lines]
+
+
+def _shape(text: str) -> str:
+    text = re.sub(r"^\[\d\d:\d\d:\d\d\]", "[T]", text)
+    text = re.sub(r"(?<=\s)\S*/(?=\S)", "DIR/", text)  # a path's folders, whatever the outputs dir
+    text = re.sub(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", "N", text)
+    return re.sub(r"\b(?:UN)?SKILLED\b", "VERDICT", text)
+
+
+def _summary_block(lines: list) -> list:
+    start = next(i for i, ln in enumerate(lines) if ln.endswith("][INFO] == summary"))
+    return lines[start:start + len(SUMMARY_KEYS)]
+
+
+def _readme_summary() -> list:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split("A successful smoke run ends with a summary like:", 1)[1].split("```")[1]
+    return _summary_block(block.strip("\n").splitlines())
+
+
+@pytest.mark.unit
+def test_the_readme_smoke_summary_has_the_summarys_lines_in_order():
+    lines = _readme_summary()
+    assert [re.sub(r"^\[\d\d:\d\d:\d\d\]\[INFO\] ", "", ln).split("  ")[0].strip() for ln in lines] == SUMMARY_KEYS
+    assert all(re.match(r"^\[\d\d:\d\d:\d\d\]\[INFO\] ", ln) for ln in lines)
+    assert "gate       PASS in " in lines[4] and "(baselines: ets " in lines[2]
+
+
+def test_the_readme_smoke_summary_is_what_a_smoke_run_prints(smoke_run: Run):
+    """The session's smoke run (the smoke preset, fewer epochs and points): same lines, same
+    order, same words; only times, ids, paths and numbers differ."""
+    printed = _summary_block(smoke_run.stdout.splitlines())
+    assert _shapes(printed) == _shapes(_readme_summary()), printed
