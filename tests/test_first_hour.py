@@ -95,13 +95,17 @@ def test_the_recorded_store_is_used_when_none_sits_beside_the_run_and_a_server_i
     db = tmp_path / "store" / "mlflow.db"
     db.parent.mkdir()
     db.write_bytes(b"")
-    assert _stores(args, f"sqlite:///{db}") == ([f"sqlite:///{db}"], None)
-    stores, note = _stores(args, f"sqlite:///{tmp_path}/gone/mlflow.db")
+    here = str(tmp_path / "moved" / "artifacts")
+    assert _stores(args, (f"sqlite:///{db}", here)) == ([f"sqlite:///{db}"], None)
+    stores, note = _stores(args, (f"sqlite:///{tmp_path}/gone/mlflow.db", here))
     assert stores == [] and "no longer exists" in note
-    stores, note = _stores(args, "http://alice:***@mlflow.internal:5000")
+    stores, note = _stores(args, ("http://alice:***@mlflow.internal:5000", here))
     assert stores == [] and "--tracking-uri http://mlflow.internal:5000" in note and "alice" not in note
+    # a copy (files no longer where the run wrote them): the original's store is left alone
+    stores, note = _stores(args, (f"sqlite:///{db}", str(tmp_path / "original" / "artifacts")))
+    assert stores == [] and "moved or been copied" in note
     args.tracking_uri = "http://other:5000"
-    assert _stores(args, f"sqlite:///{db}") == (["http://other:5000"], None)
+    assert _stores(args, (f"sqlite:///{db}", here)) == (["http://other:5000"], None)
 
 
 class _Terminal(io.StringIO):

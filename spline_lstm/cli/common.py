@@ -44,29 +44,36 @@ def recorded_experiment(metadata: Path) -> str:
     return name if isinstance(name, str) and 0 < len(name) <= 256 else "spline-lstm"
 
 
-def recorded_store(metadata: Path) -> Optional[str]:
-    """The tracking store the run recorded in its metadata (``mlflow.tracking_uri``, kept
-    without its password), or None."""
+def recorded_store(metadata: Path) -> Optional[tuple]:
+    """(the tracking store the run recorded in its metadata, ``mlflow.tracking_uri``, kept
+    without its password; the artifacts dir it was written to), or None."""
     try:
-        uri = (read_metadata(metadata).mlflow or {}).get("tracking_uri")
+        doc = read_metadata(metadata)
+        uri = (doc.mlflow or {}).get("tracking_uri")
+        where = ((doc.config or {}).get("paths") or {}).get("artifacts_dir")
     except (SplineLSTMError, AttributeError):
         return None
-    return uri if isinstance(uri, str) and "://" in uri else None
+    return (uri, where if isinstance(where, str) else None) if isinstance(uri, str) and "://" in uri else None
 
 
-def _stores(args, recorded: Optional[str]) -> tuple:
+def _stores(args, recorded: Optional[tuple]) -> tuple:
     """(the stores to try in order, a note on a recorded store that is not used).
 
     ``--tracking-uri`` alone when given. Else the store beside the run's artifacts
     (``<artifacts dir>/../mlflow.db``: a copied or moved outputs dir brings its own), then
-    the SQLite store the run recorded (a run tracked with its own ``tracking.uri``), never
-    a store derived from the current directory. A server named only by the run's files is
+    the SQLite store the run recorded (a run tracked with its own ``tracking.uri``) when its
+    files are still where it wrote them (a copy's verdict is not the original's), never a
+    store derived from the current directory. A server named only by the run's files is
     not contacted (anyone who could write them could have planted it; credentials would go
     there): the note says to pass it as ``--tracking-uri``."""
     if args.tracking_uri:
         return [args.tracking_uri], None
     _, artifacts = dirs(args)
     found, note = [], None
+    recorded, written_to = recorded or (None, None)
+    if recorded and written_to and Path(written_to).resolve() != artifacts.resolve():
+        recorded, note = None, (f"the run's files were written to {written_to} and have moved or been copied: "
+                                "the store it recorded is left alone (pass --tracking-uri to tag it)")
     beside = artifacts.parent / "mlflow.db"
     if beside.is_file():
         found.append(f"sqlite:///{beside}")
@@ -85,7 +92,7 @@ def _stores(args, recorded: Optional[str]) -> tuple:
 
 
 def tag_store(args, experiment: str, run_id: str, tags: dict, status: Optional[str] = None,
-              recorded: Optional[str] = None) -> tuple:
+              recorded: Optional[tuple] = None) -> tuple:
     """Tag the run's MLflow runs in the store it was tracked in (``_stores``) -> (how many,
     or None; a note when skipped). Best effort: the files are the record; the store may be gone."""
     _, artifacts = dirs(args)
@@ -93,8 +100,8 @@ def tag_store(args, experiment: str, run_id: str, tags: dict, status: Optional[s
         return None, "MLflow not tagged (--no-tracking)"
     stores, note = _stores(args, recorded)
     if not stores:
-        return None, "MLflow not tagged: " + (note or f"no store at {artifacts.parent / 'mlflow.db'} (tracking=none, "
-                                                       "or a server: pass --tracking-uri)")
+        return None, (f"MLflow not tagged: no store at {artifacts.parent / 'mlflow.db'}"
+                      + (f"; {note}" if note else " (tracking=none, or a server: pass --tracking-uri)"))
     for where in stores:
         try:
             uri, user = take_credentials(where)
