@@ -47,9 +47,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ui(small_sweep):
-    """``mlflow ui`` on the sweep's store (127.0.0.1, a free port); stopped by its pid."""
+def ui(request):
+    """``mlflow ui`` on the sweep's store (127.0.0.1, a free port); stopped by its pid.
+    Skipped before the sweep runs when there is no browser to drive."""
     chromium = _chromium()
+    small_sweep = request.getfixturevalue("small_sweep")
     outputs = small_sweep.outputs
     assert small_sweep.returncode == 0, small_sweep.stdout[-2000:] + small_sweep.stderr[-2000:]
     port = _free_port()
@@ -104,6 +106,11 @@ def test_a_new_user_finds_the_runs_their_metrics_and_the_linked_model(ui):
             page.goto(f"{base}/#/experiments/{exp.experiment_id}?workflowType=machine_learning")
             page.get_by_text(parent.info.run_name, exact=True).first.wait_for()
             assert "/runs" in page.url and "matching runs" in page.inner_text("body")
+            # its jobs are nested under it: expand it (the row's + button) and both show
+            page.get_by_role("row").filter(has_text=parent.info.run_name).locator("button").first.click()
+            for job in runs:
+                if job is not parent:
+                    page.get_by_text(job.data.tags["run_id"], exact=True).first.wait_for()
             page.screenshot(path=str(IMG / "first-hour-runs.png"))
 
             # 2. a child run: its run_id (name and tag), MLflow id, metrics in order, its model registered
