@@ -77,6 +77,7 @@ class Run:
     outputs: Path
     run_id: str
     temp_left: Optional[List[str]] = None  # what the launch left in its own TMPDIR (issue 24)
+    stdout: str = ""  # what launch.py printed (the session fixtures keep it)
 
     @property
     def artifacts(self) -> Path:
@@ -98,7 +99,21 @@ def smoke_run(tmp_path_factory) -> Run:
     temp = tmp_path_factory.mktemp("smoke-tmpdir")  # the launch's temp dir: must be empty once it ends
     proc = launch(*SMOKE_FAST, "run_id=smoke-fixture", outputs=outputs, env={"TMPDIR": str(temp)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return Run(outputs, "smoke-fixture", sorted(os.listdir(temp)))
+    return Run(outputs, "smoke-fixture", temp_left=sorted(os.listdir(temp)), stdout=proc.stdout)
+
+
+SWEEP_MODEL = "first-hour"  # the registered model of ``small_sweep``'s jobs
+
+
+@pytest.fixture(scope="session")
+def small_sweep(tmp_path_factory) -> subprocess.CompletedProcess:
+    """One tiny tracked sweep (2 jobs, 1 epoch, each job's model registered) shared by the
+    session: its outputs folder is ``small_sweep.outputs``; do not modify it."""
+    outputs = tmp_path_factory.mktemp("sweep") / "outputs"
+    proc = launch("-m", "+preset=smoke", "training.epochs=1", "data.n_points=300", "model.units=8,16",
+                  f"tracking.register_model={SWEEP_MODEL}", outputs=outputs)
+    proc.outputs = outputs
+    return proc
 
 
 @pytest.fixture

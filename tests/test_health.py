@@ -232,6 +232,8 @@ def test_unknown_run_fails_with_9_and_writes_no_record(fresh_run: Run):
     so the rerun was refused with RUN_ID_CONFLICT."""
     proc = cli("health", "never-ran", "--outputs-dir", str(fresh_run.outputs))
     assert_fails(proc, 9, "8 of 8 artifacts missing")
+    line = last_line(proc.stderr)  # one short line that says what to do next, not 8 paths
+    assert len(line) <= 300 and "runs list" in line and "processed.npz" not in line, line
     assert "no health record written" in proc.stdout
     assert not (fresh_run.artifacts / "health" / "never-ran.json").exists()
 

@@ -95,10 +95,13 @@ def test_metric_names_are_grouped(file_run: TimedRun):
     names = set(mlrun.data.metrics)
     doc = file_run.run.json("metrics")
     assert mlrun.data.metrics["test/rmse"] == pytest.approx(doc["metrics"]["rmse"])
-    assert mlrun.data.metrics["baseline/naive_last/rmse"] == pytest.approx(doc["baselines"]["naive_last"]["rmse"])
-    assert mlrun.data.metrics["improvement_pct/naive_last"] == pytest.approx(doc["improvement_pct"]["naive_last"])
-    assert {"train/loss", "val/loss"} <= names
+    assert mlrun.data.metrics["test_baseline/naive_last/rmse"] == pytest.approx(doc["baselines"]["naive_last"]["rmse"])
+    assert mlrun.data.metrics["test_improvement_pct/naive_last"] == pytest.approx(doc["improvement_pct"]["naive_last"])
+    assert {"train/loss", "val/loss", "loss/train", "loss/val"} <= names
     assert names - {"duration_s"} == {n for n in names if "/" in n}, "every other metric sits in a group"
+    order = sorted(names)  # the model's own metrics first, its yardsticks after
+    assert max(i for i, n in enumerate(order) if n.startswith("test/")) < min(
+        i for i, n in enumerate(order) if n.startswith(("test_baseline/", "test_improvement_pct/")))
 
 
 def test_input_is_a_dataset_and_source_tags_are_set(file_run: TimedRun):

@@ -171,7 +171,12 @@ def test_registry_version_carries_the_run_id_and_the_alias_after_pass(registered
     assert version.run_id == registered.json("metadata")["mlflow"]["mlflow_run_id"]
     (model,) = _logged_models(client, version.run_id)
     assert version.source == f"models:/{model.model_id}"  # the version is the run's LoggedModel
+    assert version.tags.get("model_id") == model.model_id
+    # and back: the LoggedModel's page lists the version (MLflow's own tag, as register_model sets it)
+    assert json.loads(model.tags["mlflow.modelVersions"]) == [{"name": NAME, "version": version.version}]
     run = client.get_run(version.run_id)
+    # the UI opens the experiment on its runs table, not the GenAI page
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.data.tags["health"] == "PASS" and run.info.status == "FINISHED"
 
 

@@ -164,7 +164,7 @@ def test_quality_gate_warn_records_and_strict_fails_with_12(tmp_path):
 
     (mlrun,) = mlflow_runs(outputs, "q-strict")
     assert mlrun.info.status == "FAILED" and mlrun.data.tags["skill"] == "UNSKILLED"
-    assert "baseline/ets/rmse" in mlrun.data.metrics
+    assert "test_baseline/ets/rmse" in mlrun.data.metrics
     health = cli("health", "q-strict", "--outputs-dir", str(outputs), "--no-tracking", "--json")
     assert health.returncode == 12, health.stdout + health.stderr
     checks = {c["name"]: c["status"] for c in json.loads(health.stdout)["checks"]}

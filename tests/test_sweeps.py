@@ -135,9 +135,8 @@ def _mlflow(outputs: Path):
 
 
 @pytest.mark.slow
-def test_a_sweep_logs_by_run_id_ends_with_a_ranked_table_and_a_finished_parent_run(tmp_path):
-    outputs = tmp_path / "outputs"
-    proc = launch("-m", *TINY, "model.units=8,16", outputs=outputs)
+def test_a_sweep_logs_by_run_id_ends_with_a_ranked_table_and_a_finished_parent_run(small_sweep):
+    outputs, proc = small_sweep.outputs, small_sweep
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     rows = _summary(outputs)
@@ -182,6 +181,12 @@ def test_a_sweep_logs_by_run_id_ends_with_a_ranked_table_and_a_finished_parent_r
     assert parent.data.tags["best_run_id"] == rows[0]["run_id"]
     assert f"best       {rows[0]['run_id']} val_rmse" in proc.stdout
     assert math.isclose(parent.data.metrics["best/val_rmse_scaled"], float(rows[0]["val_rmse_scaled"]), rel_tol=1e-9)
+
+    # each job's run has its own start and end (the basic launcher runs them one after the
+    # other in the sweep's process): not the sweep's launch time
+    first, second = sorted(children, key=lambda c: c.info.start_time)
+    assert parent.info.start_time <= first.info.start_time < first.info.end_time <= second.info.start_time
+    assert second.info.start_time < second.info.end_time
 
 
 @pytest.mark.slow
@@ -252,3 +257,26 @@ def test_an_interrupted_sweep_ends_its_parent_killed_and_still_prints_its_table(
     _, (parent,), children = _mlflow(outputs)
     assert parent.info.status == "KILLED" and [c.info.status for c in children] == ["KILLED"]
     assert children[0].data.tags["mlflow.parentRunId"] == parent.info.run_id
+
+
+@pytest.mark.slow
+def test_a_search_with_a_failed_trial_goes_on_and_exits_0_with_its_best_passing_trial(tmp_path):
+    """+hpo=...: a trial failing the strict quality gate (12) is a FAILED trial and a FAILED
+    child run; the study goes on, names its best passing trial and how many failed, and
+    exits 0 (a plain -m sweep keeps exiting with its first failed job's code)."""
+    outputs = tmp_path / "outputs"
+    fixed = ["model.units=8", "model.layers=1", "model.dropout=0.0", "model.revin=auto", "preprocess.lookback=24",
+             "preprocess.difference=0", "training.learning_rate=0.001"]
+    proc = launch("-m", "+hpo=lstm", *TINY, *fixed, "hydra.sweeper.n_trials=2", "gate.quality=strict",
+                  "gate.min_improvement_pct=choice(-99.0,99.0)", outputs=outputs)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = _summary(outputs)
+    assert [(r["gate"], r["exit"]) for r in rows] == [("PASS", "0"), ("FAIL", "12")]
+    assert f"best       {rows[0]['run_id']} val_rmse" in proc.stdout
+    assert "trials     1 passed, 1 failed" in proc.stdout and "Failed experiment" in proc.stdout
+    assert "ERROR [" not in proc.stdout + proc.stderr
+    _, (parent,), children = _mlflow(outputs)
+    assert parent.info.status == "FINISHED" and parent.data.tags["best_run_id"] == rows[0]["run_id"]
+    assert parent.data.tags["failed_jobs"] == "1" and parent.data.tags["search"] == "optuna"
+    assert {c.data.tags["run_id"]: c.info.status for c in children} == {
+        rows[0]["run_id"]: "FINISHED", rows[1]["run_id"]: "FAILED"}

@@ -33,8 +33,8 @@ def test_smoke_run_is_one_finished_mlflow_run_tagged_with_run_id(smoke_run: Run)
     assert tags["model"] == "lstm" and tags["data_source"] == "synthetic" and "git_commit" in tags
     metrics = smoke_run.json("metrics")
     assert run.data.metrics["test/rmse"] == pytest.approx(metrics["metrics"]["rmse"])
-    assert run.data.metrics["baseline/naive_last/rmse"] == pytest.approx(metrics["baselines"]["naive_last"]["rmse"])
-    assert "improvement_pct/naive_last" in run.data.metrics
+    assert run.data.metrics["test_baseline/naive_last/rmse"] == pytest.approx(metrics["baselines"]["naive_last"]["rmse"])
+    assert "test_improvement_pct/naive_last" in run.data.metrics
     assert run.data.params["training.epochs"] == "1" and run.data.params["model.units"] == "16"
     history = client.get_metric_history(run.info.run_id, "val/loss")
     assert [m.step for m in history] == list(range(len(metrics["history"]["val_loss"])))

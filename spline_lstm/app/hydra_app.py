@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -34,6 +35,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from spline_lstm.app import sweep
+from spline_lstm.app.containment import sweep_jobs
 from spline_lstm.app.sweep import job_metrics
 from spline_lstm.artifacts import health
 from spline_lstm.artifacts.layout import ArtifactLayout, atomic_write_bytes, atomic_write_json
@@ -101,8 +103,10 @@ class TrackingStoreCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         environment.clear(environment.PARENT_RUN_ID)  # never a parent from an outer shell
         threads.set_sweep_budget(config)  # caps the workers; before Hydra makes the launcher
+        search = "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower()
         parent = sweep.begin(environment.read(environment.STATUS_DIR), current_sweep_id(),
-                             Path(str(config.hydra.sweep.dir)), self._store(config))
+                             Path(str(config.hydra.sweep.dir)), self._store(config), search=search,
+                             jobs=_job_count(config, search))
         if parent:
             environment.write(environment.PARENT_RUN_ID, parent)  # the jobs' runs become its children
 
@@ -120,6 +124,27 @@ class TrackingStoreCallback(Callback):
         except Exception:
             pass
         return None
+
+
+def _job_count(config: DictConfig, search: bool) -> Optional[int]:
+    """How many jobs the sweep will run (a search: its trials), for its progress line."""
+    try:
+        return int(config.hydra.sweeper.n_trials) if search else len(sweep_jobs(config))
+    except Exception:
+        return None
+
+
+def _sweep_progress() -> None:
+    """After each job of a sweep, on a terminal only: jobs done and the ETA (not logged)."""
+    status_dir = environment.read(environment.STATUS_DIR)
+    if not status_dir or not sys.stderr.isatty():
+        return
+    try:
+        text = sweep.progress_text(Path(status_dir))
+        if text:
+            print(text, file=sys.stderr, flush=True)
+    except Exception:
+        pass
 
 
 class HealthGateCallback(Callback):
@@ -156,7 +181,7 @@ class HealthGateCallback(Callback):
             job_return.return_value = err
             try:  # the sweep summary must still list this job
                 log_path = Path(str(config.hydra.runtime.output_dir)) / "run.log"
-                log.error("%s", error_line(err, str(log_path)))
+                _log_job_error(err, log_path)
                 _record_status(str(config.run_id), err, log_path, _task_overrides(config))
             except Exception:
                 pass
@@ -167,6 +192,8 @@ class HealthGateCallback(Callback):
             if job_return.status != JobStatus.COMPLETED:
                 tracker.abort("FAILED")  # a failure after the verdict replaces a recorded PASS
             tracker.close()
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                _sweep_progress()
 
     def _on_job_end(self, config: DictConfig, job_return: JobReturn, tracker) -> None:
         run_id = str(config.run_id)
@@ -177,7 +204,7 @@ class HealthGateCallback(Callback):
             err = classify(job_return._return_value)
             job_return.return_value = err
             _record_status(run_id, err, log_path, _task_overrides(config), _job_metrics(artifacts_dir, run_id))
-            log.error("%s", error_line(err, str(log_path)))
+            _log_job_error(err, log_path)
             return
 
         t0 = time.perf_counter()
@@ -206,8 +233,18 @@ class HealthGateCallback(Callback):
                 logging.getLogger("spline_lstm.trace").error("gate failed: %s", json.dumps(result.to_dict()))
             job_return.status = JobStatus.FAILED
             job_return.return_value = err
-            log.error("%s", error_line(err, str(log_path)))
+            _log_job_error(err, log_path)
         _record_status(run_id, err, log_path, _task_overrides(config), _job_metrics(artifacts_dir, run_id))
+
+
+def _log_job_error(err: Exception, log_path) -> None:
+    """A job's failure in its run log. The console gets its ``ERROR [NAME]`` line once,
+    from the launcher, as the last line on stderr; a sweep job gets a short line with its
+    run_id (its verdict and message are in the sweep's failure list at the end)."""
+    logging.getLogger("spline_lstm.trace").error("%s", error_line(err, str(log_path)))
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        log.warning("job failed with exit %s (%s): listed at the end of the sweep; log: %s",
+                    getattr(err, "code", 1), getattr(err, "name", "UNEXPECTED"), log_path)
 
 
 def _task_overrides(config: DictConfig) -> list:

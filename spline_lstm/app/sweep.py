@@ -17,11 +17,13 @@ import io
 import json
 import logging
 import math
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from spline_lstm.artifacts.layout import atomic_write_bytes, atomic_write_json
+from spline_lstm.core import progress
 from spline_lstm.core.documents import MetricsDoc
 from spline_lstm.tracking.store import Store
 from spline_lstm.tracking.tracker import ensure_store, quiet_mlflow
@@ -124,10 +126,12 @@ def csv_bytes(columns: List[str], rows: List[dict]) -> bytes:
 
 # --- I/O: the parent run and the summary files -------------------------------
 
-def begin(status_dir: Optional[str], sweep_id: str, sweep_dir: Path, store) -> Optional[str]:
+def begin(status_dir: Optional[str], sweep_id: str, sweep_dir: Path, store, search: bool = False,
+          jobs: Optional[int] = None) -> Optional[str]:
     """Create the parent MLflow run (``store`` None: tracking=none, no parent) and record
     it for the launcher; returns its id. A store that fails here is left for the jobs,
-    which report it with exit code 8."""
+    which report it with exit code 8. ``search``: a hyperparameter search (the Optuna
+    sweeper, ``+hpo=...``), whose failed trials do not fail the study (``passed``)."""
     mlflow_run_id = None
     if store is not None:
         try:
@@ -136,16 +140,36 @@ def begin(status_dir: Optional[str], sweep_id: str, sweep_dir: Path, store) -> O
             from mlflow.tracking import MlflowClient
 
             experiment_id = ensure_store(store)
-            run = MlflowClient(tracking_uri=store.uri).create_run(
-                experiment_id, run_name=sweep_id, tags={"sweep_id": sweep_id, "kind": "sweep"})
+            tags = {"sweep_id": sweep_id, "kind": "sweep", **({"search": "optuna"} if search else {})}
+            run = MlflowClient(tracking_uri=store.uri).create_run(experiment_id, run_name=sweep_id, tags=tags)
             mlflow_run_id = run.info.run_id
         except Exception:
             trace.exception("could not create the sweep's parent MLflow run")
     if status_dir:
         atomic_write_json(Path(status_dir) / RECORD, {
-            "sweep_id": sweep_id, "sweep_dir": str(sweep_dir), "mlflow_run_id": mlflow_run_id,
+            "sweep_id": sweep_id, "sweep_dir": str(sweep_dir), "mlflow_run_id": mlflow_run_id, "search": search,
+            "jobs": jobs, "started": time.time(),
             "store": asdict(store) if store is not None and mlflow_run_id else None})
     return mlflow_run_id
+
+
+def passed(status_dir: Path, statuses: List[dict]) -> bool:
+    """Whether the sweep as a whole passed: every job did; for a search, at least one
+    trial did (its failed trials are failed trials, counted in its summary)."""
+    ok = [s.get("ok") for s in statuses]
+    record = read_record(status_dir) or {}
+    return bool(ok) and (any(ok) if record.get("search") else all(ok))
+
+
+def progress_text(status_dir: Path) -> Optional[str]:
+    """``sweep 3/8 [...] 41 s, ETA 1 min 10 s  jobs done`` once a job ended (None without a
+    known job count): shown on a terminal only, between the jobs' own lines."""
+    record = read_record(status_dir) or {}
+    total, started = record.get("jobs"), record.get("started")
+    if not isinstance(total, int) or total < 2 or not isinstance(started, (int, float)):
+        return None
+    done = len(list(status_dir.glob("*.json")))
+    return progress.line("sweep", done, total, time.time() - started, "jobs done")
 
 
 def read_record(status_dir: Path) -> Optional[dict]:
@@ -165,15 +189,17 @@ def write_summary(sweep_dir: Path, columns: List[str], rows: List[dict]) -> List
     return [csv_path, json_path]
 
 
-def end_parent(store_doc: dict, mlflow_run_id: str, status: str, files: List[Path], best: Optional[dict]) -> None:
+def end_parent(store_doc: dict, mlflow_run_id: str, status: str, files: List[Path], best: Optional[dict],
+               failed: int = 0) -> None:
     """Upload the summary files, name the best job that passed (tag ``best_run_id``, metrics
-    ``best/...``), end the run."""
+    ``best/...``) and how many failed (tag ``failed_jobs``), end the run."""
 
     quiet_mlflow()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=Store(**store_doc).uri)
     try:
+        client.set_tag(mlflow_run_id, "failed_jobs", str(failed))
         if best is not None:
             client.set_tag(mlflow_run_id, "best_run_id", best["run_id"])
             for name in METRIC_COLUMNS:
@@ -220,6 +246,11 @@ def finish(status_dir: Path, statuses: List[dict], code: int) -> Optional[str]:
              table_text(columns, rows)]
     best = pick_best(columns, rows)
     lines.append(best_line(columns, best))
+    failed = sum(1 for r in rows if r["gate"] != "PASS")
+    if record.get("search"):
+        lines.append(f"trials     {len(rows) - failed} passed, {failed} failed"
+                     + ("" if failed == 0 else " (failed trials are FAILED in the study and in MLflow; "
+                        "the study exits 0 when one passed)"))
     files: List[Path] = []
     try:
         files = write_summary(Path(record["sweep_dir"]), columns, rows)
@@ -228,8 +259,9 @@ def finish(status_dir: Path, statuses: List[dict], code: int) -> Optional[str]:
         trace.exception("could not write the sweep summary")
         lines.append(f"summary    not written: {type(exc).__name__}: {exc}")
     if record.get("mlflow_run_id"):
-        passed = code == 0 and bool(rows) and all(r["gate"] == "PASS" for r in rows)
-        status = "FINISHED" if passed else "KILLED" if code == 130 else "FAILED"
+        ok = [r["gate"] == "PASS" for r in rows]
+        whole = bool(ok) and (any(ok) if record.get("search") else all(ok))
+        status = "FINISHED" if code == 0 and whole else "KILLED" if code == 130 else "FAILED"
         if code != 0:  # the one interrupt path for every launcher: no job run is left RUNNING
             try:
                 ended = end_open_children(record["store"], record["mlflow_run_id"], status)
@@ -240,7 +272,7 @@ def finish(status_dir: Path, statuses: List[dict], code: int) -> Optional[str]:
                 trace.exception("could not end the sweep's open job runs")
                 lines.append(f"mlflow     open job runs not ended: {type(exc).__name__}")
         try:
-            end_parent(record["store"], record["mlflow_run_id"], status, files, best)
+            end_parent(record["store"], record["mlflow_run_id"], status, files, best, failed)
             lines.append(f"mlflow     parent run {record['mlflow_run_id']} {status}")
         except Exception as exc:  # noqa: BLE001
             trace.exception("could not end the sweep's parent MLflow run")

@@ -190,6 +190,10 @@ class _Gate:
     def exist(self) -> str:
         missing = [str(p) for p in self.paths.values() if not p.is_file()]
         self.present = {k: p for k, p in self.paths.items() if p.is_file() and not p.is_symlink()}
+        if len(missing) == len(self.paths):  # no such run here: one short line, and what to do
+            raise _Fail(HealthFailed.code, f"{len(missing)} of 8 artifacts missing: no run with this run_id "
+                                           f"under {_short(str(self.layout.root), 120)}; list the runs with "
+                                           "`python -m spline_lstm runs list` (or pass --outputs-dir)")
         if missing:
             raise _Fail(HealthFailed.code, f"{len(missing)} of 8 artifacts missing: {', '.join(missing)}")
         return "all 8 artifacts present"

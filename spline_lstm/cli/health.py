@@ -7,7 +7,8 @@ import time
 
 from spline_lstm.artifacts.health import fingerprint, run_gate, write_record
 from spline_lstm.artifacts.layout import ArtifactLayout
-from spline_lstm.cli.common import common_options, dirs, recorded_experiment, tag_store, tracking_options
+from spline_lstm.cli.common import (common_options, dirs, recorded_experiment, recorded_store, tag_store,
+                                     tracking_options)
 from spline_lstm.core.errors import SplineLSTMError
 
 
@@ -46,9 +47,10 @@ def run(args) -> int:
             pass  # read-only artifacts dir: the storage check already says so
     tagged, note = None, None
     if has_files:  # the verdict goes to MLflow too; a failed gate ends the run FAILED there
-        experiment = recorded_experiment(layout.paths(args.run_id)["metadata"])
-        tagged, note = tag_store(args, experiment, args.run_id, {"health": "PASS" if result.passed else "FAIL"},
-                                  None if result.passed else "FAILED")
+        metadata = layout.paths(args.run_id)["metadata"]
+        tagged, note = tag_store(args, recorded_experiment(metadata), args.run_id,
+                                 {"health": "PASS" if result.passed else "FAIL"}, None if result.passed else "FAILED",
+                                 recorded=recorded_store(metadata))
     if args.json:
         print(json.dumps({**result.to_dict(), "record": str(record) if record else None,
                           "mlflow_runs_tagged": tagged}, indent=2))

@@ -98,8 +98,8 @@ def run_list(args) -> int:
 
 def run_quarantine(args) -> int:
     """Moves exactly one run_id's files; the MLflow tag goes to the configured store only
-    (``--tracking-uri``, else the outputs dir's own mlflow.db), never to a URI read from
-    the run's files, which anyone who could write them could have planted."""
+    (``--tracking-uri``, else the mlflow.db beside the artifacts dir), never to a URI read
+    from the run's files, which anyone who could write them could have planted."""
     outputs, artifacts = dirs(args)
     run_id = validate_run_id(args.run_id)
     layout = ArtifactLayout(artifacts)

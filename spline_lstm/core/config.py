@@ -184,6 +184,7 @@ class TrainingConfig:
     # data-parallel training (spline_lstm.models.train.distribution); batch_size is then the global batch
     distribute: Distribute = Distribute.none
     cpu_devices: int = 0  # > 0: split the CPU into this many logical devices for mirrored (no GPU needed)
+    verbose: int = 1  # 0: no per-epoch output; else a progress line with ETA on a terminal (spline_lstm.core.progress)
 
 
 @dataclass

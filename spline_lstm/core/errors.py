@@ -6,7 +6,10 @@ Every expected failure is one of these exceptions; ``launch.py`` and every
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import errno
+import re
 import signal
 import threading
 from contextlib import contextmanager
@@ -224,9 +227,38 @@ def _config_message(exc: BaseException) -> str:
         msg = getattr(e, "msg", None) or str(e)
         if key:
             first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+            kind = getattr(e, "object_type", None)  # a misspelt key: the closest key of its section
+            if "not in" in first and isinstance(kind, type) and dataclasses.is_dataclass(kind):
+                close = difflib.get_close_matches(key.rsplit(".", 1)[-1], [f.name for f in dataclasses.fields(kind)], n=1)
+                if close:
+                    first += f"; did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{close[0]}?"
             return f"{key}: {one_line(first)}"
     first = str(exc).strip().splitlines()
-    return one_line(first[0] if first else type(exc).__name__)
+    return one_line(_hydra_hint(first) if first else type(exc).__name__)
+
+
+def _hydra_hint(lines: List[str]) -> str:
+    """Hydra's first line, with the help its further lines give kept on that one line:
+    the options of a group whose option was misspelt (the closest first), and how to
+    sweep a comma list given without ``-m``."""
+    head = lines[0].strip()
+    rest = [ln.strip() for ln in lines[1:]]
+    if "Available options" in " ".join(rest):
+        start = next(i for i, ln in enumerate(rest) if ln.startswith("Available options")) + 1
+        options = []
+        for ln in rest[start:]:
+            if not ln or ln.endswith(":"):
+                break
+            if not ln.endswith("_schema"):  # the typed schema registered in the group, not a choice
+                options.append(ln)
+        wanted = re.search(r"Could not find '(?:[^']*/)?([^'/]+)'", head)
+        close = difflib.get_close_matches(wanted.group(1), options, n=1) if wanted else []
+        return (f"{head}; " + (f"did you mean {close[0]!r}? " if close else "")
+                + f"available: {', '.join(options)}")
+    if head.startswith("Ambiguous value for argument"):
+        return (f"{head}: to sweep over the values add -m (--multirun); as a list write key=[a,b], "
+                "as a string key='a,b'")
+    return head
 
 
 def error_line(err: SplineLSTMError, log_path: Optional[str] = None) -> str:

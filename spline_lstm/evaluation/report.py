@@ -28,7 +28,11 @@ def _png(fig) -> bytes:
 def plots(timestamps: np.ndarray, raw: np.ndarray, filled: np.ndarray, bounds: np.ndarray,
           history: Dict[str, List[float]], test_times: np.ndarray, actual: np.ndarray,
           forecast: np.ndarray, target: str) -> Dict[str, bytes]:
-    """series.png (raw vs spline-filled), loss.png, forecast.png (test, first step)."""
+    """series.png (raw vs spline-filled), loss.png, forecast.png (test split).
+
+    ``test_times``, ``actual``, ``forecast``: [windows] (one step) or [windows, horizon], the
+    times being each step's target time; a multi-step forecast gets one panel per step shown
+    (``shown_steps``: every step up to 6, else 1, the quarters and the last)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,13 +61,27 @@ def plots(timestamps: np.ndarray, raw: np.ndarray, filled: np.ndarray, bounds: n
     ax.legend(fontsize=8)
     out["loss.png"] = _png(fig)
 
-    fig, ax = plt.subplots(figsize=(10, 3.2))
-    ax.plot(test_times, actual, lw=0.9, label="actual (observed)")
-    ax.plot(test_times, forecast, lw=0.9, label="forecast (step 1)")
-    ax.set_title("test split: forecast vs actual, original units")
-    ax.legend(fontsize=8)
+    times, actual, forecast = (np.asarray(a) for a in (test_times, actual, forecast))
+    if actual.ndim == 1:
+        times, actual, forecast = times[:, None], actual[:, None], forecast[:, None]
+    steps = shown_steps(actual.shape[1])
+    fig, axes = plt.subplots(len(steps), 1, figsize=(10, 2.4 + 1.6 * len(steps)), sharex=True, squeeze=False)
+    for ax, step in zip(axes[:, 0], steps):
+        j = step - 1
+        ax.plot(times[:, j], actual[:, j], lw=0.9, label="actual (observed)")
+        ax.plot(times[:, j], forecast[:, j], lw=0.9, label=f"forecast (step {step} of {actual.shape[1]})")
+        ax.legend(fontsize=8, loc="upper left")
+    axes[0, 0].set_title("test split: forecast vs actual at each step's target time, original units")
     out["forecast.png"] = _png(fig)
     return out
+
+
+def shown_steps(horizon: int, most: int = 6) -> List[int]:
+    """The horizon steps the forecast plot shows (1-based): every one up to ``most``, else the
+    first, the quarters and the last."""
+    if horizon <= most:
+        return list(range(1, horizon + 1))
+    return sorted({1, *(max(1, round(horizon * q)) for q in (0.25, 0.5, 0.75)), horizon})
 
 
 def backtest_plot(bt: dict) -> bytes:

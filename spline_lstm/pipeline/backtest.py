@@ -42,6 +42,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from spline_lstm.core.errors import InputInvalid
+from spline_lstm.core.progress import Progress
 from spline_lstm.evaluation.metrics import forecast_metrics
 from spline_lstm.models import network, train
 from spline_lstm.pipeline.chain import build_network, fit_chain, reference_forecasts
@@ -146,6 +147,14 @@ def refit_forecasts(app, prep, plan_: Plan, n_val: int, season: Optional[int]) -
     own chain (``chain.fit_chain``, ``build_network``, ``reference_forecasts``) on the
     fold's bounds."""
 
+    progress = Progress("backtest fold", len(plan_.folds), enabled=app.training.verbose > 0)  # a terminal only
+    try:
+        return _refit_folds(app, prep, plan_, n_val, season, progress)
+    finally:
+        progress.close()
+
+
+def _refit_folds(app, prep, plan_: Plan, n_val: int, season: Optional[int], progress: Progress) -> tuple:
     p = app.preprocess
     all_starts, all_actual, out = [], [], {}
     for k, fold in enumerate(plan_.folds):
@@ -177,6 +186,7 @@ def refit_forecasts(app, prep, plan_: Plan, n_val: int, season: Optional[int]) -
             out.setdefault(name, []).append(fc)
         all_starts.append(test.starts)
         all_actual.append(transforms.target_matrix(prep.values, test.starts, p.horizon))
+        progress.update(k + 1)
     # a yardstick that failed on some fold is left out of every fold (same windows for all)
     names = [n for n, parts in out.items() if len(parts) == len(plan_.folds)]
     return (np.concatenate(all_starts), np.concatenate(all_actual),

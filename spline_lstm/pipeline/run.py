@@ -34,6 +34,7 @@ from spline_lstm.core import environment, threads
 from spline_lstm.core.config import AppConfig, flatten, is_panel, to_plain
 from spline_lstm.core.documents import MetadataDoc, MetricsDoc
 from spline_lstm.core.errors import InputInvalid, Interrupted, StorageError, classify, signals_deferred
+from spline_lstm.core.progress import Progress
 from spline_lstm.core.secrets import mask_obj
 from spline_lstm.data import panel
 from spline_lstm.data.panel import local_bounds, series_of
@@ -124,7 +125,8 @@ def run(ctx: RunContext) -> dict:
     pid, _, launched = environment.read(environment.STARTED, "").partition(":")
     if pid == str(os.getpid()):  # this process is launch.py itself, not a sweep worker
         ctx.timings["startup"] = round(started - float(launched), 4)
-        run_start = float(launched)
+        if not ctx.sweep_id:  # a sweep's jobs in this process each start when they start
+            run_start = float(launched)
     app = ctx.app
     try:
         if app.tracking.enabled:
@@ -214,11 +216,13 @@ def _dataset(app: AppConfig, prep: "Prepared") -> dict:
 
 
 def mlflow_metrics(ev: "Evaluation") -> Dict[str, float]:
-    """Metric names in ``/`` groups, which MLflow's chart view groups into sections."""
+    """Metric names in ``/`` groups, which MLflow's chart view groups into sections, named so
+    the model's own (``test/``) sort before its yardsticks (``test_baseline/``, then
+    ``test_improvement_pct/``): ``/`` sorts before ``_``."""
     flat = {f"test/{k}": v for k, v in ev.metrics.items()}
     for name, b in ev.baselines.items():
-        flat.update({f"baseline/{name}/{k}": v for k, v in b.items()})
-    flat.update({f"improvement_pct/{n}": v for n, v in ev.improvement.items()})
+        flat.update({f"test_baseline/{name}/{k}": v for k, v in b.items()})
+    flat.update({f"test_improvement_pct/{n}": v for n, v in ev.improvement.items()})
     return flat
 
 
@@ -234,8 +238,16 @@ def best_epoch_of(history: Dict[str, list]) -> Optional[int]:
 
 
 def epoch_metrics(logs: Dict[str, float]) -> Dict[str, float]:
-    """Keras' ``loss`` / ``val_loss`` as ``train/loss`` / ``val/loss``."""
-    return {(f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"): v for k, v in logs.items()}
+    """Keras' ``loss`` / ``val_loss`` as ``train/loss`` / ``val/loss``, and again as
+    ``loss/train`` / ``loss/val``: one ``loss`` section in MLflow's charts holding both curves
+    (select both keys in one line chart to overlay them)."""
+    out = {}
+    for k, v in logs.items():
+        split, name = ("val", k[4:]) if k.startswith("val_") else ("train", k)
+        out[f"{split}/{name}"] = v
+        if name == "loss":
+            out[f"loss/{split}"] = v
+    return out
 
 
 @dataclass
@@ -426,16 +438,17 @@ def _plotted_series(prep: Prepared, ev: "Evaluation") -> tuple:
     """What report.plots draws: the series, or with many series the one whose model MASE
     is the median (its name in the title)."""
     stamps = prep.timestamps.to_numpy()
+    steps = np.arange(ev.actual.shape[1])  # every step, at its own target time
     if not prep.is_panel:
-        return (stamps, prep.values, prep.filled, prep.bounds, stamps[ev.test.starts], ev.actual[:, 0],
-                ev.pred[:, 0])
+        return (stamps, prep.values, prep.filled, prep.bounds, stamps[ev.test.starts[:, None] + steps], ev.actual,
+                ev.pred)
     k = _median_series(prep, ev)
     lo, hi = (int(x) for x in prep.spans[k])
     base, rows = k * prep.length, np.flatnonzero(prep.series_of(ev.test.starts) == k)
 
     return (stamps[lo:hi], prep.values[base + lo: base + hi], prep.filled[base + lo: base + hi],
-            local_bounds(prep.bounds, (lo, hi)), stamps[ev.test.starts[rows] - base], ev.actual[rows, 0],
-            ev.pred[rows, 0])
+            local_bounds(prep.bounds, (lo, hi)), stamps[ev.test.starts[rows, None] - base + steps], ev.actual[rows],
+            ev.pred[rows])
 
 
 def _median_series(prep: Prepared, ev: "Evaluation") -> int:
@@ -491,7 +504,12 @@ def _fit(ctx: RunContext, prep: Prepared):
                  app.training.ensemble)
     staging = paths["best"].parent / ".staging"
 
+    # a terminal gets one progress line with ETA (not in the run log: it goes to MLflow); a sweep
+    # job logs its epochs instead, with its run_id
+    progress = Progress("epoch", app.training.epochs, enabled=app.training.verbose > 0 and not ctx.sweep_id)
+
     def on_epoch(epoch: int, logs: dict) -> None:
+        progress.update(epoch + 1, " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
         if ctx.sweep_id:  # a sweep job's epochs go through its log format (with its run_id), not Keras' print
             log.info("epoch %d/%d %s", epoch + 1, app.training.epochs,
                      " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
@@ -502,7 +520,8 @@ def _fit(ctx: RunContext, prep: Prepared):
         try:
             with train.distribution_scope(app.training):
                 history = train.fit(net, prep.sources[0], prep.sources[1], app.training, app.seed, staging,
-                                    on_epoch, verbose=0 if ctx.sweep_id else 2)
+                                    on_epoch, verbose=0 if ctx.sweep_id or progress.enabled or
+                                    app.training.verbose <= 0 else 2)
         except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)  # a half-trained checkpoint helps nobody
             typed = classify(exc) if isinstance(exc, Exception) else None
@@ -511,6 +530,8 @@ def _fit(ctx: RunContext, prep: Prepared):
                                    f"free space or fix permissions under {ctx.layout.root}, then quarantine "
                                    "and rerun it") from exc
             raise
+        finally:
+            progress.close()
     with ctx.stage("artifacts"):
         for kind in ("best", "last"):
             ctx.hashes[kind] = atomic_move_in(staging / f"{kind}.keras", paths[kind])

@@ -143,7 +143,7 @@ class MlflowRun:
                        [LoggedModelOutput(model.model_id, step=0)])
             now = int(time.time() * 1000)
             linked = [Metric(k, v, now, 0, model_id=model.model_id, run_id=self.mlflow_run_id)
-                      for k, v in run.data.metrics.items() if not k.startswith(("train/", "val/"))]
+                      for k, v in run.data.metrics.items() if not k.startswith(("train/", "val/", "loss/"))]
             for i in range(0, len(linked), 1000):
                 self._call("log_batch", self._client.log_batch, self.mlflow_run_id, metrics=linked[i:i + 1000])
         except Exception:
@@ -158,19 +158,20 @@ class MlflowRun:
 
     def register(self, name: str, run_id: str, alias: str) -> None:
         """A model version of the run's LoggedModel tagged with the run_id, then ``alias``
-        on it (sent only after the gate passed)."""
-        from mlflow.exceptions import MlflowException
+        on it (sent only after the gate passed).
+
+        Through ``mlflow.register_model("models:/<model_id>")``, as MLflow's own
+        ``log_model(registered_model_name=...)`` does: the version's source is the
+        LoggedModel (its run found from it), and the LoggedModel gets the tag
+        ``mlflow.modelVersions`` that its page shows as "Registered versions"; the
+        version also carries ``model_id`` as a tag (the SQL registry keeps no column for it)."""
+        import mlflow
 
         if self.model_id is None:
             raise TrackingFailed(f"MLflow register of {name!r}: run {self.mlflow_run_id} logged no model")
-        try:
-            self._client.get_registered_model(name)
-        except MlflowException:
-            self._call("create_registered_model", self._client.create_registered_model, name)
         with _global_tracking_uri(self.store.uri):
-            version = self._call("create_model_version", self._client.create_model_version, name,
-                                 f"models:/{self.model_id}", run_id=self.mlflow_run_id, tags={"run_id": run_id},
-                                 model_id=self.model_id)
+            version = self._call("register_model", mlflow.register_model, f"models:/{self.model_id}", name,
+                                 tags={"run_id": run_id, "model_id": self.model_id})
         self._call("set_registered_model_alias", self._client.set_registered_model_alias, name, alias,
                    version.version)
 

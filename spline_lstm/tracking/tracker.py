@@ -38,6 +38,10 @@ WAIT_S = 90.0  # the longest the launcher waits for one reply of a live helper
 FAIL_WAIT_S = 30.0  # ending a failed run: the helper may first wait out SQLite's 20 s busy timeout
 INTERRUPT_WAIT_S = 2.0  # ending an interrupted run: SIGTERM -> exit 130 within 10 s
 INIT_LOCK_WAIT_S = 120.0  # another process creating or migrating the same store
+# MLflow 3's UI opens an experiment on the page its kind names (tag ``mlflow.experimentKind``):
+# without it, a new experiment opens on the GenAI traces page; ours are model-training runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 RUNBOOK_REPAIR = ("back up the store, then run `mlflow db upgrade URI` or move it aside "
                   "(runbook: 'Tracking store half-migrated')")
 
@@ -210,15 +214,17 @@ def _experiment_id(store: Store) -> str:
 
     client = MlflowClient(tracking_uri=store.uri)
     exp = client.get_experiment_by_name(store.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(store.experiment, artifact_location=store.artifact_location)
-    except MlflowException:
-        exp = client.get_experiment_by_name(store.experiment)  # created by a server's other client
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        try:
+            return client.create_experiment(store.experiment, artifact_location=store.artifact_location,
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except MlflowException:
+            exp = client.get_experiment_by_name(store.experiment)  # created by a server's other client
+            if exp is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in exp.tags:  # a store made before the tag: the UI would open on GenAI
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp.experiment_id
 
 
 class _HelperLost(Exception):
