@@ -126,8 +126,8 @@ def read_table(path: Path, timestamp_col: str, target_col: str, hints: Hints = T
         raise InputInvalid(f"input path {path} is not a regular file (a pipe or a device?)")
     if info.st_size == 0:
         raise InputInvalid(f"input file {path} is empty (0 bytes)")
-    check_bounds(path, ext, info.st_size)
     try:
+        check_bounds(path, ext, info.st_size)  # reads the file too: an unreadable input fails here first
         if ext == ".csv":
             frame = _read_csv(path, list(text))
         else:
