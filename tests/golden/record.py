@@ -70,6 +70,16 @@ def structure(x):
     return type(x).__name__
 
 
+def _machine_free(metadata: dict) -> dict:
+    """The metadata without what belongs to the machine or the caller's shell, not the code:
+    timings, versions, and the BLAS thread variables (``threads.env``: set or unset by whoever
+    started the run, e.g. a pytest worker)."""
+    out = {k: v for k, v in metadata.items() if k not in ("timings_s", "versions")}
+    if isinstance(out.get("threads"), dict):
+        out["threads"] = {k: v for k, v in out["threads"].items() if k != "env"}
+    return out
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -132,7 +142,7 @@ def record_one(name: str) -> dict:
         "structure": {
             "metrics": structure(metrics),
             "meta": structure(meta),
-            "metadata": structure({k: v for k, v in metadata.items() if k not in ("timings_s", "versions")}),
+            "metadata": structure(_machine_free(metadata)),
             "preprocessor": structure(payload),
             "processed": {k: structure(v) for k, v in arrays.items()},
             "report_headings": [line for line in report.splitlines() if line.startswith("#")],
