@@ -9,7 +9,6 @@ registered version linking back to that run and model. Screenshots land in ``doc
 (shown in docs/tracking.md)."""
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -21,6 +20,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import REPO, SWEEP_MODEL
+from tests.helpers.postgres import stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -70,13 +70,7 @@ def ui(request):
                 time.sleep(0.5)
         yield base, outputs, chromium
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc, signal.SIGTERM, 20)  # the UI's process group: its workers too
 
 
 def test_a_new_user_finds_the_runs_their_metrics_and_the_linked_model(ui):

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import SMOKE_FAST, Run, cli, launch
+from tests.helpers.postgres import stop_group
 from tests.helpers.tamper import input_csv
 
 NAME = "smoke-model"
@@ -296,11 +297,5 @@ def test_mlflow_models_serve_answers_with_the_same_forecast(registered: Run, tmp
         got = pd.DataFrame(answer["predictions"])
         _same(got, expected)
     finally:
-        if proc.poll() is None:  # stopped by its own pid (its process group: the server's workers)
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc, signal.SIGTERM, 20)  # stopped by its own pid (its process group: the server's workers)
         log.close()

@@ -83,7 +83,7 @@ def _owner() -> Optional[pwd.struct_passwd]:
         raise Unavailable("running as root and there is no 'postgres' user to run the database as") from exc
 
 
-def _stop(proc: Optional[subprocess.Popen], sig: int, grace: float) -> None:
+def stop_group(proc: Optional[subprocess.Popen], sig: int, grace: float) -> None:
     """Signal a process group we started (its leader's pid), then SIGKILL it after ``grace``."""
     if proc is None or proc.poll() is not None:
         return
@@ -161,7 +161,7 @@ class Postgres:
             return ""
 
     def stop(self) -> None:
-        _stop(self.proc, signal.SIGINT, 30)  # SIGINT = PostgreSQL's fast shutdown
+        stop_group(self.proc, signal.SIGINT, 30)  # SIGINT = PostgreSQL's fast shutdown
 
 
 @dataclass
@@ -213,10 +213,10 @@ class MlflowServer:
 
     def kill(self) -> None:
         """SIGKILL the server and its workers (its process group), as a crash would."""
-        _stop(self.proc, signal.SIGKILL, 30)
+        stop_group(self.proc, signal.SIGKILL, 30)
 
     def stop(self) -> None:
-        _stop(self.proc, signal.SIGTERM, 5)  # uvicorn would wait for idle keep-alive clients
+        stop_group(self.proc, signal.SIGTERM, 5)  # uvicorn would wait for idle keep-alive clients
 
 
 @contextmanager
